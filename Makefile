@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine: `make reproduce` and `make test` (see README.md).
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+NOTEBOOKS := 1_create_dataset.ipynb 2_gradcam.ipynb 3_layercam.ipynb \
+             4_hybrid_gradcam_layercam.ipynb 5_evaluation_comparison.ipynb
+STAMP     := $(VENV)/.installed
+
+.PHONY: setup reproduce test
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+# All notebooks in order, headless, outputs stored in the notebooks and written to results/.
+reproduce: $(STAMP)
+	for nb in $(NOTEBOOKS); do \
+	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=-1 "$$nb" || exit 1; \
+	done
+
+# Unit tests, then every notebook through nbval in quick mode (XAI_QUICK=1).
+test: $(STAMP)
+	XAI_QUICK=1 $(PY) -m pytest -q tests
+	XAI_QUICK=1 $(PY) -m pytest -q --nbval-lax $(NOTEBOOKS)

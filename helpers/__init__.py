@@ -1,0 +1,1 @@
+"""CAM toolkit: model loading, hooks, CAM methods, metrics, statistics and plotting."""

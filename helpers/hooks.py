@@ -1,0 +1,79 @@
+"""Capture the activations of named layers and their gradients, with hooks that never leak.
+
+:class:`LayerCapture` is a context manager: on entry it freezes every parameter
+(``requires_grad=False``) and hooks the layers; on exit, also after an exception, it removes
+the hooks and restores the flags. The first hooked layer reached in the forward becomes the
+root of the autograd graph (its output is detached and made to require grad), so nothing
+below it is recorded and gradients are taken with ``torch.autograd.grad`` with respect to the
+captured maps only: no parameter ever receives a ``.grad``.
+"""
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .models import get_layer
+
+
+class LayerCapture:
+    """Context manager recording the output of each named layer during one forward pass."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], recommended: Sequence[str] = ()) -> None:
+        self.model = model
+        self.names = list(dict.fromkeys(layers))
+        self.modules = {name: get_layer(model, name, recommended) for name in self.names}
+        self.activations: dict[str, torch.Tensor] = {}
+        self._calls: dict[str, int] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._flags: list[tuple[nn.Parameter, bool]] = []
+
+    def _hook(self, name: str):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor")
+            self._calls[name] = self._calls.get(name, 0) + 1
+            if not output.requires_grad:  # the shallowest hooked layer: root of the graph
+                output = output.detach().requires_grad_(True)
+            self.activations[name] = output
+            # Downstream gets a copy, so in-place ops (e.g. ResNet's `out += identity`) leave the map intact.
+            return output.clone()
+        return hook
+
+    def __enter__(self) -> "LayerCapture":
+        self._flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        try:
+            for p, _ in self._flags:
+                p.requires_grad_(False)
+            self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.modules.items()]
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        for p, flag in self._flags:
+            p.requires_grad_(flag)
+        self._flags = []
+        self.activations = {n: a.detach() for n, a in self.activations.items()}
+
+    def check_captured(self) -> None:
+        """Every layer fired exactly once in the forward pass, or a clear error."""
+        for name in self.names:
+            calls = self._calls.get(name, 0)
+            if calls != 1:
+                raise RuntimeError(
+                    f"layer {name!r} ran {calls} times in one forward pass; a CAM layer must run exactly once "
+                    "(a module reused inside the network cannot be hooked: wrap the model so the map is one module's output)")
+
+    def gradients(self, score: torch.Tensor) -> dict[str, torch.Tensor]:
+        """d(score.sum())/d(activation) for every captured layer, from one backward pass."""
+        self.check_captured()
+        acts = [self.activations[n] for n in self.names]
+        grads = torch.autograd.grad(score.sum(), acts, allow_unused=True)
+        return {n: torch.zeros_like(a) if g is None else g for n, a, g in zip(self.names, acts, grads)}

@@ -1,0 +1,63 @@
+"""Pictures: CAM overlays on photos and grids of them."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def to_rgb_array(image: Image.Image | np.ndarray | torch.Tensor, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None) -> np.ndarray:
+    """An (H, W, 3) float array in [0, 1] from a PIL image, a uint8/float array or a (3, H, W) tensor.
+
+    A tensor in a model's normalised space is mapped back with ``mean`` and ``std``.
+    """
+    if isinstance(image, torch.Tensor):
+        t = image.detach().float().cpu()
+        if mean is not None and std is not None:
+            t = t * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+        return t.permute(1, 2, 0).clamp(0, 1).numpy()
+    arr = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"expected an RGB image (H, W, 3), got shape {arr.shape}")
+    return arr.astype(np.float64) / 255.0 if arr.dtype == np.uint8 else np.clip(arr.astype(np.float64), 0, 1)
+
+
+def overlay(image: Image.Image | np.ndarray | torch.Tensor, cam: np.ndarray | torch.Tensor, weight: float = 0.5,
+            cmap: str = "jet", mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
+    """Blend a [0, 1] map (H, W) coloured by ``cmap`` onto the image: (H, W, 3) floats in [0, 1]."""
+    rgb = to_rgb_array(image, mean, std)
+    heat = cam.detach().float().cpu().numpy() if isinstance(cam, torch.Tensor) else np.asarray(cam, dtype=np.float64)
+    if heat.shape != rgb.shape[:2]:
+        raise ValueError(f"map shape {heat.shape} does not match image size {rgb.shape[:2]}")
+    colour = matplotlib.colormaps[cmap](np.clip(heat, 0, 1))[..., :3]
+    return (1 - weight) * rgb + weight * colour
+
+
+def plot_cam_grid(images: Sequence, maps: Mapping[str, torch.Tensor], titles: Sequence[str] | None = None,
+                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                  path: str | Path | None = None, size: float = 2.4) -> plt.Figure:
+    """One row per image: the image, then one overlay per method. Saved to ``path`` if given."""
+    names = list(maps)
+    fig, axes = plt.subplots(len(images), len(names) + 1, figsize=(size * (len(names) + 1), size * len(images)),
+                             squeeze=False)
+    for i, image in enumerate(images):
+        axes[i, 0].imshow(to_rgb_array(image, mean, std))
+        axes[i, 0].set_title(titles[i] if titles else "image", fontsize=8)
+        for j, name in enumerate(names, start=1):
+            axes[i, j].imshow(overlay(image, maps[name][i], mean=mean, std=std))
+            axes[i, j].set_title(name, fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    return fig

@@ -1,0 +1,27 @@
+"""Shared fixtures: the embedded model (loaded once) and a few real photos, all offline."""
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from helpers.models import ModelBundle, load_model
+
+
+@pytest.fixture(scope="session")
+def lite0() -> ModelBundle:
+    """EfficientNet-Lite0 with its real ImageNet weights, on the CPU."""
+    return load_model("efficientnet_lite0", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, Image.Image]:
+    """Real photos that ship inside scikit-image."""
+    return {name: Image.fromarray(getattr(data, name)()) for name in ("coffee", "chelsea", "rocket")}
+
+
+@pytest.fixture(scope="session")
+def photo_batch(lite0: ModelBundle, photos: dict[str, Image.Image]) -> torch.Tensor:
+    """The photos preprocessed for Lite0, as one batch (3, 3, 224, 224)."""
+    return torch.stack([lite0.preprocess(im) for im in photos.values()])

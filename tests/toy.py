@@ -1,0 +1,35 @@
+"""Toy networks whose gradients are known in closed form, wrapped as ModelBundles."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from helpers.models import ModelBundle
+
+
+class GapLinear(nn.Module):
+    """features (a named module) -> optional in-place ReLU -> global average pool -> linear.
+
+    With A = features(x) of size h x w, y_c = sum_k w_ck mean_ij A^k_ij + b_c, so
+    dy_c / dA^k_ij = w_ck / (h w) at every position.
+    """
+
+    def __init__(self, weight: torch.Tensor, features: nn.Module | None = None, inplace_relu: bool = False) -> None:
+        super().__init__()
+        self.features = features if features is not None else nn.Identity()
+        self.after = nn.ReLU(inplace=True) if inplace_relu else nn.Identity()
+        self.fc = nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            self.fc.weight.copy_(weight)
+            self.fc.bias.fill_(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.after(self.features(x)).mean(dim=(2, 3)))
+
+
+def toy_bundle(model: nn.Module, layer: str = "features") -> ModelBundle:
+    """A ModelBundle around a toy network (no preprocessing, numeric class names)."""
+    n = model.fc.out_features
+    return ModelBundle(model=model.eval(), preprocess=lambda x: x, class_names=[str(i) for i in range(n)],
+                       target_layer=layer, layers=[layer], name="toy", weights_source="hand-set",
+                       device=torch.device("cpu"), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), pretrained=False)
