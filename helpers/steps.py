@@ -1,0 +1,65 @@
+"""Intermediate quantities of the CAM formulas, exposed for teaching and inspection.
+
+Every function here is a step the lecture notebooks show on real tensors; the engine in
+:mod:`helpers.cams` computes the same things in one go.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .cams import METHODS, forward_backward, gradcam_weights, normalise_max, upsample
+from .models import ModelBundle
+
+
+def gradcam_steps(acts: torch.Tensor, grads: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Grad-CAM for one layer, step by step: channel weights, weighted sum, and after ReLU."""
+    weights = gradcam_weights(grads)
+    weighted_sum = (weights[..., None, None] * acts).sum(dim=1)
+    return {"weights": weights, "weighted_sum": weighted_sum, "cam": F.relu(weighted_sum)}
+
+
+def layercam_steps(acts: torch.Tensor, grads: torch.Tensor) -> dict[str, torch.Tensor]:
+    """LayerCAM step by step: element-wise weights ReLU(g), weighted maps, their sum after ReLU."""
+    weights = F.relu(grads)
+    weighted = weights * acts
+    return {"weights": weights, "weighted": weighted, "cam": F.relu(weighted.sum(dim=1))}
+
+
+def top_channels(weights: torch.Tensor, k: int = 10) -> torch.Tensor:
+    """Indices of the ``k`` channels with the largest weights, for a 1-D weight vector (K,)."""
+    return weights.topk(min(k, weights.numel())).indices
+
+
+def bilinear_by_formula(src: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of one map (h, w) written out, with ``align_corners=False`` sampling.
+
+    Output pixel (i, j) samples the source at y = (i + 1/2) h / H - 1/2, x = (j + 1/2) w / W - 1/2,
+    clamped to the grid; with y0 = floor(y), x0 = floor(x), dy = y - y0, dx = x - x0 the value is
+    (1-dy)(1-dx) S[y0,x0] + (1-dy) dx S[y0,x0+1] + dy (1-dx) S[y0+1,x0] + dy dx S[y0+1,x0+1].
+    """
+    h, w = src.shape
+    out = torch.empty(size, dtype=src.dtype)
+    for i in range(size[0]):
+        y = min(max((i + 0.5) * h / size[0] - 0.5, 0.0), h - 1)
+        y0, dy = int(y), y - int(y)
+        y1 = min(y0 + 1, h - 1)
+        for j in range(size[1]):
+            x = min(max((j + 0.5) * w / size[1] - 0.5, 0.0), w - 1)
+            x0, dx = int(x), x - int(x)
+            x1 = min(x0 + 1, w - 1)
+            out[i, j] = ((1 - dy) * (1 - dx) * src[y0, x0] + (1 - dy) * dx * src[y0, x1]
+                         + dy * (1 - dx) * src[y1, x0] + dy * dx * src[y1, x1])
+    return out
+
+
+def per_layer_cams(bundle: ModelBundle, images: torch.Tensor, layers: Sequence[str], method: str = "layercam",
+                   class_idx: int | Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    """One [0, 1] map (N, H, W) per layer from ONE forward/backward, shallow to deep."""
+    cap = forward_backward(bundle, images, class_idx, list(layers))
+    size = tuple(images.shape[-2:])
+    return {n: normalise_max(upsample(METHODS[method](cap.activations[n], cap.gradients[n]), size))
+            for n in cap.layers}
+
