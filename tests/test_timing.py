@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import torch
 
-from helpers.timing import time_call, time_methods
+from helpers.timing import interleaved_medians, time_methods
 from toy import GapLinear, toy_bundle
 
 
-def test_time_call_warms_up_then_times_each_repeat() -> None:
-    calls = []
-    times = time_call(lambda: calls.append(1), repeats=4, warmup=2)
-    assert len(calls) == 6 and len(times) == 4 and all(t >= 0 for t in times)
+def test_interleaved_medians_warm_up_then_time_each_round_in_turn() -> None:
+    calls: list[str] = []
+    medians = interleaved_medians({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                  repeats=3, warmup=2)
+    assert calls == ["a", "b"] * 5 and set(medians) == {"a", "b"} and all(t >= 0 for t in medians.values())
 
 
 def test_time_methods_one_row_per_method() -> None:
