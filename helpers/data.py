@@ -1,0 +1,216 @@
+"""Reading images and the dataset manifest.
+
+:func:`load_image` is the project's ONLY image reader: every file goes through it, so every
+notebook sees the same RGB conversion and the same rejections. :func:`load_samples` turns the
+manifest (``input_images/manifest.csv``, written by ``1_create_dataset.ipynb`` or by
+:func:`import_folder`) into preprocessed :class:`Sample` objects.
+
+Conversions (documented choices):
+
+* grayscale / 1-bit -> the gray value copied to R, G and B;
+* RGBA, LA and palette images with transparency -> composited on WHITE (an ImageNet photo's
+  background is more often light than black, and black would add strong false edges);
+* 16-bit images (``I;16``, ``I``) -> 8-bit by ``round(v / 257)`` (65535 -> 255); 16-bit RGB PNGs
+  are reduced to 8 bits by Pillow itself; 32-bit float (``F``) images are rejected (no agreed range);
+* the EXIF orientation tag is applied, so a phone photo stands the way it was taken.
+
+Rejections (:class:`ImageLoadError`, a ``ValueError`` naming the file and the reason): missing
+file, not an image (e.g. a text file named ``.jpg``), corrupt or truncated data, a side shorter
+than :data:`MIN_SIDE` pixels, or more than :data:`MAX_PIXELS` pixels (decompression-bomb guard,
+checked from the header before any pixel is decoded).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageOps
+
+from .config import MANIFEST
+
+#: Smallest accepted side in pixels: below this the model's resize-256 would invent almost
+#: every pixel (a 32-pixel side is already an 8x upscale).
+MIN_SIDE: int = 32
+#: Largest accepted image in pixels (100 MP, about 300 MB once decoded as RGB): larger headers
+#: are treated as decompression bombs and rejected before decoding.
+MAX_PIXELS: int = 100_000_000
+#: The model's preprocessing geometry (both models): shorter side to 256, centre crop 224.
+RESIZE: int = 256
+CROP: int = 224
+
+MANIFEST_COLUMNS: tuple[str, ...] = ("file", "sha256", "source", "licence", "kind", "split",
+                                     "label_idx", "label_name", "boxes", "top5")
+SPLITS: tuple[str, ...] = ("val", "test")
+KINDS: tuple[str, ...] = ("photo", "composite")
+
+Box = tuple[float, float, float, float]
+
+
+class ImageLoadError(ValueError):
+    """An image file that cannot be used; the message names the file and the reason."""
+
+
+def _to_rgb(im: Image.Image, path: Path) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB (see the module docstring for the choices)."""
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, im.convert("RGBA")).convert("RGB")
+    if im.mode.startswith("I"):
+        gray = np.clip(np.rint(np.asarray(im, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if im.mode == "F":
+        raise ImageLoadError(f"{path}: unsupported pixel format F (32-bit float, no agreed value range)")
+    try:
+        return im.convert("RGB")
+    except ValueError as err:
+        raise ImageLoadError(f"{path}: cannot convert pixel format {im.mode} to RGB ({err})") from err
+
+
+def load_image(path: str | Path, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Read an image file as an 8-bit RGB PIL image with its EXIF orientation applied.
+
+    Raises :class:`ImageLoadError` naming ``path`` and the reason when the file is missing, is
+    not an image, is corrupt or truncated, is smaller than ``min_side`` on a side or has more
+    than ``max_pixels`` pixels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageLoadError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageLoadError(f"{path}: image too large ({w}x{h} = {w * h} pixels; "
+                                         f"limit {max_pixels}, decompression-bomb guard)")
+                if min(w, h) < min_side:
+                    raise ImageLoadError(f"{path}: image too small ({w}x{h} px; minimum side {min_side} px)")
+                im.load()
+                return _to_rgb(ImageOps.exif_transpose(im), path)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageLoadError(f"{path}: image too large (decompression-bomb guard: {err})") from err
+    except Image.UnidentifiedImageError as err:
+        raise ImageLoadError(f"{path}: not an image file (no known image format)") from err
+    except Exception as err:  # decoders raise OSError, SyntaxError, ValueError, EOFError, ...
+        raise ImageLoadError(f"{path}: corrupt or truncated image ({type(err).__name__}: {err})") from err
+
+
+def load_images(paths: Iterable[str | Path], **kwargs: Any) -> tuple[dict[Path, Image.Image], list[str]]:
+    """Load many files: ``({path: image} for the good ones, [rejection messages])``.
+
+    One bad file never stops the others; each rejection's message names its file and reason.
+    """
+    images: dict[Path, Image.Image] = {}
+    rejected: list[str] = []
+    for path in paths:
+        try:
+            images[Path(path)] = load_image(path, **kwargs)
+        except ImageLoadError as err:
+            rejected.append(str(err))
+    return images, rejected
+
+
+def crop_geometry(size: tuple[int, int], resize: int = RESIZE, crop: int = CROP) -> tuple[float, float, int, int]:
+    """``(scale_x, scale_y, left, top)`` of the model's resize-shorter-side + centre-crop.
+
+    Mirrors torchvision: the longer side becomes ``int(resize * long / short)`` and the crop
+    offset is ``int(round((new - crop) / 2))``.
+    """
+    w, h = size
+    short, long = min(w, h), max(w, h)
+    new_long = int(resize * long / short)
+    new_w, new_h = (resize, new_long) if w <= h else (new_long, resize)
+    return new_w / w, new_h / h, int(round((new_w - crop) / 2.0)), int(round((new_h - crop) / 2.0))
+
+
+def to_crop_box(box: Sequence[float], size: tuple[int, int], resize: int = RESIZE, crop: int = CROP) -> Box:
+    """A box ``(x0, y0, x1, y1)`` in original pixels of an image of ``size`` (w, h) mapped to the
+    ``crop`` x ``crop`` model input, clipped to it. Raises ``ValueError`` if nothing is left."""
+    sx, sy, left, top = crop_geometry(size, resize, crop)
+    x0, y0, x1, y1 = (min(max(v, 0.0), float(crop)) for v in
+                      (box[0] * sx - left, box[1] * sy - top, box[2] * sx - left, box[3] * sy - top))
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise ValueError(f"box {tuple(box)} of a {size[0]}x{size[1]} image lies outside the centre crop")
+    return (round(x0, 2), round(y0, 2), round(x1, 2), round(y1, 2))
+
+
+@dataclass
+class Sample:
+    """One preprocessed image of the manifest with its label and boxes."""
+
+    file: str
+    tensor: torch.Tensor
+    label_idx: int
+    label_name: str
+    boxes_crop: list[tuple[int, Box]]
+    kind: str
+    split: str
+    source: str
+
+
+def read_manifest(path: str | Path = MANIFEST) -> pd.DataFrame:
+    """The manifest as a DataFrame (all text columns as ``str``, ``label_idx`` as ``int``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no dataset manifest; run 1_create_dataset.ipynb first "
+                                "(or helpers.data.import_folder for your own images)")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: not a dataset manifest, missing columns {missing}")
+    return df.astype({"label_idx": int})
+
+
+def parse_boxes(boxes_json: str) -> list[tuple[int, Box]]:
+    """The manifest's ``boxes`` JSON as ``[(class_idx, (x0, y0, x1, y1) in crop pixels), ...]``."""
+    return [(int(b["class_idx"]), tuple(float(v) for v in b["crop"])) for b in json.loads(boxes_json)]
+
+
+def load_samples(bundle: Any, split: str | None = None, limit: int | None = None,
+                 manifest: str | Path = MANIFEST) -> list[Sample]:
+    """The manifest's images as :class:`Sample` objects, in manifest order.
+
+    ``split`` selects ``"val"`` or ``"test"`` (None: all); ``limit`` keeps the first ``limit``
+    rows (quick mode). File paths are relative to the manifest's folder. A file that fails to
+    load is skipped and reported on stderr, never fatal.
+    """
+    df = read_manifest(manifest)
+    if split is not None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        df = df[df["split"] == split]
+    if limit is not None:
+        df = df.head(limit)
+    root = Path(manifest).parent
+    images, rejected = load_images(root / f for f in df["file"])
+    if rejected:
+        print(f"load_samples: skipped {len(rejected)} file(s):\n  " + "\n  ".join(rejected), file=sys.stderr)
+    return [Sample(file=row.file, tensor=bundle.preprocess(images[root / row.file]), label_idx=int(row.label_idx),
+                   label_name=row.label_name, boxes_crop=parse_boxes(row.boxes), kind=row.kind, split=row.split,
+                   source=row.source)
+            for row in df.itertuples() if root / row.file in images]
+
+
+def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a manifest deterministically: the standard columns first, ``\\n`` line ends."""
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"manifest is missing columns {missing}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(MANIFEST_COLUMNS) + [c for c in df.columns if c not in MANIFEST_COLUMNS]
+    df.loc[:, columns].to_csv(path, index=False, lineterminator="\n")
+    return path
+
