@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -13,12 +13,23 @@ from .models import ModelBundle
 from .viz import plot_cam_grid
 
 
+def two_object_sample(samples: Sequence):
+    """The first sample whose boxes hold two different classes (a two-object composite), else an error."""
+    for s in samples:
+        if len({idx for idx, _ in s.boxes_crop}) >= 2:
+            return s
+    raise ValueError(f"none of the {len(samples)} samples has boxes of two different classes")
+
+
 def save_examples(bundle: ModelBundle, samples: Sequence, methods: Sequence[str], out_dir: str | Path,
-                  per_figure: int = 6, progress: bool = True, **cam_kwargs) -> list[Path]:
+                  per_figure: int = 6, progress: bool = True, extra: Mapping[str, dict] | None = None,
+                  **cam_kwargs) -> list[Path]:
     """Explain each sample's labelled class with every method; one PNG per ``per_figure`` samples.
 
     ``samples`` are :class:`helpers.data.Sample` objects (``tensor``, ``label_idx``, ``label_name``,
-    ``file``, ``boxes_crop``); ``cam_kwargs`` go to :func:`helpers.cams.compute_cams`.
+    ``file``, ``boxes_crop``); ``cam_kwargs`` go to :func:`helpers.cams.compute_cams`. ``extra``
+    adds columns computed with other settings: ``{title: compute_cams kwargs with one method}``,
+    e.g. ``{"layercam, 3 layers": {"methods": ("layercam",), "layer": bundle.multi_layers}}``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -27,12 +38,15 @@ def save_examples(bundle: ModelBundle, samples: Sequence, methods: Sequence[str]
     for page, start in enumerate(tqdm(starts, desc=out_dir.name, disable=not progress)):
         chunk = samples[start:start + per_figure]
         images = torch.stack([s.tensor for s in chunk])
-        maps = compute_cams(bundle, images, methods, class_idx=[s.label_idx for s in chunk], **cam_kwargs)
+        idx = [s.label_idx for s in chunk]
+        computed = compute_cams(bundle, images, methods, class_idx=idx, **cam_kwargs)
+        maps = {m: computed[m].cpu() for m in methods}
+        for title, kwargs in (extra or {}).items():
+            maps[title] = compute_cams(bundle, images, class_idx=idx, **kwargs)[kwargs["methods"][0]].cpu()
         titles = [f"{Path(s.file).stem}: {s.label_name}" for s in chunk]
         boxes = [[box for idx, box in s.boxes_crop if idx == s.label_idx] for s in chunk]
         path = out_dir / f"examples_{page:02d}.png"
-        fig = plot_cam_grid(list(images), {m: maps[m].cpu() for m in methods}, titles, bundle.mean, bundle.std,
-                            path=path, boxes=boxes)
+        fig = plot_cam_grid(list(images), maps, titles, bundle.mean, bundle.std, path=path, boxes=boxes)
         plt.close(fig)
         paths.append(path)
     return paths

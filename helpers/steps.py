@@ -28,6 +28,19 @@ def layercam_steps(acts: torch.Tensor, grads: torch.Tensor) -> dict[str, torch.T
     return {"weights": weights, "weighted": weighted, "cam": F.relu(weighted.sum(dim=1))}
 
 
+def probability_gradcam_weights(weight: torch.Tensor, probs: torch.Tensor, class_idx: torch.Tensor,
+                                area: int) -> torch.Tensor:
+    """Grad-CAM weights (N, K) for the softmax probability p_c on a global-average-pool + linear head.
+
+    With y = W mean_ij(A) + b, dy_j / dA^k_ij = W_jk / (h w), and the chain rule through the softmax
+    gives d p_c / dA^k_ij = p_c (W_ck - sum_j p_j W_jk) / (h w): the class's weights minus their
+    probability-weighted average over all classes, scaled by p_c. ``weight`` is W (C, K), ``probs``
+    the softmax (N, C), ``area`` = h w of the layer.
+    """
+    idx = torch.as_tensor(class_idx, dtype=torch.long).view(-1, 1)
+    return probs.gather(1, idx) * (weight[idx[:, 0]] - probs @ weight) / area
+
+
 def top_channels(weights: torch.Tensor, k: int = 10) -> torch.Tensor:
     """Indices of the ``k`` channels with the largest weights, for a 1-D weight vector (K,)."""
     return weights.topk(min(k, weights.numel())).indices

@@ -4,7 +4,9 @@ from __future__ import annotations
 import torch
 
 from helpers.cams import compute_cams, forward_backward, fuse_layers, upsample
-from helpers.steps import bilinear_by_formula, gradcam_steps, layercam_steps, per_layer_cams, top_channels
+from helpers.cams import gradcam_weights
+from helpers.steps import (bilinear_by_formula, gradcam_steps, layercam_steps, per_layer_cams,
+                           probability_gradcam_weights, top_channels)
 from toy import GapLinear, toy_bundle
 
 A = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[4.0, 0.0], [0.0, 1.0]]]])
@@ -27,6 +29,16 @@ def test_gradcam_steps_by_hand() -> None:
     assert torch.allclose(steps["cam"], torch.tensor([[[0.0, 0.5], [0.75, 0.5]]]))
     lc = layercam_steps(cap.activations["features"], cap.gradients["features"])
     assert torch.equal(lc["weights"][0, 1], torch.zeros(2, 2)) and torch.allclose(lc["cam"], A[:, 0] / 4)
+
+
+def test_probability_weights_follow_the_softmax_chain_rule() -> None:
+    x = torch.cat([A, A.flip(-1) * 2])
+    cap = forward_backward(toy_bundle(GapLinear(W)), x, class_idx=[0, 1], score="probability")
+    probs = cap.logits.softmax(dim=1)
+    by_formula = probability_gradcam_weights(W, probs, cap.class_idx, area=4)
+    assert torch.allclose(gradcam_weights(cap.gradients["features"]), by_formula, atol=1e-7)
+    p0 = probs[0, 0]  # by hand for image 0, class 0: p0 * (w_0 - p0 w_0 - p1 w_1) / 4 = p0 p1 (w_0 - w_1) / 4
+    assert torch.allclose(by_formula[0], p0 * (1 - p0) * (W[0] - W[1]) / 4, atol=1e-7)
 
 
 def test_top_channels() -> None:

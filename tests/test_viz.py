@@ -4,11 +4,14 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
 
-from helpers.examples import save_examples
+from helpers import examples
+from helpers.cams import compute_cams
+from helpers.examples import save_examples, two_object_sample
 from helpers.viz import overlay, plot_bars, plot_maps, to_rgb_array
 
 
@@ -32,9 +35,24 @@ def test_plots_build(tmp_path) -> None:
     assert len(plot_bars(np.array([2.0, -1.0]), ["x", "y"]).axes[0].patches) == 2
 
 
-def test_save_examples_writes_one_page_per_chunk(lite0, photo_batch, tmp_path) -> None:
+def test_save_examples_writes_one_page_per_chunk(lite0, photo_batch, tmp_path, monkeypatch) -> None:
     samples = [SimpleNamespace(tensor=t, label_idx=c, label_name=lite0.class_names[c], file=f"img{i}.png",
                                boxes_crop=[(c, (10.0, 20.0, 100.0, 120.0))])
                for i, (t, c) in enumerate(zip(photo_batch, [967, 281, 657]))]
     paths = save_examples(lite0, samples, ("gradcam", "hybrid"), tmp_path / "ex", per_figure=2, progress=False)
     assert [p.name for p in paths] == ["examples_00.png", "examples_01.png"] and all(p.stat().st_size > 0 for p in paths)
+    extra = {"layercam, 2 layers": {"methods": ("layercam",), "layer": ["stages.5", "head"]}}
+    fig_calls = []
+    monkeypatch.setattr(examples, "plot_cam_grid", lambda images, maps, *a, **k: fig_calls.append(maps) or plt.figure())
+    save_examples(lite0, samples[:1], ("gradcam",), tmp_path / "ex2", progress=False, extra=extra)
+    assert list(fig_calls[0]) == ["gradcam", "layercam, 2 layers"]
+    fused = compute_cams(lite0, photo_batch[:1], ("layercam",), class_idx=967, layer=["stages.5", "head"])["layercam"]
+    assert torch.allclose(fig_calls[0]["layercam, 2 layers"], fused)
+
+
+def test_two_object_sample_needs_two_classes() -> None:
+    one = SimpleNamespace(boxes_crop=[(3, (0, 0, 1, 1)), (3, (2, 2, 3, 3))])
+    two = SimpleNamespace(boxes_crop=[(3, (0, 0, 1, 1)), (5, (2, 2, 3, 3))])
+    assert two_object_sample([one, two]) is two
+    with pytest.raises(ValueError, match="two different classes"):
+        two_object_sample([one])
