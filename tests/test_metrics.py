@@ -1,0 +1,137 @@
+"""Metrics: hand-worked toy cases, invariants (batch == single, chunk size), edge cases."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from helpers import metrics as M
+from toy import GapLinear, toy_bundle
+
+
+def sigmoid(v: float) -> float:
+    return 1 / (1 + math.exp(-v))
+
+
+@pytest.fixture
+def toy():
+    """Class 0's logit is mean(channel 0) + 0.1 and class 1's is 0.1: p0 = sigmoid(mean(channel 0))."""
+    return toy_bundle(GapLinear(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])))
+
+
+def image(values: list[list[float]]) -> torch.Tensor:
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, 0] = torch.tensor(values)
+    return x
+
+
+# channel 0 = [[4, 1], [2, 3]] and the map ranks 4 > 3 > 2 > 1: pixel order (0,0), (1,1), (1,0), (0,1)
+X = image([[4.0, 1.0], [2.0, 3.0]])
+MAP = torch.tensor([[[1.0, 0.25], [0.5, 0.75]]])
+
+
+def test_insertion_by_hand(toy) -> None:
+    # revealed sums 0, 4, 7, 9, 10 over a zero substrate -> means / 4 pixels
+    curve = M.insertion_deletion_curves(toy, X, MAP, 0, "insertion", steps=4, substrate="zero")
+    expected = torch.tensor([[sigmoid(v / 4) for v in (0, 4, 7, 9, 10)]])
+    assert torch.allclose(curve, expected, atol=1e-6)
+
+
+def test_deletion_by_hand_and_two_pixels_per_step(toy) -> None:
+    curve = M.insertion_deletion_curves(toy, X, MAP, 0, "deletion", steps=2, substrate="black")
+    # toy bundle: mean 0, std 1, so black = 0; remaining sums 10, 10 - 4 - 3 = 3, 0
+    assert torch.allclose(curve, torch.tensor([[sigmoid(2.5), sigmoid(0.75), sigmoid(0.0)]]), atol=1e-6)
+
+
+def test_black_means_pixel_zero_in_normalised_space() -> None:
+    x = torch.randn(2, 3, 4, 4)
+    black = M.make_substrate(x, "black", (0.5, 0.4, 0.3), (0.5, 0.2, 0.1))
+    assert torch.allclose(black[0, :, 0, 0], torch.tensor([-1.0, -2.0, -3.0]))
+    assert torch.allclose(M.to_pixels(black, (0.5, 0.4, 0.3), (0.5, 0.2, 0.1)), torch.zeros_like(x), atol=1e-6)
+    assert torch.equal(M.make_substrate(x, "zero", (0.5,) * 3, (0.5,) * 3), torch.zeros_like(x))
+    with pytest.raises(ValueError, match="unknown substrate 'grey'.*black, zero, blur"):
+        M.make_substrate(x, "grey", (0.5,) * 3, (0.5,) * 3)
+
+
+def test_blur_keeps_constants_and_damps_stripes_by_the_kernel_sum() -> None:
+    const = torch.full((1, 3, 16, 16), 0.3)
+    assert torch.allclose(M.gaussian_blur(const), const, atol=1e-6)
+    stripes = torch.zeros(1, 1, 32, 32)
+    stripes[..., ::2] = 1.0
+    # 1-D weights g(x) = exp(-x^2 / 50), x = -5..5; a column with value 1 keeps sum_{x even} g / sum g
+    g = [math.exp(-x * x / 50) for x in range(-5, 6)]
+    on = sum(w for x, w in zip(range(-5, 6), g) if x % 2 == 0) / sum(g)
+    blurred = M.gaussian_blur(stripes)
+    assert torch.allclose(blurred[..., 0::2], torch.full_like(blurred[..., 0::2], on), atol=1e-6)
+    assert torch.allclose(blurred[..., 1::2], torch.full_like(blurred[..., 1::2], 1 - on), atol=1e-6)
+
+
+def test_ranks_break_ties_in_row_major_order() -> None:
+    ranks = M.pixel_ranks(torch.tensor([[[0.0, 1.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]))
+    assert ranks.tolist() == [[2, 0, 1, 3], [0, 1, 2, 3]]
+
+
+def test_step_counts() -> None:
+    assert M.step_counts(10, 4).tolist() == [0, 2, 5, 7, 10]
+    with pytest.raises(ValueError, match="steps"):
+        M.step_counts(10, 0)
+
+
+def test_auc_of_known_curves() -> None:
+    curves = torch.tensor([[0.3, 0.3, 0.3], [0.0, 0.5, 1.0], [0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    assert torch.allclose(M.auc(curves), torch.tensor([0.3, 0.5, 0.75, 0.25]))
+    with pytest.raises(ValueError, match="K >= 1"):
+        M.auc(torch.ones(2, 1))
+
+
+def test_curves_are_monotone_when_the_map_is_the_evidence(toy) -> None:
+    torch.manual_seed(0)
+    x = torch.zeros(2, 3, 8, 8)
+    x[:, 0] = torch.rand(2, 8, 8)
+    maps = x[:, 0] / x[:, 0].amax(dim=(1, 2), keepdim=True)
+    ins = M.insertion_deletion_curves(toy, x, maps, 0, "insertion", steps=16, substrate="zero")
+    dele = M.insertion_deletion_curves(toy, x, maps, 0, "deletion", steps=16, substrate="zero")
+    assert (ins.diff(dim=1) >= -1e-7).all() and (dele.diff(dim=1) <= 1e-7).all()
+    # the map ranks the evidence best-first, so its insertion beats the reverse ranking's
+    worst = M.insertion_deletion_curves(toy, x, 1 - maps, 0, "insertion", steps=16, substrate="zero")
+    assert (M.auc(ins) > M.auc(worst)).all()
+
+
+def test_batch_equals_single_and_chunk_size_does_not_matter(toy) -> None:
+    torch.manual_seed(1)
+    x, maps = torch.randn(3, 3, 6, 6), torch.rand(3, 6, 6)
+    batch = M.insertion_deletion_curves(toy, x, maps, [0, 1, 0], "insertion", steps=5, chunk_size=4)
+    singles = torch.cat([M.insertion_deletion_curves(toy, x[i:i + 1], maps[i:i + 1], [0, 1, 0][i], "insertion",
+                                                     steps=5, chunk_size=1) for i in range(3)])
+    big = M.insertion_deletion_curves(toy, x, maps, [0, 1, 0], "insertion", steps=5, chunk_size=1000)
+    assert torch.allclose(batch, singles, atol=1e-6) and torch.allclose(batch, big, atol=1e-6)
+
+
+def test_curves_run_in_chunked_forwards_not_one_per_step(toy) -> None:
+    calls: list[int] = []
+    toy.model.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    M.insertion_deletion_curves(toy, torch.randn(2, 3, 4, 4), torch.rand(2, 4, 4), 0, "deletion", steps=4,
+                                chunk_size=4)
+    assert calls == [4, 4, 2]
+
+
+def test_presets_and_overrides(toy) -> None:
+    x, maps = torch.randn(2, 3, 4, 4), torch.rand(2, 4, 4)
+    thesis = M.insertion_deletion_auc(toy, x, maps, 0, preset="thesis")
+    assert set(thesis) == {"insertion", "deletion"} and thesis["insertion"].shape == (2,)
+    curves = M.insertion_deletion(toy, x, maps, 0, preset="thesis", steps=3)
+    assert curves["deletion"].shape == (2, 4)
+    by_hand = M.auc(M.insertion_deletion_curves(toy, x, maps, 0, "insertion", steps=10, substrate="zero"))
+    assert torch.allclose(thesis["insertion"], by_hand)
+    with pytest.raises(ValueError, match="unknown option"):
+        M.insertion_deletion_auc(toy, x, maps, 0, stepz=3)
+    with pytest.raises(ValueError, match="unknown preset"):
+        M.insertion_deletion_auc(toy, x, maps, 0, preset="nope")
+
+
+def test_bad_shapes_and_modes(toy) -> None:
+    with pytest.raises(ValueError, match="maps"):
+        M.insertion_deletion_curves(toy, torch.randn(2, 3, 4, 4), torch.rand(1, 4, 4), 0, "insertion")
+    with pytest.raises(ValueError, match="unknown mode"):
+        M.insertion_deletion_curves(toy, torch.randn(1, 3, 4, 4), torch.rand(1, 4, 4), 0, "both")
