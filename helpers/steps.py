@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .cams import METHODS, forward_backward, gradcam_weights, normalise_max, upsample
+from .cams import METHODS, forward_backward, gradcam, gradcam_weights, normalise_max, upsample
 from .models import ModelBundle
+from .sanity import spearman
 
 
 def gradcam_steps(acts: torch.Tensor, grads: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -76,3 +78,19 @@ def per_layer_cams(bundle: ModelBundle, images: torch.Tensor, layers: Sequence[s
     return {n: normalise_max(upsample(METHODS[method](cap.activations[n], cap.gradients[n]), size))
             for n in cap.layers}
 
+
+
+def logit_vs_probability(bundle: ModelBundle, images: torch.Tensor, class_idx: Sequence[int]) -> pd.DataFrame:
+    """Grad-CAM from the pre-softmax score y_c against Grad-CAM from the softmax probability p_c, per image.
+
+    Columns: ``p`` (p_c), ``spearman`` (rank correlation of the two maps at the layer's resolution)
+    and ``weight_ratio`` (norm of the probability's channel weights over the logit's).
+    """
+    caps = {s: forward_backward(bundle, images, class_idx, score=s) for s in ("logit", "probability")}
+    layer = caps["logit"].layers[0]
+    maps = {s: gradcam(c.activations[layer], c.gradients[layer]) for s, c in caps.items()}
+    norms = {s: gradcam_weights(c.gradients[layer]).norm(dim=1) for s, c in caps.items()}
+    probs = caps["logit"].logits.softmax(dim=1).gather(1, caps["logit"].class_idx[:, None])[:, 0]
+    return pd.DataFrame({"p": probs.numpy(),
+                         "spearman": [spearman(a, b) for a, b in zip(maps["logit"], maps["probability"])],
+                         "weight_ratio": (norms["probability"] / norms["logit"]).numpy()})

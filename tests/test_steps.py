@@ -1,12 +1,13 @@
 """Teaching steps: the written-out formulas agree with the engine and with hand values."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from helpers.cams import compute_cams, forward_backward, fuse_layers, upsample
 from helpers.cams import gradcam_weights
 from helpers.steps import (bilinear_by_formula, gradcam_steps, layercam_steps, per_layer_cams,
-                           probability_gradcam_weights, top_channels)
+                           logit_vs_probability, probability_gradcam_weights, top_channels)
 from toy import GapLinear, toy_bundle
 
 A = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[4.0, 0.0], [0.0, 1.0]]]])
@@ -39,6 +40,17 @@ def test_probability_weights_follow_the_softmax_chain_rule() -> None:
     assert torch.allclose(gradcam_weights(cap.gradients["features"]), by_formula, atol=1e-7)
     p0 = probs[0, 0]  # by hand for image 0, class 0: p0 * (w_0 - p0 w_0 - p1 w_1) / 4 = p0 p1 (w_0 - w_1) / 4
     assert torch.allclose(by_formula[0], p0 * (1 - p0) * (W[0] - W[1]) / 4, atol=1e-7)
+
+
+def test_logit_vs_probability_on_a_toy() -> None:
+    x = torch.cat([A, A.flip(-1) * 2])
+    table = logit_vs_probability(toy_bundle(GapLinear(W)), x, [0, 1])
+    probs = GapLinear(W)(x).detach().softmax(dim=1)
+    assert table["p"].tolist() == pytest.approx([float(probs[0, 0]), float(probs[1, 1])], rel=1e-6)
+    # with two classes the probability weights are p0 p1 (w_c - w_other) / 4: a scaled "c against the rest"
+    ratio = (probs[0, 0] * probs[0, 1] * (W[0] - W[1]).norm() / W[0].norm()).item()
+    assert table["weight_ratio"][0] == pytest.approx(ratio, rel=1e-5)
+    assert table["spearman"].between(-1, 1).all()
 
 
 def test_top_channels() -> None:
