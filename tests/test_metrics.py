@@ -135,3 +135,105 @@ def test_bad_shapes_and_modes(toy) -> None:
         M.insertion_deletion_curves(toy, torch.randn(2, 3, 4, 4), torch.rand(1, 4, 4), 0, "insertion")
     with pytest.raises(ValueError, match="unknown mode"):
         M.insertion_deletion_curves(toy, torch.randn(1, 3, 4, 4), torch.rand(1, 4, 4), 0, "both")
+
+
+# ---------------------------------------------------------------- confidence-based metrics
+
+def test_explanation_images_multiply_in_pixel_space() -> None:
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    x = torch.full((1, 3, 2, 2), 0.6)  # pixel value 0.8
+    maps = torch.tensor([[[1.0, 0.5], [0.0, 0.25]]])
+    pixels = M.to_pixels(M.explanation_images(x, maps, mean, std), mean, std)
+    assert torch.allclose(pixels[0, 1], torch.tensor([[0.8, 0.4], [0.0, 0.2]]))
+
+
+def test_average_drop_and_increase_by_hand(toy) -> None:
+    # p0 = sigmoid(mean channel 0). Image 1: all 2 -> Y = sigmoid(2); map 0.5 everywhere -> O = sigmoid(1).
+    # Image 2: all -2 -> Y = sigmoid(-2); halving the pixels raises p0 to sigmoid(-1): an increase, no drop.
+    x = torch.zeros(2, 3, 2, 2)
+    x[0, 0], x[1, 0] = 2.0, -2.0
+    out = M.confidence_change(toy, x, torch.full((2, 2, 2), 0.5), 0)
+    assert torch.allclose(out["average_drop"], torch.tensor([(sigmoid(2) - sigmoid(1)) / sigmoid(2), 0.0]))
+    assert out["increase_in_confidence"].tolist() == [0.0, 1.0]
+    assert torch.allclose(out["prob_explanation"], torch.tensor([sigmoid(1), sigmoid(-1)]))
+
+
+def test_pearson_complexity_and_harmonic_mean_by_hand() -> None:
+    a = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    assert torch.allclose(M.pearson(a, 2 * a + 1), torch.tensor([1.0]))
+    assert torch.allclose(M.pearson(a, torch.tensor([[1.0, 3.0, 2.0, 4.0]])), torch.tensor([0.8]))
+    assert M.pearson(a, torch.zeros(1, 4)).tolist() == [0.0]
+    assert torch.allclose(M.complexity(torch.tensor([[[1.0, 0.0], [0.5, 0.5]]])), torch.tensor([0.5]))
+    # 3 / (1/0.5 + 1/1 + 1/0.25) = 3 / 7
+    hm = M.harmonic_mean(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0]), torch.tensor([0.25, 0.3]))
+    assert torch.allclose(hm, torch.tensor([3 / 7, 0.0]))
+
+
+def test_adcc_by_hand(toy) -> None:
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, 0] = 2.0
+    maps = torch.tensor([[[1.0, 0.5], [0.5, 0.0]]])  # complexity 0.5; revealed mean 2 * 2 / 4 = 1
+    out = M.adcc(toy, x, maps, 0, explain=lambda imgs, idx: maps.flip(-1))
+    # the re-explained map [[0.5, 1], [0, 0.5]] correlates 0 with the map -> coherency 0.5
+    drop = (sigmoid(2) - sigmoid(1)) / sigmoid(2)
+    assert torch.allclose(out["coherency"], torch.tensor([0.5])) and torch.allclose(out["complexity"], torch.tensor([0.5]))
+    assert torch.allclose(out["adcc"], torch.tensor([3 / (2 + 2 + 1 / (1 - drop))]))
+
+
+def test_all_zero_maps_never_give_nan(toy) -> None:
+    x, zero = torch.randn(1, 3, 8, 8), torch.zeros(1, 8, 8)
+    out = M.adcc(toy, x, zero, 0, explain=lambda imgs, idx: torch.zeros(1, 8, 8))
+    assert all(torch.isfinite(v).all() for v in out.values())
+    assert out["coherency"].item() == 0.5 and out["complexity"].item() == 0.0
+    boxes = [[(0.0, 0.0, 4.0, 4.0)]]
+    for fn in (M.pointing_game, M.energy_pointing_game, M.box_iou):
+        assert fn(zero, boxes).tolist() == [0.0]
+    curves = M.insertion_deletion(toy, x, zero, 0, steps=4)
+    assert all(torch.isfinite(c).all() for c in curves.values())
+
+
+# ---------------------------------------------------------------- localisation
+
+def test_pointing_game_tolerance_and_ties() -> None:
+    maps = torch.zeros(3, 40, 40)
+    maps[0, 10, 30] = 1.0  # centre (30.5, 10.5): 10.5 px right of the box -> hit with 15 px tolerance
+    maps[1, 10, 36] = 1.0  # 16.5 px right -> miss
+    maps[2, 5, 5] = maps[2, 35, 35] = 1.0  # tie: one max inside, one far outside -> miss
+    boxes = [[(0.0, 0.0, 20.0, 20.0)]] * 3
+    assert M.pointing_game(maps, boxes).tolist() == [1.0, 0.0, 0.0]
+    assert M.pointing_game(maps, boxes, tolerance=0.0).tolist() == [0.0, 0.0, 0.0]
+    # a second box of the class catches the other maximum
+    assert M.pointing_game(maps[2:], [[(0.0, 0.0, 20.0, 20.0), (30.0, 30.0, 40.0, 40.0)]]).tolist() == [1.0]
+    assert torch.isnan(M.pointing_game(maps[:1], [[]])).all()
+    with pytest.raises(ValueError, match="one list per map"):
+        M.pointing_game(maps, boxes[:2])
+
+
+def test_energy_pointing_game_by_hand() -> None:
+    m = torch.tensor([[[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 2.0], [0.0] * 4, [0.0] * 4]])
+    # box (0, 0, 2, 2) holds the four ones: energy 4 of 6; pixel centres decide (1.9 excludes column 1)
+    assert torch.allclose(M.energy_pointing_game(m, [[(0.0, 0.0, 2.0, 2.0)]]), torch.tensor([4 / 6], dtype=torch.float64))
+    assert torch.allclose(M.energy_pointing_game(m, [[(0.0, 0.0, 1.4, 2.0)]]), torch.tensor([2 / 6], dtype=torch.float64))
+
+
+def test_largest_region_box_and_iou_by_hand() -> None:
+    m = torch.zeros(10, 10)
+    m[1:3, 1:3] = 1.0  # 4 pixels
+    m[5:9, 4:7] = 0.5  # 12 pixels, the largest region at threshold 0.2 (0.5 >= 0.2)
+    m[4, 3] = 0.5      # diagonal neighbour: joins with 8-connectivity
+    assert M.largest_region_box(m) == (3.0, 4.0, 7.0, 9.0)
+    assert M.largest_region_box(m, threshold=0.6) == (1.0, 1.0, 3.0, 3.0)
+    assert M.largest_region_box(torch.zeros(4, 4)) is None
+    assert M.iou((0, 0, 2, 2), (1, 1, 3, 3)) == 1 / 7 and M.iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
+    # best of the boxes of the class: (3, 4, 7, 9) vs itself = 1
+    assert M.box_iou(m[None], [[(0.0, 0.0, 1.0, 1.0), (3.0, 4.0, 7.0, 9.0)]]).tolist() == [1.0]
+
+
+def test_sanity_floors() -> None:
+    r = M.random_maps(2, (5, 6), seed=3)
+    assert r.shape == (2, 5, 6) and torch.equal(r, M.random_maps(2, (5, 6), seed=3))
+    assert not torch.equal(r, M.random_maps(2, (5, 6), seed=4)) and 0 <= r.min() and r.max() < 1
+    g = M.gaussian_maps(1, (4, 4), sigma=0.25)[0]
+    # pixel centres at +-0.5, +-1.5 from the centre; sigma = 1 px -> corner / centre = exp(-(2.25+2.25)/2 + 0.25)
+    assert g.max() == 1.0 and torch.equal(g, g.flip(0)) and torch.equal(g, g.T)
+    assert abs(g[0, 0].item() - math.exp(-(4.5 - 0.5) / 2)) < 1e-6
