@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers.data import (ImageLoadError, crop_geometry, load_image, load_images, load_samples, read_manifest,
-                          to_crop_box, write_manifest)
+from helpers.data import (ImageLoadError, crop_geometry, import_folder, load_image, load_images, load_samples,
+                          read_manifest, to_crop_box, write_manifest)
 from helpers.models import make_preprocess
 
 
@@ -231,3 +231,58 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="missing columns"):
         read_manifest(tmp_path / "other.csv")
+
+
+# ---------------------------------------------------------------- user folders
+
+def _voc(path: Path, size: tuple[int, int], objects: list[tuple[str, tuple[int, int, int, int]]]) -> None:
+    objs = "".join(f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
+                   f"<ymax>{b[3]}</ymax></bndbox></object>" for n, b in objects)
+    path.write_text(f"<annotation><size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"
+                    f"{objs}</annotation>")
+
+
+def test_import_folder_class_subfolders_voc_boxes_and_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "mine"
+    for folder in ("tabby", "Egyptian_cat", "285", "no such class"):
+        (root / folder).mkdir(parents=True)
+    _rgb(300, 200, seed=1).save(root / "tabby" / "a.jpg")
+    _voc(root / "tabby" / "a.xml", (300, 200), [("n02123045", (31, 21, 150, 120)), ("tabby", (200, 50, 260, 190))])
+    _rgb(64, 64, seed=2).save(root / "Egyptian_cat" / "b.png")
+    _rgb(64, 64, seed=3).save(root / "285" / "c.png")
+    _rgb(64, 64, seed=4).save(root / "no such class" / "d.png")
+    _write_text_jpg(root / "tabby" / "broken.jpg")
+    _rgb(64, 64, seed=5).save(root / "tabby" / "e.png")
+    _voc(root / "tabby" / "e.xml", (99, 99), [("tabby", (1, 1, 10, 10))])           # wrong size: reported
+    synsets = tmp_path / "LOC_synset_mapping.txt"
+    synsets.write_text("".join(f"n{i:08d} class {i}\n" for i in range(1000)).replace("n00000281", "n02123045"))
+
+    df = import_folder(root, synsets=synsets)
+    assert list(df["file"]) == ["285/c.png", "Egyptian_cat/b.png", "tabby/a.jpg"]
+    assert list(df["label_idx"]) == [285, 285, 281] and list(df["split"]) == ["test"] * 3
+    boxes = json.loads(df.loc[2, "boxes"])
+    assert [b["class_idx"] for b in boxes] == [281, 281]
+    assert boxes[0]["orig"] == [30.0, 20.0, 150.0, 120.0]                       # VOC 1-based -> 0-based
+    assert tuple(boxes[0]["crop"]) == to_crop_box((30, 20, 150, 120), (300, 200))
+    rejected = df.attrs["rejected"]
+    assert len(rejected) == 3
+    assert any("broken.jpg" in r and "not an image" in r for r in rejected)
+    assert any("d.png" in r and "unknown ImageNet class 'no such class'" in r for r in rejected)
+    assert any("e.png" in r and "99x99" in r for r in rejected)
+    assert "skipped 3 file(s)" in capsys.readouterr().out
+    bundle = SimpleNamespace(preprocess=make_preprocess((0.5,) * 3, (0.5,) * 3))
+    samples = load_samples(bundle, manifest=root / "manifest.csv")
+    assert [s.label_idx for s in samples] == [285, 285, 281] and len(samples[2].boxes_crop) == 2
+
+
+def test_import_folder_labels_csv_and_unknown_wnid(tmp_path: Path) -> None:
+    _rgb(64, 64).save(tmp_path / "x.png")
+    _rgb(64, 64, seed=1).save(tmp_path / "y.png")
+    (tmp_path / "labels.csv").write_text("file,label,split\nx.png,tripod,val\ny.png,n04485082,test\n")
+    df = import_folder(tmp_path, labels_csv=tmp_path / "labels.csv", out=tmp_path / "out" / "m.csv")
+    assert list(df["file"]) == ["../x.png"] and list(df["split"]) == ["val"] and list(df["label_idx"]) == [872]
+    assert "synsets=" in df.attrs["rejected"][0]
+    assert read_manifest(tmp_path / "out" / "m.csv")["label_name"].tolist() == ["tripod"]
+    with pytest.raises(ValueError, match="'file' and 'label'"):
+        (tmp_path / "bad.csv").write_text("name,class\n")
+        import_folder(tmp_path, labels_csv=tmp_path / "bad.csv")
