@@ -139,6 +139,27 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def paired_differences(results: pd.DataFrame, baseline: tuple[str, float]) -> pd.DataFrame:
+    """Per (fusion, alpha): mean and 95% t-interval of the per-image difference to ``baseline``.
+
+    Differences are taken image by image (insertion - baseline insertion, likewise deletion), so
+    the spread between images cancels; the baseline's own row is left out.
+    """
+    key = results["alpha"].fillna(-1.0)
+    base = results[(results["fusion"] == baseline[0]) & (key == baseline[1])].set_index("image")
+    rows = []
+    for (fusion, alpha), g in results.groupby(["fusion", "alpha"], dropna=False, sort=False):
+        if (fusion, alpha) == baseline:
+            continue
+        g = g.set_index("image")
+        row = {"fusion": fusion, "alpha": alpha, "n": len(g)}
+        for metric in ("insertion", "deletion"):
+            diff = (g[metric] - base[metric].reindex(g.index)).dropna()
+            row[f"{metric}_diff"], row[f"{metric}_lo"], row[f"{metric}_hi"] = mean_ci(diff)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def choose_alpha(summary: pd.DataFrame, fusion: str = "geometric") -> dict:
     """Apply :data:`RULE` to a :func:`summarise` table: the chosen alpha, its scores and the tied alphas."""
     rows = summary[summary["fusion"] == fusion]

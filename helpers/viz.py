@@ -71,18 +71,40 @@ def plot_cam_grid(images: Sequence, maps: Mapping[str, torch.Tensor], titles: Se
 def plot_maps(maps: Mapping[str, np.ndarray | torch.Tensor], cmap: str = "viridis", size: float = 2.4,
               colorbar: bool = True, suptitle: str | None = None) -> plt.Figure:
     """A row of 2-D maps (e.g. channels, gradients, CAM steps), each with its own colour scale."""
-    fig, axes = plt.subplots(1, len(maps), figsize=(size * len(maps), size), squeeze=False)
-    for ax, (title, m) in zip(axes[0], maps.items()):
-        arr = m.detach().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)
-        im = ax.imshow(arr, cmap=cmap)
-        ax.set_title(title, fontsize=8)
+    return plot_map_rows([maps], cmap, size, colorbar, suptitle)
+
+
+def plot_map_rows(rows: Sequence[Mapping[str, np.ndarray | torch.Tensor]], cmap: str = "viridis", size: float = 2.4,
+                  colorbar: bool = True, suptitle: str | None = None) -> plt.Figure:
+    """A grid of 2-D maps, one row per mapping, each panel with its own colour scale."""
+    ncols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols, size * len(rows)), squeeze=False)
+    for ax in axes.flat:
         ax.axis("off")
-        if colorbar:
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    for row_axes, maps in zip(axes, rows):
+        for ax, (title, m) in zip(row_axes, maps.items()):
+            arr = m.detach().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)
+            im = ax.imshow(arr, cmap=cmap)
+            ax.set_title(title, fontsize=8)
+            if colorbar:
+                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def preview(path: str | Path, width: int = 900, quality: int = 80):
+    """A saved figure as a JPEG of at most ``width`` pixels, for a light notebook display."""
+    from io import BytesIO
+
+    from IPython.display import Image as IPyImage
+
+    image = Image.open(path).convert("RGB")
+    image.thumbnail((width, width * 10))
+    buffer = BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return IPyImage(data=buffer.getvalue(), format="jpeg")
 
 
 def plot_bars(values: np.ndarray | torch.Tensor, labels: Sequence[str], title: str = "",

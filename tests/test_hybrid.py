@@ -10,6 +10,7 @@ import torch
 
 from helpers.cams import compute_cams
 from helpers.hybrid import (ALPHAS, FUSIONS, additive_fusion, choose_alpha, fused_maps, max_fusion, mean_ci,
+                            paired_differences,
                             raw_maps, read_alpha_json, summarise, sweep, sweep_plan, write_alpha_json)
 from helpers.interactive import HybridExplorer
 from toy import GapLinear, toy_bundle
@@ -87,6 +88,11 @@ def test_mean_ci_and_summary_by_hand() -> None:
     assert list(summary["fusion"]) == ["geometric", "geometric", "max"] and list(summary["n"]) == [2, 2, 2]
     assert summary["insertion_mean"].tolist() == pytest.approx([0.2, 0.6, 0.2])
     assert summary["deletion_mean"].tolist() == pytest.approx([0.1, 0.1, 0.4])
+    paired = paired_differences(results, ("geometric", 1.0))  # image 0: 0.1-0.5, 0.2-0.5; image 1: 0.3-0.7, 0.2-0.7
+    assert list(zip(paired["fusion"], paired["n"])) == [("geometric", 2), ("max", 2)]
+    assert paired["insertion_diff"].tolist() == pytest.approx([-0.4, -0.4])
+    assert paired["deletion_diff"].tolist() == pytest.approx([-0.0, 0.3])
+    assert paired["insertion_lo"][0] == pytest.approx(-0.4) and paired["deletion_lo"][1] == pytest.approx(0.3 - 12.706205 * 0.1, rel=1e-5)  # sd 0.1414, se 0.1
 
 
 def test_choose_alpha_rule_and_ties() -> None:

@@ -12,7 +12,7 @@ import torch
 from helpers import examples
 from helpers.cams import compute_cams
 from helpers.examples import save_examples, two_object_sample
-from helpers.viz import overlay, plot_bars, plot_maps, to_rgb_array
+from helpers.viz import overlay, plot_bars, plot_map_rows, plot_maps, preview, to_rgb_array
 
 
 def test_overlay_blends_image_and_colormap() -> None:
@@ -33,6 +33,11 @@ def test_to_rgb_array_undoes_normalisation() -> None:
 def test_plots_build(tmp_path) -> None:
     assert len(plot_maps({"a": torch.rand(3, 3), "b": np.eye(3)}).axes) == 4  # two panels + colour bars
     assert len(plot_bars(np.array([2.0, -1.0]), ["x", "y"]).axes[0].patches) == 2
+    grid = plot_map_rows([{"a": np.eye(2), "b": np.eye(2)}, {"c": np.eye(2)}], colorbar=False)
+    assert [ax.get_title() for ax in grid.axes] == ["a", "b", "c", ""]
+    grid.savefig(tmp_path / "g.png")
+    shown = preview(tmp_path / "g.png", width=100)
+    assert shown.format == "jpeg" and shown.data[:2] == b"\xff\xd8"
 
 
 def test_save_examples_writes_one_page_per_chunk(lite0, photo_batch, tmp_path, monkeypatch) -> None:
