@@ -5,7 +5,7 @@ NOTEBOOKS := 1_create_dataset.ipynb 2_gradcam.ipynb 3_layercam.ipynb \
              4_hybrid_gradcam_layercam.ipynb 5_evaluation_comparison.ipynb
 STAMP     := $(VENV)/.installed
 
-.PHONY: setup reproduce test
+.PHONY: setup reproduce test bench
 
 setup: $(STAMP)
 
@@ -27,3 +27,7 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	XAI_QUICK=1 $(PY) -m pytest -q tests
 	XAI_QUICK=1 $(PY) -m pytest -q --nbval-lax $(NOTEBOOKS)
+
+# Speed against the physical floor, as ratios taken in one run; writes results/benchmark.csv.
+bench: $(STAMP)
+	$(PY) -m helpers.bench

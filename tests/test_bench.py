@@ -1,0 +1,20 @@
+"""The benchmark runs end to end on a tiny input (its numbers are not checked: speed is its own job)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from helpers import bench
+
+
+def test_benchmark_runs_on_a_tiny_input(tmp_path, capsys) -> None:
+    out = tmp_path / "bench.csv"
+    table = bench.run(repeats=1, calls=10, eval_images=2, out=out, device="cpu", batches=(1, 2), curve_steps=2,
+                      curve_images=1)
+    written = pd.read_csv(out)
+    assert list(written.columns) == list(table.columns) and len(written) == len(table)
+    checks = table.dropna(subset=["target"])
+    assert [name for name, _, _ in bench.TARGETS] == checks.measure.tolist()
+    assert (checks.value > 0).all() and (checks.batch == 2).all()
+    assert {"forward only", "gc+lc+hybrid one pass", "gc, lc, hybrid as three passes"} <= set(table.measure)
+    assert (table[table.batch == 1].measure == "forward only").any()
+    assert table.taken.iloc[0].endswith("cpu") and "written to" in capsys.readouterr().out
