@@ -203,6 +203,7 @@ def plot_sweep(summary: pd.DataFrame, chosen: float | None = None) -> plt.Figure
         for fusion, g in summary.groupby("fusion", sort=False):
             colour, style = styles.get(fusion, ("gray", "x-"))
             mean, lo, hi = (g[f"{metric}_{s}"].to_numpy() for s in ("mean", "lo", "hi"))
+            lo, hi = np.clip(lo, 0, 1), np.clip(hi, 0, 1)  # AUCs lie in [0, 1]; tiny n gives wide t-intervals
             if g["alpha"].isna().all():  # alpha-free rule: a horizontal line and band
                 ax.axhline(mean[0], color=colour, ls=style, label=fusion)
                 ax.axhspan(lo[0], hi[0], color=colour, alpha=0.1)
