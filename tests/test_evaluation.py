@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from helpers import evaluation as E
+from helpers import metrics as M
 from toy import GapLinear, toy_bundle
 
 SPECS = ["gradcam", "layercam", ("hybrid@0.5", "hybrid", {"alpha": 0.5}), "random", "gaussian"]
@@ -181,3 +182,14 @@ def test_comparison_pairs() -> None:
     assert pairs[:4] == [("hybrid@0.7", "gradcam"), ("hybrid@0.7", "layercam"), ("hybrid@0.7", "hybrid@val"),
                          ("hybrid@0.7", "random")]
     assert ("hybrid@val", "hybrid@0.7") not in pairs and pairs[-1] == ("gradcam", "layercam") and len(pairs) == 8
+
+
+def test_thesis_deletion_reuses_the_rise_curve_exactly(bundle) -> None:
+    x, maps, idx = torch.randn(2, 3, 12, 12), torch.rand(2, 12, 12), torch.tensor([0, 1])
+    rise = M.insertion_deletion_curves(bundle, x, maps, idx, "deletion", steps=4)
+    shared = E.thesis_aucs(bundle, x, maps, idx, E.EvalConfig(rise_steps=4, thesis_steps=2), rise)
+    direct = M.insertion_deletion_auc(bundle, x, maps, idx, preset="thesis", steps=2)
+    assert torch.allclose(shared["deletion"], direct["deletion"], atol=1e-6)
+    assert torch.allclose(shared["insertion"], direct["insertion"], atol=1e-6)
+    odd = E.thesis_aucs(bundle, x, maps, idx, E.EvalConfig(rise_steps=3, thesis_steps=2), rise[:, :0])
+    assert torch.allclose(odd["deletion"], direct["deletion"], atol=1e-6)

@@ -237,3 +237,17 @@ def test_sanity_floors() -> None:
     # pixel centres at +-0.5, +-1.5 from the centre; sigma = 1 px -> corner / centre = exp(-(2.25+2.25)/2 + 0.25)
     assert g.max() == 1.0 and torch.equal(g, g.flip(0)) and torch.equal(g, g.T)
     assert abs(g[0, 0].item() - math.exp(-(4.5 - 0.5) / 2)) < 1e-6
+
+
+def test_identical_inputs_run_once_and_give_the_same_points(toy) -> None:
+    torch.manual_seed(2)
+    x = torch.randn(1, 3, 4, 4).expand(3, -1, -1, -1)
+    m = torch.rand(1, 4, 4)
+    maps = torch.cat([m, 0.5 * m, torch.rand(1, 4, 4)])  # rows 0 and 1 rank the pixels the same way
+    seen: list[int] = []
+    toy.model.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    curves = M.insertion_deletion_curves(toy, x, maps, 0, "insertion", steps=4, chunk_size=100)
+    assert seen == [2 + 2 * 3]  # the two end points once, the 3 inner points per distinct ranking
+    singles = torch.cat([M.insertion_deletion_curves(toy, x[i:i + 1], maps[i:i + 1], 0, "insertion", steps=4)
+                         for i in range(3)])
+    assert torch.allclose(curves, singles, atol=1e-6) and torch.equal(curves[0], curves[1])
