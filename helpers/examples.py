@@ -13,12 +13,21 @@ from .models import ModelBundle
 from .viz import plot_cam_grid
 
 
-def two_object_sample(samples: Sequence):
-    """The first sample whose boxes hold two different classes (a two-object composite), else an error."""
-    for s in samples:
-        if len({idx for idx, _ in s.boxes_crop}) >= 2:
-            return s
-    raise ValueError(f"none of the {len(samples)} samples has boxes of two different classes")
+def two_object_sample(samples: Sequence, bundle: ModelBundle | None = None):
+    """A sample whose boxes hold two different classes (a two-object composite), else an error.
+
+    Without ``bundle`` the first such sample; with it, the one whose less likely class (of its first
+    two) has the highest softmax probability, i.e. where the model sees both objects best.
+    """
+    pairs = [s for s in samples if len({idx for idx, _ in s.boxes_crop}) >= 2]
+    if not pairs:
+        raise ValueError(f"none of the {len(samples)} samples has boxes of two different classes")
+    if bundle is None:
+        return pairs[0]
+    classes = torch.tensor([list(dict.fromkeys(idx for idx, _ in s.boxes_crop))[:2] for s in pairs])
+    with torch.inference_mode():
+        probs = bundle.model(torch.stack([s.tensor for s in pairs]).to(bundle.device)).softmax(dim=1).cpu()
+    return pairs[int(probs.gather(1, classes).amin(dim=1).argmax())]
 
 
 def save_examples(bundle: ModelBundle, samples: Sequence, methods: Sequence[str], out_dir: str | Path,

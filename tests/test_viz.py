@@ -13,6 +13,7 @@ from helpers import examples
 from helpers.cams import compute_cams
 from helpers.examples import save_examples, two_object_sample
 from helpers.viz import overlay, plot_bars, plot_map_rows, plot_maps, preview, to_rgb_array
+from toy import GapLinear, toy_bundle
 
 
 def test_overlay_blends_image_and_colormap() -> None:
@@ -59,5 +60,10 @@ def test_two_object_sample_needs_two_classes() -> None:
     one = SimpleNamespace(boxes_crop=[(3, (0, 0, 1, 1)), (3, (2, 2, 3, 3))])
     two = SimpleNamespace(boxes_crop=[(3, (0, 0, 1, 1)), (5, (2, 2, 3, 3))])
     assert two_object_sample([one, two]) is two
+    # toy: class k's logit is the mean of channel k, so the best pair is the one whose weaker class is brightest
+    bundle = toy_bundle(GapLinear(torch.eye(6, 3)))
+    weak = SimpleNamespace(boxes_crop=[(0, (0, 0, 1, 1)), (1, (1, 1, 2, 2))], tensor=torch.tensor([5.0, 0.0, 0.0]).view(3, 1, 1).expand(3, 2, 2))
+    both = SimpleNamespace(boxes_crop=[(0, (0, 0, 1, 1)), (1, (1, 1, 2, 2))], tensor=torch.tensor([3.0, 3.0, 0.0]).view(3, 1, 1).expand(3, 2, 2))
+    assert two_object_sample([weak, both, one], bundle) is both and two_object_sample([weak, one]) is weak
     with pytest.raises(ValueError, match="two different classes"):
         two_object_sample([one])
