@@ -81,17 +81,19 @@ def photo_candidate(spec: PhotoSpec, photo: Image.Image, split: str) -> Candidat
 
 def _background(kind: str, split_photos: dict, textures: dict, rng: np.random.Generator,
                 exclude: set[str]) -> tuple[Image.Image, str, list[Placed]]:
-    """A canvas background of ``kind``: (image, source id, the background photo's own object)."""
-    if kind == "photo":
-        spec, photo = split_photos[str(rng.choice(sorted(set(split_photos) - exclude)))]
+    """A canvas background of ``kind``: (image, source id, the background photo's own object).
+    Without another photo (or texture) in the split, a texture (or plain colour) stands in."""
+    others = sorted(set(split_photos) - exclude)
+    if kind == "photo" and others:
+        spec, photo = split_photos[str(rng.choice(others))]
         box = to_crop_box(spec.box, photo.size, resize=CANVAS, crop=CANVAS)
         visible = overlaps(box, (MARGIN, MARGIN, CANVAS - MARGIN, CANVAS - MARGIN))
         context = [Placed(spec.id, spec.label_idx, spec.label_name, box)] if visible else []
         return square_background(photo), spec.id, context
-    if kind == "texture":
+    if kind in ("photo", "texture") and textures:
         tid = str(rng.choice(sorted(textures)))
         return texture_background(textures[tid], rng), tid, []
-    return (plain_background(rng), "plain", []) if kind == "plain" else (noise_background(rng), "noise", [])
+    return (noise_background(rng), "noise", []) if kind == "noise" else (plain_background(rng), "plain", [])
 
 
 def composite_candidate(name: str, split: str, specs: list[PhotoSpec], split_photos: dict, textures: dict,

@@ -51,7 +51,7 @@ def contact_sheet(out: str | Path, manifest: str | Path = MANIFEST, cols: int = 
             x0, y0, x1, y1 = (v * scale for v in box["crop"])
             draw.rectangle((x + x0, y + y0, x + x1 - 1, y + y1 - 1), outline=BOX_COLOURS[j % len(BOX_COLOURS)], width=2)
         label = " + ".join(b["class_name"] for b in boxes) or row.label_name
-        draw.text((x + 2, y + thumb + 1), label[:28], fill="black", font=font)
+        draw.text((x + 2, y + thumb + 1), label[:thumb // 6], fill="black", font=font)
         draw.text((x + 2, y + thumb + 14), f"{row.split} | {row.kind}", fill="#555555", font=font)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

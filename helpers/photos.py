@@ -10,21 +10,27 @@ import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import pandas as pd
 from PIL import Image
 
-from .data import RESIZE, Box, load_image, model_view
+from .data import MIN_SIDE, RESIZE, Box, load_image, model_view
 
 
 @dataclass(frozen=True)
-class PhotoSpec:
-    """One packaged photo: how to load it, what we assert it shows, where, and under which licence."""
+class SourceSpec:
+    """An image that ships inside an installed package, and how to load it."""
 
     id: str
     package: str
     loader: Callable[[], Image.Image]
+
+
+@dataclass(frozen=True)
+class PhotoSpec(SourceSpec):
+    """One packaged photo: what we assert it shows, where, and under which licence."""
+
     label_idx: int
     label_name: str
     reason: str
@@ -33,12 +39,9 @@ class PhotoSpec:
 
 
 @dataclass(frozen=True)
-class TextureSpec:
+class TextureSpec(SourceSpec):
     """A packaged texture used only as a composite background (no ImageNet object)."""
 
-    id: str
-    package: str
-    loader: Callable[[], Image.Image]
     licence: str
 
 
@@ -135,7 +138,7 @@ def network_disabled() -> Iterator[None]:
         socket.socket.connect = original  # type: ignore[method-assign]
 
 
-def load_offline(specs: tuple, min_side: int = 32) -> tuple[dict[str, Image.Image], list[str]]:
+def load_offline(specs: Sequence[SourceSpec], min_side: int = MIN_SIDE) -> tuple[dict[str, Image.Image], list[str]]:
     """Load every spec with the network off: ``({id: RGB image}, [why each skipped one failed])``."""
     images: dict[str, Image.Image] = {}
     skipped: list[str] = []
