@@ -50,7 +50,7 @@ def cam(acts: torch.Tensor, head_weight: torch.Tensor) -> torch.Tensor:
 
 @register("gradcam++")
 def gradcam_pp(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM++ (Chattopadhay et al. 2018, eqs. 19-20) with Y^c = exp(S^c).
+    """Grad-CAM++ (Chattopadhay et al. 2018, Sec. 3: closed-form alpha for Y^c = exp(S^c)).
 
     With g = dS^c/dA^k_ij and a piecewise-linear network, d^2Y/dA^2 = exp(S) g^2 and
     d^3Y/dA^3 = exp(S) g^3, so alpha_ij^kc = g^2 / (2 g^2 + sum_ab A^k_ab g^3) (0 where that
@@ -64,7 +64,7 @@ def gradcam_pp(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
 
 @register("xgradcam")
 def xgradcam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """XGrad-CAM (Fu et al. 2020, eq. 12): w_k = sum_ij (A^k_ij / sum_ab A^k_ab) dy/dA^k_ij; ReLU(sum_k w_k A^k).
+    """XGrad-CAM (Fu et al. 2020, Sec. 3): w_k = sum_ij (A^k_ij / sum_ab A^k_ab) dy/dA^k_ij; ReLU(sum_k w_k A^k).
 
     A channel whose activations sum to 0 gets weight 0.
     """
@@ -103,7 +103,7 @@ def _class_scores(net: nn.Module, inputs: Callable[[torch.Tensor], tuple[torch.T
 @register("scorecam")
 def scorecam(acts: torch.Tensor, images: torch.Tensor, classes: torch.Tensor, model: nn.Module,
              top_k: int | None = SCORECAM_TOP_K, batch_size: int = FORWARD_BATCH, scorecam_weights: str = "softmax") -> torch.Tensor:
-    """Score-CAM (Wang et al. 2020, eqs. 5-6 and Algorithm 1), gradient-free.
+    """Score-CAM (Wang et al. 2020, Sec. 4 and Algorithm 1), gradient-free.
 
     Each kept channel A^k is upsampled to the input size and min-max scaled to [0, 1] (H^k); the
     masked input is X (.) H^k in the model's normalised input space, so masked-out pixels take
