@@ -167,6 +167,9 @@ class Sample:
     kind: str
     split: str
     source: str
+    #: Pasted objects whose classes were all required in the top-5 (2 for two-object composites).
+    #: Other boxes (a background photo's own object) may add classes without counting here.
+    n_objects: int = 1
 
 
 def read_manifest(path: str | Path = MANIFEST) -> pd.DataFrame:
@@ -208,7 +211,7 @@ def load_samples(bundle: Any, split: str | None = None, limit: int | None = None
         print(f"load_samples: skipped {len(rejected)} file(s):\n  " + "\n  ".join(rejected), file=sys.stderr)
     return [Sample(file=row.file, tensor=bundle.preprocess(images[root / row.file]), label_idx=int(row.label_idx),
                    label_name=row.label_name, boxes_crop=parse_boxes(row.boxes), kind=row.kind, split=row.split,
-                   source=row.source)
+                   source=row.source, n_objects=int(getattr(row, "n_objects", 1) or 1))
             for row in df.itertuples() if root / row.file in images]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -139,8 +140,9 @@ def test_build_is_disjoint_filtered_and_loadable(fake_bundle: SimpleNamespace, b
         assert hashlib.sha256((folder / r.file).read_bytes()).hexdigest() == r.sha256
     samples = load_samples(fake_bundle, manifest=folder / "manifest.csv")
     assert len(samples) == len(m) and all(s.tensor.shape == (3, 224, 224) for s in samples)
-    two = [s for s in samples if "_2obj_" in s.file]
-    assert two and all(len({c for c, _ in s.boxes_crop}) == 2 for s in two)
+    two = [s for s in samples if s.n_objects == 2]
+    assert two and all("_2obj_" in s.file and len({c for c, _ in s.boxes_crop}) == 2 for s in two)
+    assert {s.n_objects for s in samples} == {1, 2}
 
 
 def test_counts_and_contact_sheet(tmp_path: Path, built: tuple) -> None:
@@ -171,3 +173,20 @@ def test_preview_is_a_small_jpeg(tmp_path: Path) -> None:
     Image.new("RGB", (2000, 1000), "white").save(tmp_path / "big.png")
     shown = preview(tmp_path / "big.png", width=500)
     assert shown.format == "jpeg" and shown.data[:2] == b"\xff\xd8"
+
+
+@pytest.mark.skipif(not MANIFEST.is_file(), reason="dataset not built yet")
+def test_stored_images_reproduce_the_recorded_top5(lite0, tmp_path: Path) -> None:
+    """The PNGs on disk give the model the inputs the build scored (photos are stored resized)."""
+    from helpers.models import predict_topk
+    m = read_manifest()
+    rows = pd.concat([m[m.kind == "photo"].head(2), m[m.n_objects.astype(int) == 2].head(1)])
+    rows.to_csv(tmp_path / "manifest.csv", index=False)
+    for r in rows.itertuples():
+        (tmp_path / r.file).write_bytes((INPUT_DIR / r.file).read_bytes())
+    samples = load_samples(lite0, manifest=tmp_path / "manifest.csv")
+    got = predict_topk(lite0, torch.stack([s.tensor for s in samples]))
+    for r, top5 in zip(rows.itertuples(), got):
+        recorded = json.loads(r.top5)
+        assert [i for i, _, _ in top5] == [i for i, _, _ in recorded], r.file
+        assert np.allclose([p for _, _, p in top5], [p for _, _, p in recorded], atol=2e-4), r.file
