@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import metrics as M
-from .cams import METHODS, compute_cams
+from .cams import METHODS, compute_cams, method_inputs
 from .config import RESULTS_DIR, SEED
 from .hybrid import read_alpha_json
 from .models import ModelBundle
@@ -134,6 +134,37 @@ def thesis_aucs(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, c
     return out
 
 
+#: Engine inputs that cost nothing beyond the one forward/backward of a pass.
+ONE_PASS_INPUTS = frozenset({"acts", "grads", "classes", "head_weight"})
+
+
+def one_pass(spec: MethodSpec) -> bool:
+    """Whether a CAM method needs nothing beyond the pass itself (no extra forwards, e.g. not Score-CAM)."""
+    return spec.method in METHODS and set(method_inputs(METHODS[spec.method])) <= ONE_PASS_INPUTS
+
+
+def explain_rows(bundle: ModelBundle, images: torch.Tensor, class_idx: torch.Tensor, specs: Sequence[MethodSpec],
+                 seed: int, cam_options: dict[str, Any]) -> torch.Tensor:
+    """Row i explained by method i: (M, H, W) for M images and M specs (e.g. each method's masked image).
+
+    One-pass methods with equal options share ONE compute_cams call on all rows (row i keeps
+    method i's map); the others (floors, Score-CAM, Recipro-CAM) run on their own row only.
+    """
+    out: list[torch.Tensor | None] = [None] * len(specs)
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(specs):
+        if one_pass(s):
+            groups.setdefault(s.options, []).append(i)
+        else:
+            out[i] = explain(bundle, images[i:i + 1], class_idx[i:i + 1], s, seed, cam_options)
+    for options, rows in groups.items():
+        methods = tuple(dict.fromkeys(specs[i].method for i in rows))
+        maps = compute_cams(bundle, images[rows], methods, class_idx=class_idx[rows], **(cam_options | dict(options)))
+        for j, i in enumerate(rows):
+            out[i] = maps[specs[i].method][j:j + 1].cpu()
+    return torch.cat(out)
+
+
 def evaluate_sample(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec], cfg: EvalConfig,
                     timed: bool = True) -> dict:
     """Every metric (and the time) of every method on one sample; JSON-ready.
@@ -144,17 +175,13 @@ def evaluate_sample(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec
     """
     x, seed, opts = sample.tensor[None], image_seed(sample.file), dict(cfg.cam_options)
     idx = torch.tensor([sample.label_idx])
-    maps = torch.cat([explain(bundle, x, idx, s, seed, opts) for s in specs])
     xs, idxs = x.expand(len(specs), -1, -1, -1), idx.expand(len(specs))
+    maps = explain_rows(bundle, xs, idxs, specs, seed, opts)
     curves = M.insertion_deletion(bundle, xs, maps, idxs, "rise", steps=cfg.rise_steps, chunk_size=cfg.chunk_size)
     thesis = thesis_aucs(bundle, xs, maps, idxs, cfg, curves["deletion"])
     change = M.confidence_change(bundle, xs, maps, idxs, cfg.chunk_size)
-
-    def reexplain(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:  # row i with method i
-        return torch.cat([explain(bundle, images[i:i + 1], classes[i:i + 1], s, seed, opts)
-                          for i, s in enumerate(specs)])
-
-    adcc = M.adcc(bundle, xs, maps, idxs, explain=reexplain, change=change)
+    adcc = M.adcc(bundle, xs, maps, idxs, change=change,
+                  explain=lambda images, classes: explain_rows(bundle, images, classes, specs, seed, opts))
     boxes = [[b for c, b in sample.boxes_crop if c == sample.label_idx]] * len(specs)
     columns = {"insertion_auc": M.auc(curves["insertion"]), "deletion_auc": M.auc(curves["deletion"]),
                "insertion_auc_thesis": thesis["insertion"], "deletion_auc_thesis": thesis["deletion"],

@@ -149,10 +149,11 @@ def insertion_deletion_curves(bundle: ModelBundle, images: torch.Tensor, maps: t
     reference code), *insertion* copies them from the image onto the substrate (default
     ``"blur"``). Point 0 is the intact image (deletion) or the bare substrate (insertion).
 
-    The N (steps + 1) inputs are built lazily and run in chunks of ``chunk_size``. Inputs that
-    are provably identical are run once: a curve depends on the map only through its ranking,
-    so rows with the same image, class and ranking share every point, and rows with the same
-    image and class share the two end points (e.g. several methods' maps of one image).
+    The N (steps + 1) inputs are built lazily and run in chunks of ``chunk_size``. Identical
+    inputs run once: a point is fixed by the image, the class and the *set* of changed pixels,
+    so points of rows with the same image and class share a forward whenever their sets agree
+    -- always at the two end points, and at every step for maps that rank alike (e.g. several
+    methods' maps of one image, or maps equal up to float noise).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use 'insertion' or 'deletion'")
@@ -164,13 +165,11 @@ def insertion_deletion_curves(bundle: ModelBundle, images: torch.Tensor, maps: t
     first, second = (base, images) if mode == "deletion" else (images, base)  # changed pixels come from `first`
     ranks = pixel_ranks(maps)
     counts = step_counts(ranks.shape[1], steps)
-    same_input = [(_digest(images[i]), int(idx[i])) for i in range(n)]
-    ends = _representatives(same_input)
-    inner = _representatives([(*key, _digest(ranks[i])) for i, key in enumerate(same_input)])
-    k = torch.arange(points)
-    rep = torch.where((k == 0) | (k == steps), ends[:, None], inner[:, None])  # (n, points): row that computes it
-    job = rep * points + k                                                    # flat job id of every point
-    unique, where = torch.unique(job, return_inverse=True)
+    inputs = [(_digest(images[i]), int(idx[i])) for i in range(n)]
+    keys = [(*inputs[i], k if k in (0, steps) else _digest(ranks[i] < counts[k]))
+            for i in range(n) for k in range(points)]
+    rep = _representatives(keys)                                # flat job (row * points + k) computing each point
+    unique, where = torch.unique(rep, return_inverse=True)
 
     def batch(start: int, stop: int) -> torch.Tensor:
         img, step = unique[start:stop] // points, unique[start:stop] % points
@@ -178,7 +177,7 @@ def insertion_deletion_curves(bundle: ModelBundle, images: torch.Tensor, maps: t
         return torch.where(changed, first[img], second[img])
 
     probs = class_probabilities(bundle, batch, len(unique), idx[unique // points], chunk_size)
-    return probs[where]
+    return probs[where].view(n, points)
 
 
 def auc(curves: torch.Tensor) -> torch.Tensor:

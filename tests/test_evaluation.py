@@ -193,3 +193,12 @@ def test_thesis_deletion_reuses_the_rise_curve_exactly(bundle) -> None:
     assert torch.allclose(shared["insertion"], direct["insertion"], atol=1e-6)
     odd = E.thesis_aucs(bundle, x, maps, idx, E.EvalConfig(rise_steps=3, thesis_steps=2), rise[:, :0])
     assert torch.allclose(odd["deletion"], direct["deletion"], atol=1e-6)
+
+
+def test_explain_rows_equals_one_call_per_row(bundle) -> None:
+    specs = [E.as_spec(s) for s in SPECS]
+    x, idx = torch.randn(5, 3, 12, 12), torch.tensor([0, 1, 1, 0, 1])
+    rows = E.explain_rows(bundle, x, idx, specs, seed=3, cam_options={})
+    singles = torch.cat([E.explain(bundle, x[i:i + 1], idx[i:i + 1], s, 3, {}) for i, s in enumerate(specs)])
+    assert torch.allclose(rows, singles, atol=1e-5)
+    assert E.one_pass(specs[0]) and not E.one_pass(specs[3])

@@ -251,3 +251,15 @@ def test_identical_inputs_run_once_and_give_the_same_points(toy) -> None:
     singles = torch.cat([M.insertion_deletion_curves(toy, x[i:i + 1], maps[i:i + 1], 0, "insertion", steps=4)
                          for i in range(3)])
     assert torch.allclose(curves, singles, atol=1e-6) and torch.equal(curves[0], curves[1])
+
+
+def test_points_with_the_same_set_of_changed_pixels_share_a_forward(toy) -> None:
+    x = X.expand(2, -1, -1, -1)
+    maps = torch.tensor([[[4.0, 3.0], [2.0, 1.0]], [[3.0, 4.0], [1.0, 2.0]]]) / 4  # same top-2 set, other order
+    seen: list[int] = []
+    toy.model.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    curves = M.insertion_deletion_curves(toy, x, maps, 0, "deletion", steps=2, substrate="zero")
+    assert seen == [3] and torch.equal(curves[0], curves[1])
+    seen.clear()
+    M.insertion_deletion_curves(toy, x, maps, 0, "deletion", steps=4, substrate="zero")
+    assert seen == [2 + 3 + 2]  # k = 1 and 3 differ between the maps, k = 2 is shared
