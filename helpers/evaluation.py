@@ -75,6 +75,10 @@ def read_chosen_alpha(results_dir: str | Path = RESULTS_DIR) -> float:
     return float(read_alpha_json(Path(results_dir) / "hybrid_alpha.json")["alpha"])
 
 
+#: The thesis' methods and the floors: evaluated on every image even when other methods are not.
+CORE_LABELS: tuple[str, ...] = ("gradcam", "layercam", "hybrid@val", f"hybrid@{THESIS_ALPHA}", *FLOORS)
+
+
 def default_specs(alpha: float) -> list[MethodSpec]:
     """Grad-CAM, LayerCAM, the hybrid at the chosen ``alpha`` and at 0.7, every other registered
     method (as registered now), then the random and Gaussian floors."""
@@ -265,3 +269,18 @@ def collect(done: list[dict], specs: Sequence[MethodSpec], failures: list[tuple[
                            columns=["image", "method", "ms_per_image"])
     curves = {s.label: {m: np.array([r["curves"][s.label][m] for r in done]) for m in M.MODES} for s in specs}
     return Evaluation(results, timings, curves, failures, list(specs))
+
+
+def merge(*evaluations: Evaluation) -> Evaluation:
+    """One evaluation from several with disjoint methods (e.g. extra methods run on fewer images).
+
+    Statistics pair methods on the images both have, so methods may differ in n.
+    """
+    methods = [s for ev in evaluations for s in ev.methods]
+    labels = [s.label for s in methods]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"evaluations to merge must have disjoint method labels, got {labels}")
+    return Evaluation(pd.concat([ev.results for ev in evaluations], ignore_index=True),
+                      pd.concat([ev.timings for ev in evaluations], ignore_index=True),
+                      {k: v for ev in evaluations for k, v in ev.curves.items()},
+                      [f for ev in evaluations for f in ev.failures], methods)

@@ -202,3 +202,16 @@ def test_explain_rows_equals_one_call_per_row(bundle) -> None:
     singles = torch.cat([E.explain(bundle, x[i:i + 1], idx[i:i + 1], s, 3, {}) for i, s in enumerate(specs)])
     assert torch.allclose(rows, singles, atol=1e-5)
     assert E.one_pass(specs[0]) and not E.one_pass(specs[3])
+
+
+def test_merge_keeps_methods_with_fewer_images(bundle) -> None:
+    samples = make_samples()
+    core = E.evaluate(bundle, samples, SPECS[:2], CFG, cache_dir=None, progress=False)
+    extra = E.evaluate(bundle, samples[:2], SPECS[3:], CFG, cache_dir=None, progress=False)
+    both = E.merge(core, extra)
+    assert [s.label for s in both.methods] == ["gradcam", "layercam", "random", "gaussian"]
+    assert both.results.groupby("method").size().to_dict() == {"gradcam": 3, "layercam": 3, "random": 2, "gaussian": 2}
+    tests = comparison_table(both.results, ["insertion_auc"], [("gradcam", "random")])
+    assert (tests.n == 2).all()
+    with pytest.raises(ValueError, match="disjoint"):
+        E.merge(core, core)
