@@ -216,8 +216,8 @@ def plot_comparison(ev: Evaluation, metrics: Sequence[str] = METRICS, path: str 
                 continue
             x = np.linspace(0, 1, c.shape[1])
             mean, half = c.mean(0), 1.96 * c.std(0, ddof=1) / np.sqrt(len(c)) if len(c) > 1 else 0 * c.mean(0)
-            ax.plot(x, mean, label=m, lw=1)
-            ax.fill_between(x, mean - half, mean + half, alpha=0.15)
+            ax.plot(x, mean, label=f"{m} (n={len(c)})", lw=1)
+            ax.fill_between(x, np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1), alpha=0.15)
         ax.set_title(f"mean {mode} curve (rise protocol), 95% band", fontsize=9)
         ax.set_xlabel("fraction of pixels")
         ax.set_ylabel("p(class)")
