@@ -217,3 +217,18 @@ def plot_sweep(summary: pd.DataFrame, chosen: float | None = None) -> plt.Figure
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_paired(paired: pd.DataFrame, baseline: str = "Grad-CAM (a = 1)", fusion: str = "geometric") -> plt.Figure:
+    """Per-image paired differences to the baseline against alpha: mean and 95% CI, insertion and deletion."""
+    g = paired[paired["fusion"] == fusion]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    for ax, metric in zip(axes, ("insertion", "deletion")):
+        mean = g[f"{metric}_diff"].to_numpy()
+        err = np.vstack([mean - g[f"{metric}_lo"].to_numpy(), g[f"{metric}_hi"].to_numpy() - mean])
+        ax.errorbar(g["alpha"], mean, yerr=err, fmt="o", capsize=3)
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_xlabel("a (weight of Grad-CAM)")
+        ax.set_title(f"{metric} AUC minus {baseline}, per image (mean, 95% CI)", fontsize=9)
+    fig.tight_layout()
+    return fig

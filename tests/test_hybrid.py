@@ -10,7 +10,7 @@ import torch
 
 from helpers.cams import compute_cams
 from helpers.hybrid import (ALPHAS, FUSIONS, additive_fusion, choose_alpha, fused_maps, max_fusion, mean_ci,
-                            paired_differences,
+                            paired_differences, plot_paired, plot_sweep,
                             raw_maps, read_alpha_json, summarise, sweep, sweep_plan, write_alpha_json)
 from helpers.interactive import HybridExplorer
 from toy import GapLinear, toy_bundle
@@ -92,6 +92,7 @@ def test_mean_ci_and_summary_by_hand() -> None:
     assert list(zip(paired["fusion"], paired["n"])) == [("geometric", 2), ("max", 2)]
     assert paired["insertion_diff"].tolist() == pytest.approx([-0.4, -0.4])
     assert paired["deletion_diff"].tolist() == pytest.approx([-0.0, 0.3])
+    assert len(plot_sweep(summary, 1.0).axes) == 2 and len(plot_paired(paired).axes[0].lines) >= 1
     assert paired["insertion_lo"][0] == pytest.approx(-0.4) and paired["deletion_lo"][1] == pytest.approx(0.3 - 12.706205 * 0.1, rel=1e-5)  # sd 0.1414, se 0.1
 
 
