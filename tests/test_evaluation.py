@@ -164,6 +164,15 @@ def test_verdicts_follow_the_numbers() -> None:
     assert not tie["[rise protocol] hybrid@0.7 beats gradcam on insertion AUC, p < 0.05 (paired t-test)"]
 
 
+def test_ranking_compares_only_methods_on_the_same_images() -> None:
+    ev = synthetic(hybrid_gain=0.03)
+    extra = ev.results[ev.results.method == "gradcam"].head(2).assign(method="reciprocam", insertion_auc=0.99)
+    results = pd.concat([ev.results, extra], ignore_index=True)
+    means, peers = R.comparable_means(results, "insertion_auc", "hybrid@0.7")
+    assert means["reciprocam"] == 0.99 and "reciprocam" not in peers.index
+    assert list(peers.index) == LABELS and peers.equals(means[LABELS])
+
+
 def test_report_and_tables_are_generated_and_deterministic(tmp_path) -> None:
     ev = synthetic(hybrid_gain=0.03)
     tables = R.write_tables(ev, tmp_path / "a")
