@@ -17,11 +17,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 from tqdm.auto import tqdm
 
 from .cams import forward_backward, geometric_fusion, gradcam, layercam, normalise_max, upsample
 from .models import ModelBundle
+from .stats import mean_ci as t_interval
 
 #: The sweep's grid: a = 0, 0.1, ..., 1.0.
 ALPHAS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
@@ -119,13 +119,9 @@ def sweep(bundle: ModelBundle, images: torch.Tensor, class_idx: Sequence[int], m
 
 
 def mean_ci(values: np.ndarray | Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and the t-interval (lo, hi) at ``level``; the interval is NaN for fewer than 2 values."""
+    """Mean and its t-interval (lo, hi) at ``level`` (:func:`helpers.stats.mean_ci`; NaN for fewer than 2 values)."""
     x = np.asarray(values, dtype=float)
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return mean, mean - half, mean + half
+    return (float(x.mean()), *t_interval(x, level))
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
