@@ -14,7 +14,7 @@ def test_benchmark_runs_on_a_tiny_input(tmp_path, capsys) -> None:
     assert list(written.columns) == list(table.columns) and len(written) == len(table)
     checks = table.dropna(subset=["target"])
     assert [name for name, _, _ in bench.TARGETS] == checks.measure.tolist()
-    assert (checks.value > 0).all() and (checks.batch == 2).all()
+    assert (checks.value > 0).all() and checks.batch.tolist() == [2, 2, 1]  # the curves ran on one image
     assert {"forward only", "gc+lc+hybrid one pass", "gc, lc, hybrid as three passes"} <= set(table.measure)
     assert (table[table.batch == 1].measure == "forward only").any()
     assert table.taken.iloc[0].endswith("cpu") and "written to" in capsys.readouterr().out
