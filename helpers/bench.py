@@ -19,11 +19,11 @@ from PIL import Image
 from skimage import data
 from tqdm.auto import tqdm
 
-from .cams import compute_cams, forward_backward
+from .cam.engine import compute_cams, forward_backward
 from .config import RESULTS_DIR
-from .metrics import MODES, insertion_deletion_curves
-from .models import ModelBundle, load_model
-from .timing import interleaved_medians
+from .evaluation.metrics import MODES, insertion_deletion_curves
+from .cam.models import ModelBundle, load_model
+from .evaluation.timing import interleaved_medians
 
 #: The targets of the benchmark issue: (name, "<=" or ">=", bound); ratios read at the large batch.
 TARGETS = [
@@ -101,8 +101,8 @@ def peak_rss_of_evaluation(n_images: int, batch: int, steps: int) -> float:
     Each batch: Grad-CAM, LayerCAM and hybrid maps, then insertion and deletion AUC of each
     (``steps`` steps per curve).
     """
-    code = (f"import resource; from helpers.bench import photo_batch; from helpers.cams import compute_cams;"
-            f"from helpers.metrics import insertion_deletion_auc; from helpers.models import load_model;"
+    code = (f"import resource; from helpers.bench import photo_batch; from helpers.cam.engine import compute_cams;"
+            f"from helpers.evaluation.metrics import insertion_deletion_auc; from helpers.cam.models import load_model;"
             f"b = load_model('efficientnet_lite0', device='cpu')\n"
             f"for _ in range({n_images} // {batch}):\n"
             f"    x = photo_batch(b, {batch}); m = compute_cams(b, x)\n"

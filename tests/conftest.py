@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from helpers.models import ModelBundle, load_model
+from helpers.cam.models import ModelBundle, load_model
 
 
 @pytest.fixture(scope="session")

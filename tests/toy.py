@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from helpers.models import ModelBundle
+from helpers.cam.models import ModelBundle
 
 
 class GapLinear(nn.Module):

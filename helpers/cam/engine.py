@@ -1,0 +1,259 @@
+"""The CAM engine: one forward and one backward per batch, every method from the same tensors.
+
+A CAM method is a small pure function ``f(activations, gradients, **options) -> map``: the
+activations ``A`` and gradients ``dy/dA`` of one layer, shaped (N, K, h, w), give a raw,
+non-negative map (N, h, w). Registering a method is one function and one ``@register`` line.
+:func:`compute_cams` runs the network once, takes gradients with ``torch.autograd.grad`` with
+respect to the hooked maps only, applies every requested method, upsamples bilinearly to the
+input size and scales each map to [0, 1] by its maximum.
+
+Methods that need more than (activations, gradients) say so by their parameter names and the
+engine supplies those inputs (see :data:`INPUTS`): CAM asks for ``head_weight``, Score-CAM for
+``images``/``classes``/``model``, Recipro-CAM for ``tail``. Only when some requested method asks
+for ``grads`` does the pass take a backward; all gradient methods share that one pass.
+``"smooth-<method>"`` wraps any gradient method in SmoothGrad (:func:`noisy_copies`); the noisy
+copies ride in the same single pass. The further methods live in :mod:`helpers.cam.methods`.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..config import SEED
+from .hooks import LayerCapture
+from .maps import fuse_layers, geometric_fusion, normalise_max, upsample
+from .models import GapLinearHead, ModelBundle, check_class_idx, split_at
+
+CamMethod = Callable[..., torch.Tensor]
+METHODS: dict[str, CamMethod] = {}
+
+
+def register(name: str) -> Callable[[CamMethod], CamMethod]:
+    """Decorator adding a method to :data:`METHODS` under ``name``."""
+    def add(fn: CamMethod) -> CamMethod:
+        METHODS[name] = fn
+        return fn
+    return add
+
+
+@register("gradcam")
+def gradcam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017): ReLU(sum_k alpha_k A^k), alpha_k = mean_ij dy/dA^k_ij."""
+    return F.relu((gradcam_weights(grads)[..., None, None] * acts).sum(dim=1))
+
+
+def gradcam_weights(grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM channel weights alpha_k^c: the spatial mean of the gradients, shape (N, K)."""
+    return grads.mean(dim=(2, 3))
+
+
+@register("layercam")
+def layercam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """LayerCAM (Jiang et al. 2021): ReLU(sum_k ReLU(dy/dA^k) * A^k), weights per element."""
+    return F.relu((F.relu(grads) * acts).sum(dim=1))
+
+
+@register("hybrid")
+def hybrid(acts: torch.Tensor, grads: torch.Tensor, alpha: float = 0.7) -> torch.Tensor:
+    """The thesis' hybrid: norm(Grad-CAM)^alpha * norm(LayerCAM)^(1-alpha), at the layer's resolution."""
+    return geometric_fusion(gradcam(acts, grads), layercam(acts, grads), alpha)
+
+
+@dataclass
+class Capture:
+    """What one forward + backward gives: logits, the explained classes, maps and their gradients."""
+
+    logits: torch.Tensor
+    class_idx: torch.Tensor
+    activations: dict[str, torch.Tensor]
+    gradients: dict[str, torch.Tensor]
+    layers: list[str]
+
+
+def forward_backward(bundle: ModelBundle, images: torch.Tensor, class_idx: int | Sequence[int] | None = None,
+                     layers: str | Sequence[str] | None = None, score: str = "logit") -> Capture:
+    """One forward and one backward: activations of ``layers`` and d score / d activations.
+
+    ``score`` is the pre-softmax class score ``"logit"`` (the CAM papers' y^c) or the softmax
+    ``"probability"``. ``class_idx=None`` explains each image's predicted class. ``layers`` lists
+    the layers in forward order in the result (default: the bundle's target layer).
+    """
+    return capture(bundle, images, class_idx, layers, score, backward=True)
+
+
+def capture(bundle: ModelBundle, images: torch.Tensor, class_idx: int | Sequence[int] | None = None,
+            layers: str | Sequence[str] | None = None, score: str = "logit", backward: bool = True,
+            explained: int | None = None) -> Capture:
+    """One forward (and, if ``backward``, one backward) recording ``layers``; see :func:`forward_backward`.
+
+    With ``explained=n`` only the first n images choose the classes (``class_idx`` has n entries,
+    or None: their predictions); the rest of the batch are copies of them in blocks of n (e.g.
+    SmoothGrad's noisy copies) and explain the same classes. Without ``backward`` nothing is
+    recorded for autograd and ``gradients`` is empty.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be a batch (N, 3, H, W), got shape {tuple(images.shape)}")
+    if score not in ("logit", "probability"):
+        raise ValueError(f"unknown score {score!r}; use 'logit' or 'probability'")
+    n = len(images) if explained is None else explained
+    names = [bundle.target_layer] if layers is None else [layers] if isinstance(layers, str) else list(layers)
+    images = images.to(bundle.device)
+    with torch.enable_grad() if backward else torch.no_grad(), LayerCapture(bundle.model, names, bundle.layers) as cap:
+        logits = bundle.model(images)
+        idx = logits[:n].argmax(dim=1).cpu() if class_idx is None else check_class_idx(class_idx, n, logits.shape[1])
+        idx = idx.repeat(len(images) // n).to(logits.device)
+        if backward:
+            y = logits if score == "logit" else logits.softmax(dim=1)
+            grads = cap.gradients(y.gather(1, idx[:, None]))
+        else:
+            cap.check_captured()
+        order = [name for name in cap.activations if name in names]  # dict order = firing order
+        acts = {name: cap.activations[name].detach() for name in order}
+        grads = {name: grads[name].detach() for name in order} if backward else {}
+    return Capture(logits.detach(), idx.cpu(), acts, grads, order)
+
+
+class CamMaps(dict):
+    """``{method: (N, H, W) map in [0, 1]}``, plus ``class_idx`` and ``logits`` of the pass."""
+
+    class_idx: torch.Tensor
+    logits: torch.Tensor
+
+
+#: Inputs the engine supplies to a method that names them as parameters (options such as
+#: ``alpha`` or ``top_k`` are passed the same way): ``acts``/``grads`` (N, K, h, w) of the layer;
+#: ``classes`` (N,) explained classes; ``images`` the input batch on the model's device;
+#: ``model`` the network; ``tail`` the network after the layer (feature map -> logits,
+#: :func:`helpers.models.split_at`); ``head_weight`` (N, K) the linear classifier's weights of the
+#: explained classes (only where global average pooling + linear follow the layer directly).
+INPUTS: tuple[str, ...] = ("acts", "grads", "classes", "images", "model", "tail", "head_weight")
+SMOOTH_PREFIX = "smooth-"
+#: Score-CAM's default number of channels (largest mean activation) that mask the input. All
+#: 1280 channels of Lite0's head would cost 1280 forwards per image; see the README's methods
+#: table for the measured cost of this default.
+SCORECAM_TOP_K = 32
+#: Default number of images per forward in Score-CAM and Recipro-CAM.
+FORWARD_BATCH = 64
+
+
+def method_inputs(fn: CamMethod) -> list[str]:
+    """The engine inputs (see :data:`INPUTS`) a method asks for, in its parameter order."""
+    return [p for p in inspect.signature(fn).parameters if p in INPUTS]
+
+
+def gradient_methods() -> list[str]:
+    """Registered methods that are pure functions of (activations, gradients): the ones SmoothGrad can wrap."""
+    return [name for name, fn in METHODS.items() if method_inputs(fn) == ["acts", "grads"]]
+
+
+def classifier_rows(bundle: ModelBundle, layer: str, classes: torch.Tensor) -> torch.Tensor:
+    """(N, K) weights of the explained classes in a linear classifier that directly follows GAP after ``layer``."""
+    try:
+        tail = split_at(bundle, layer).tail
+    except ValueError as err:
+        raise ValueError(f"CAM needs the classifier weights after layer {layer!r}: {err}") from None
+    if not isinstance(tail, GapLinearHead):
+        raise ValueError(f"CAM needs global average pooling + a linear classifier right after the CAM layer; "
+                         f"layer {layer!r} of {bundle.name} is followed by more layers "
+                         f"(use the last feature layer, {bundle.target_layer!r})")
+    return tail.linear.weight.detach()[classes.to(tail.linear.weight.device)]
+
+
+def noisy_copies(images: torch.Tensor, n: int, noise: float, seed: int = SEED) -> torch.Tensor:
+    """SmoothGrad's inputs (Smilkov et al. 2017): n copies x + N(0, sigma^2), sigma = noise * (max x - min x).
+
+    Returned as n blocks of the batch (copy j of image i at row j * N + i); seeded, so the same
+    call gives the same noise.
+    """
+    if n < 1 or noise < 0:
+        raise ValueError(f"SmoothGrad needs smooth_n >= 1 and smooth_noise >= 0, got {n} and {noise}")
+    sigma = noise * (images.flatten(1).amax(1) - images.flatten(1).amin(1)).view(-1, 1, 1, 1)
+    gen = torch.Generator().manual_seed(seed)
+    eps = torch.randn((n, *images.shape), generator=gen).to(images)
+    return (images[None] + sigma[None] * eps).flatten(0, 1)
+
+
+def _resolve(name: str) -> tuple[CamMethod, bool]:
+    """(method function, smoothed?) for a method name; a clear error for unknown names."""
+    smooth = name.startswith(SMOOTH_PREFIX)
+    base = name[len(SMOOTH_PREFIX):] if smooth else name
+    if base not in METHODS:
+        raise ValueError(f"unknown CAM method {name!r}; valid methods: {', '.join(METHODS)} "
+                         f"(and {SMOOTH_PREFIX}<m> for m in {', '.join(gradient_methods())})")
+    if smooth and base not in gradient_methods():
+        raise ValueError(f"{name!r}: SmoothGrad wraps gradient methods only ({', '.join(gradient_methods())})")
+    return METHODS[base], smooth
+
+
+def _call(name: str, fn: CamMethod, inputs: Mapping[str, Callable[[], object]], options: Mapping[str, object]):
+    """Call ``fn`` with the engine inputs and options its parameters name."""
+    kwargs = {}
+    for p, param in inspect.signature(fn).parameters.items():
+        if p in inputs:
+            kwargs[p] = inputs[p]()
+        elif p in options:
+            kwargs[p] = options[p]
+        elif param.default is inspect.Parameter.empty:
+            raise TypeError(f"method {name!r} needs {p!r}, which the engine cannot supply (inputs: {', '.join(INPUTS)})")
+    return fn(**kwargs)
+
+
+def _inputs(bundle: ModelBundle, images: torch.Tensor, cap: Capture, layer: str,
+            rows: slice) -> dict[str, Callable[[], object]]:
+    """Lazy engine inputs for one layer and the batch rows ``rows`` of the pass."""
+    classes = cap.class_idx[rows]
+    return {"acts": lambda: cap.activations[layer][rows], "grads": lambda: cap.gradients[layer][rows],
+            "classes": lambda: classes, "images": lambda: images, "model": lambda: bundle.model,
+            "tail": lambda: split_at(bundle, layer).tail,
+            "head_weight": lambda: classifier_rows(bundle, layer, classes)}
+
+
+def compute_cams(bundle: ModelBundle, images: torch.Tensor, methods: Sequence[str] = ("gradcam", "layercam", "hybrid"),
+                 class_idx: int | Sequence[int] | None = None, alpha: float = 0.7,
+                 layer: str | Sequence[str] | None = None, score: str = "logit", gamma: float = 2.0, *,
+                 top_k: int | None = SCORECAM_TOP_K, batch_size: int = FORWARD_BATCH, scorecam_weights: str = "softmax",
+                 recipro_kernel: str = "onehot", smooth_n: int = 8, smooth_noise: float = 0.15,
+                 seed: int = SEED) -> CamMaps:
+    """CAMs of a preprocessed batch (N, 3, H, W) for every method, from ONE forward and at most ONE backward.
+
+    Returns ``{method: (N, H, W)}`` float maps in [0, 1], bilinearly upsampled to the input size.
+    ``class_idx``: None (each image's predicted class), an int, or N ints. ``layer``: one layer
+    name or several (multi-layer fusion, :func:`fuse_layers` with ``gamma``); default the
+    bundle's target layer. ``alpha`` is the hybrid's Grad-CAM exponent.
+
+    Options of the further methods (:mod:`helpers.cam.methods`): ``top_k`` (Score-CAM keeps the k
+    channels of largest mean activation; None keeps all), ``batch_size`` (images per forward of
+    Score-CAM / Recipro-CAM), ``scorecam_weights`` ("softmax" or "probability"),
+    ``recipro_kernel`` ("onehot" or "gaussian"). ``"smooth-<method>"`` averages a gradient
+    method's raw maps over ``smooth_n`` noisy copies (noise ``smooth_noise`` x the image's value
+    range, seeded by ``seed``) that share the pass with the clean batch.
+    """
+    plan = [(name, *_resolve(name)) for name in methods]
+    n = len(images)
+    batch = images
+    if any(smooth for _, _, smooth in plan):
+        batch = torch.cat([images, noisy_copies(images, smooth_n, smooth_noise, seed)])
+    backward = any("grads" in method_inputs(fn) for _, fn, _ in plan)
+    cap = capture(bundle, batch, class_idx, layer, score, backward=backward, explained=n)
+    options = {"alpha": alpha, "top_k": top_k, "batch_size": batch_size, "scorecam_weights": scorecam_weights,
+               "recipro_kernel": recipro_kernel}
+    size = tuple(images.shape[-2:])
+    on_device = images.to(bundle.device)
+    out = CamMaps()
+    with torch.no_grad():
+        for name, fn, smooth in plan:
+            per_layer = []
+            for lay in cap.layers:
+                raw = _call(name, fn, _inputs(bundle, on_device, cap, lay, slice(n, None) if smooth else slice(0, n)),
+                            options)
+                if smooth:
+                    raw = raw.view(smooth_n, n, *raw.shape[1:]).mean(dim=0)
+                per_layer.append(normalise_max(upsample(raw, size)))
+            out[name] = per_layer[0] if len(per_layer) == 1 else fuse_layers(per_layer, gamma)
+    out.class_idx, out.logits = cap.class_idx[:n], cap.logits[:n]
+    return out
+

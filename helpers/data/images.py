@@ -1,0 +1,350 @@
+"""Reading images and the dataset manifest.
+
+:func:`load_image` is the project's ONLY image reader: every file goes through it, so every
+notebook sees the same RGB conversion and the same rejections. :func:`load_samples` turns the
+manifest (``input_images/manifest.csv``, written by ``1_create_dataset.ipynb`` or by
+:func:`import_folder`) into preprocessed :class:`Sample` objects.
+
+Conversions (documented choices):
+
+* grayscale / 1-bit -> the gray value copied to R, G and B;
+* RGBA, LA and palette images with transparency -> composited on WHITE (an ImageNet photo's
+  background is more often light than black, and black would add strong false edges);
+* 16-bit images (``I;16``, ``I``) -> 8-bit by ``round(v / 257)`` (65535 -> 255); 16-bit RGB PNGs
+  are reduced to 8 bits by Pillow itself; 32-bit float (``F``) images are rejected (no agreed range);
+* the EXIF orientation tag is applied, so a phone photo stands the way it was taken.
+
+Rejections (:class:`ImageLoadError`, a ``ValueError`` naming the file and the reason): missing
+file, not an image (e.g. a text file named ``.jpg``), corrupt or truncated data, a side shorter
+than :data:`MIN_SIDE` pixels, or more than :data:`MAX_PIXELS` pixels (decompression-bomb guard,
+checked from the header before any pixel is decoded).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageOps
+
+from ..config import MANIFEST
+
+#: Smallest accepted side in pixels: below this the model's resize-256 would invent almost
+#: every pixel (a 32-pixel side is already an 8x upscale).
+MIN_SIDE: int = 32
+#: Largest accepted image in pixels (100 MP, about 300 MB once decoded as RGB): larger headers
+#: are treated as decompression bombs and rejected before decoding.
+MAX_PIXELS: int = 100_000_000
+#: The model's preprocessing geometry (both models): shorter side to 256, centre crop 224.
+RESIZE: int = 256
+CROP: int = 224
+
+MANIFEST_COLUMNS: tuple[str, ...] = ("file", "sha256", "source", "licence", "kind", "split",
+                                     "label_idx", "label_name", "boxes", "top5")
+SPLITS: tuple[str, ...] = ("val", "test")
+KINDS: tuple[str, ...] = ("photo", "composite")
+
+Box = tuple[float, float, float, float]
+
+
+class ImageLoadError(ValueError):
+    """An image file that cannot be used; the message names the file and the reason."""
+
+
+def _to_rgb(im: Image.Image, path: Path) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB (see the module docstring for the choices)."""
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, im.convert("RGBA")).convert("RGB")
+    if im.mode.startswith("I"):
+        gray = np.clip(np.rint(np.asarray(im, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if im.mode == "F":
+        raise ImageLoadError(f"{path}: unsupported pixel format F (32-bit float, no agreed value range)")
+    try:
+        return im.convert("RGB")
+    except ValueError as err:
+        raise ImageLoadError(f"{path}: cannot convert pixel format {im.mode} to RGB ({err})") from err
+
+
+def load_image(path: str | Path, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Read an image file as an 8-bit RGB PIL image with its EXIF orientation applied.
+
+    Raises :class:`ImageLoadError` naming ``path`` and the reason when the file is missing, is
+    not an image, is corrupt or truncated, is smaller than ``min_side`` on a side or has more
+    than ``max_pixels`` pixels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageLoadError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageLoadError(f"{path}: image too large ({w}x{h} = {w * h} pixels; "
+                                         f"limit {max_pixels}, decompression-bomb guard)")
+                if min(w, h) < min_side:
+                    raise ImageLoadError(f"{path}: image too small ({w}x{h} px; minimum side {min_side} px)")
+                im.load()
+                return _to_rgb(ImageOps.exif_transpose(im), path)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageLoadError(f"{path}: image too large (decompression-bomb guard: {err})") from err
+    except Image.UnidentifiedImageError as err:
+        raise ImageLoadError(f"{path}: not an image file (no known image format)") from err
+    except Exception as err:  # decoders raise OSError, SyntaxError, ValueError, EOFError, ...
+        raise ImageLoadError(f"{path}: corrupt or truncated image ({type(err).__name__}: {err})") from err
+
+
+def load_images(paths: Iterable[str | Path], **kwargs: Any) -> tuple[dict[Path, Image.Image], list[str]]:
+    """Load many files: ``({path: image} for the good ones, [rejection messages])``.
+
+    One bad file never stops the others; each rejection's message names its file and reason.
+    """
+    images: dict[Path, Image.Image] = {}
+    rejected: list[str] = []
+    for path in paths:
+        try:
+            images[Path(path)] = load_image(path, **kwargs)
+        except ImageLoadError as err:
+            rejected.append(str(err))
+    return images, rejected
+
+
+def crop_geometry(size: tuple[int, int], resize: int = RESIZE, crop: int = CROP) -> tuple[float, float, int, int]:
+    """``(scale_x, scale_y, left, top)`` of the model's resize-shorter-side + centre-crop.
+
+    Mirrors torchvision: the longer side becomes ``int(resize * long / short)`` and the crop
+    offset is ``int(round((new - crop) / 2))``.
+    """
+    w, h = size
+    short, long = min(w, h), max(w, h)
+    new_long = int(resize * long / short)
+    new_w, new_h = (resize, new_long) if w <= h else (new_long, resize)
+    return new_w / w, new_h / h, int(round((new_w - crop) / 2.0)), int(round((new_h - crop) / 2.0))
+
+
+def to_crop_box(box: Sequence[float], size: tuple[int, int], resize: int = RESIZE, crop: int = CROP) -> Box:
+    """A box ``(x0, y0, x1, y1)`` in original pixels of an image of ``size`` (w, h) mapped to the
+    ``crop`` x ``crop`` model input, clipped to it. Raises ``ValueError`` if nothing is left."""
+    sx, sy, left, top = crop_geometry(size, resize, crop)
+    x0, y0, x1, y1 = (min(max(v, 0.0), float(crop)) for v in
+                      (box[0] * sx - left, box[1] * sy - top, box[2] * sx - left, box[3] * sy - top))
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise ValueError(f"box {tuple(box)} of a {size[0]}x{size[1]} image lies outside the centre crop")
+    return (round(x0, 2), round(y0, 2), round(x1, 2), round(y1, 2))
+
+
+def model_view(image: Image.Image, resize: int = RESIZE, crop: int = CROP) -> Image.Image:
+    """What the model sees of ``image`` (before normalisation): shorter side to ``resize``, centre
+    ``crop`` x ``crop`` (torchvision's own functions, so it matches ``bundle.preprocess``)."""
+    from torchvision.transforms import functional as F
+    return F.center_crop(F.resize(image, resize), crop)
+
+
+@dataclass
+class Sample:
+    """One preprocessed image of the manifest with its label and boxes."""
+
+    file: str
+    tensor: torch.Tensor
+    label_idx: int
+    label_name: str
+    boxes_crop: list[tuple[int, Box]]
+    kind: str
+    split: str
+    source: str
+    #: Pasted objects whose classes were all required in the top-5 (2 for two-object composites).
+    #: Other boxes (a background photo's own object) may add classes without counting here.
+    n_objects: int = 1
+
+
+def read_manifest(path: str | Path = MANIFEST) -> pd.DataFrame:
+    """The manifest as a DataFrame (all text columns as ``str``, ``label_idx`` as ``int``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no dataset manifest; run 1_create_dataset.ipynb first "
+                                "(or helpers.data.import_folder for your own images)")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: not a dataset manifest, missing columns {missing}")
+    return df.astype({"label_idx": int})
+
+
+def parse_boxes(boxes_json: str) -> list[tuple[int, Box]]:
+    """The manifest's ``boxes`` JSON as ``[(class_idx, (x0, y0, x1, y1) in crop pixels), ...]``."""
+    return [(int(b["class_idx"]), tuple(float(v) for v in b["crop"])) for b in json.loads(boxes_json)]
+
+
+def load_samples(bundle: Any, split: str | None = None, limit: int | None = None,
+                 manifest: str | Path = MANIFEST) -> list[Sample]:
+    """The manifest's images as :class:`Sample` objects, in manifest order.
+
+    ``split`` selects ``"val"`` or ``"test"`` (None: all); ``limit`` keeps the first ``limit``
+    rows (quick mode). File paths are relative to the manifest's folder. A file that fails to
+    load is skipped and reported on stderr, never fatal.
+    """
+    df = read_manifest(manifest)
+    if split is not None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        df = df[df["split"] == split]
+    if limit is not None:
+        df = df.head(limit)
+    root = Path(manifest).parent
+    images, rejected = load_images(root / f for f in df["file"])
+    if rejected:
+        print(f"load_samples: skipped {len(rejected)} file(s):\n  " + "\n  ".join(rejected), file=sys.stderr)
+    return [Sample(file=row.file, tensor=bundle.preprocess(images[root / row.file]), label_idx=int(row.label_idx),
+                   label_name=row.label_name, boxes_crop=parse_boxes(row.boxes), kind=row.kind, split=row.split,
+                   source=row.source, n_objects=int(getattr(row, "n_objects", 1) or 1))
+            for row in df.itertuples() if root / row.file in images]
+
+
+def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a manifest deterministically: the standard columns first, ``\\n`` line ends."""
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"manifest is missing columns {missing}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(MANIFEST_COLUMNS) + [c for c in df.columns if c not in MANIFEST_COLUMNS]
+    df.loc[:, columns].to_csv(path, index=False, lineterminator="\n")
+    return path
+
+
+
+# ---------------------------------------------------------------- top-5 and user folders
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def top5_of(bundle: Any, images: list[Image.Image], batch: int = 32) -> list[list[tuple[int, str, float]]]:
+    """The model's top-5 ``(index, name, probability)`` for each PIL image, in batches."""
+    from tqdm.auto import tqdm
+
+    from ..cam.models import predict_topk
+    out: list = []
+    for start in tqdm(range(0, len(images), batch), desc="top-5", leave=False, disable=len(images) <= batch):
+        out += predict_topk(bundle, torch.stack([bundle.preprocess(im) for im in images[start:start + batch]]))
+    return out
+
+
+def read_synsets(path: str | Path) -> dict[str, int]:
+    """WordNet ids -> class index from an ImageNet ``LOC_synset_mapping.txt``-style file
+    (one ``n01440764 tench, Tinca tinca`` line per class, in class order)."""
+    lines = [ln.split()[0] for ln in Path(path).read_text().splitlines() if ln.strip()]
+    return {wnid: i for i, wnid in enumerate(lines)}
+
+
+def class_index(label: str, class_names: Sequence[str], synsets: dict[str, int] | None = None) -> int:
+    """An ImageNet class index from an index (``"281"``), a name (``"tabby"``, ``"Egyptian_cat"``,
+    any case) or, given ``synsets``, a WordNet id (``"n02123045"``)."""
+    text = str(label).strip()
+    if text.isdigit() and int(text) < len(class_names):
+        return int(text)
+    if synsets and text in synsets:
+        return synsets[text]
+    wanted = text.replace("_", " ").lower()
+    for i, name in enumerate(class_names):
+        if name.lower() == wanted:
+            return i
+    hint = " (a WordNet id needs synsets=LOC_synset_mapping.txt)" if text[:1] == "n" and text[1:].isdigit() else ""
+    raise ValueError(f"unknown ImageNet class {label!r}{hint}")
+
+
+def read_voc_boxes(path: Path, class_names: Sequence[str], synsets: dict[str, int] | None = None
+                   ) -> tuple[tuple[int, int] | None, list[tuple[int, Box]]]:
+    """Image size and ``(class_idx, box)`` pairs from a Pascal VOC XML file (ImageNet's box format).
+
+    VOC coordinates are 1-based and inclusive; boxes come back 0-based, half-open:
+    ``(xmin - 1, ymin - 1, xmax, ymax)``.
+    """
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(path).getroot()
+    size = root.find("size")
+    wh = (int(size.findtext("width")), int(size.findtext("height"))) if size is not None else None
+    boxes = []
+    for obj in root.iter("object"):
+        bb = obj.find("bndbox")
+        x0, y0, x1, y1 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        boxes.append((class_index(obj.findtext("name"), class_names, synsets), (x0 - 1, y0 - 1, x1, y1)))
+    return wh, boxes
+
+
+def _folder_entries(root: Path, labels_csv: str | Path | None) -> list[tuple[Path, str, str | None]]:
+    """``(image path, label, split or None)`` from a labels CSV or from class subfolders."""
+    if labels_csv is not None:
+        table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+        if not {"file", "label"} <= set(table.columns):
+            raise ValueError(f"{labels_csv}: a labels CSV needs the columns 'file' and 'label'")
+        return [(root / r["file"], r["label"], r.get("split") or None) for _, r in table.iterrows()]
+    return [(p, folder.name, None) for folder in sorted(d for d in root.iterdir() if d.is_dir())
+            for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def import_folder(path: str | Path, labels_csv: str | Path | None = None, boxes_dir: str | Path | None = None,
+                  synsets: str | Path | None = None, bundle: Any = None, split: str = "test",
+                  licence: str = "user-supplied", out: str | Path | None = None) -> pd.DataFrame:
+    """A user's image folder -> a manifest (written to ``out``, default ``path/manifest.csv``).
+
+    Labels come from class subfolders (folder name = ImageNet class name or index) or from
+    ``labels_csv`` (columns ``file``, ``label``, optional ``split``; files relative to ``path``).
+    Optional Pascal VOC XML boxes: ``<stem>.xml`` in ``boxes_dir`` (default: next to the image);
+    WordNet ids in them need ``synsets``. With a ``bundle`` the model's top-5 is recorded.
+    A bad image, label or box file is skipped and reported (``df.attrs["rejected"]``, printed).
+    """
+    root = Path(path)
+    out = Path(out) if out is not None else root / "manifest.csv"
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    from ..cam.models import imagenet_class_names
+    names = bundle.class_names if bundle is not None else imagenet_class_names()
+    wnids = read_synsets(synsets) if synsets is not None else None
+    rows, images, rejected = [], [], []
+    for file, label, row_split in _folder_entries(root, labels_csv):
+        try:
+            idx = class_index(label, names, wnids)
+            image = load_image(file)
+            xml = (Path(boxes_dir) if boxes_dir is not None else file.parent) / f"{file.stem}.xml"
+            voc_size, voc = read_voc_boxes(xml, names, wnids) if xml.is_file() else (None, [])
+            if voc_size is not None and voc_size != image.size:
+                raise ValueError(f"box file {xml.name} is for a {voc_size[0]}x{voc_size[1]} image, "
+                                 f"the image is {image.size[0]}x{image.size[1]}")
+            boxes = [{"class_idx": c, "class_name": names[c], "crop": list(to_crop_box(b, image.size)),
+                      "orig": list(b)} for c, b in voc]
+            if (row_split or split) not in SPLITS:
+                raise ValueError(f"unknown split {row_split!r}")
+        except Exception as err:  # one bad file, label or box never stops the others
+            rejected.append(str(err) if str(file) in str(err) else f"{file}: {err}")
+            continue
+        rows.append({"file": Path(os.path.relpath(file, out.parent)).as_posix(),
+                     "sha256": hashlib.sha256(file.read_bytes()).hexdigest(), "source": file.stem,
+                     "licence": licence, "kind": "photo", "split": row_split or split, "label_idx": idx,
+                     "label_name": names[idx], "boxes": json.dumps(boxes), "top5": "[]",
+                     "orig_size": f"{image.size[0]}x{image.size[1]}"})
+        images.append(image)
+    if bundle is not None and images:
+        for row, t5 in zip(rows, top5_of(bundle, images)):
+            row["top5"] = json.dumps([[i, n, round(p, 4)] for i, n, p in t5])
+    df = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS) + ["orig_size"])
+    write_manifest(df, out)
+    df.attrs["rejected"] = rejected
+    if rejected:
+        print(f"import_folder: skipped {len(rejected)} file(s):\n  " + "\n  ".join(rejected))
+    return df

@@ -1,0 +1,7 @@
+"""Evaluation: metrics, paired statistics, the cached runner, the choice of alpha, sanity checks, timing, the report.
+
+May import :mod:`helpers.cam` and :mod:`helpers.data`; never the teaching package.
+"""
+from .runner import Evaluation, EvalConfig, MethodSpec, evaluate
+
+__all__ = ["EvalConfig", "Evaluation", "MethodSpec", "evaluate"]

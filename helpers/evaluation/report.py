@@ -1,0 +1,255 @@
+"""Evaluation outputs: the CSV tables, the comparison figure and REPORT.md with verdicts from the numbers.
+
+Every verdict in the report is computed here from the tables (:func:`thesis_claims`), never
+written by hand, so the text changes when the data does. The metric CSVs are deterministic
+(same input -> byte-identical files); timings are the only run-dependent numbers and live in
+their own file, ``evaluation_timings.csv``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..config import SEED
+from .runner import FLOORS, LOWER_IS_BETTER, METRICS, THESIS_ALPHA, Evaluation
+from .stats import comparison_table, summary_table
+
+HYBRID, HYBRID_VAL, GC, LC = f"hybrid@{THESIS_ALPHA}", "hybrid@val", "gradcam", "layercam"
+ALPHA_LEVEL = 0.05
+#: "No time overhead": the hybrid's median time per image at most this multiple of Grad-CAM's.
+TIME_TOLERANCE = 1.10
+FLOAT_FORMAT = "%.8g"
+#: The thesis' numbers (10 images, ResNet-50, its 10-step protocol) for the report.
+THESIS_NUMBERS = {"insertion": {HYBRID: 0.1145, GC: 0.1140, LC: 0.1066}, "p": {GC: 0.043, LC: 0.002}}
+PRESET_COLUMNS = {"rise": ("insertion_auc", "deletion_auc"), "thesis": ("insertion_auc_thesis", "deletion_auc_thesis")}
+
+
+def comparison_pairs(labels: Sequence[str]) -> list[tuple[str, str]]:
+    """Each hybrid (0.7 and the val-chosen alpha) against every other method, plus Grad-CAM vs LayerCAM."""
+    pairs: list[tuple[str, str]] = []
+    for h in (HYBRID, HYBRID_VAL):
+        if h in labels:
+            pairs += [(h, m) for m in labels if m != h and (m, h) not in pairs]
+    if GC in labels and LC in labels:
+        pairs.append((GC, LC))
+    return pairs
+
+
+def write_tables(ev: Evaluation, out_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """evaluation_results.csv, evaluation_timings.csv, summary_statistics.csv, statistical_tests.csv."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = [s.label for s in ev.methods]
+    tables = {"evaluation_results": ev.results, "evaluation_timings": ev.timings,
+              "summary_statistics": summary_table(ev.results, METRICS),
+              "statistical_tests": comparison_table(ev.results, METRICS, comparison_pairs(labels), seed=SEED)}
+    for name, table in tables.items():
+        table.to_csv(out / f"{name}.csv", index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    return tables
+
+
+# ---------------------------------------------------------------- verdicts
+
+@dataclass(frozen=True)
+class Claim:
+    """One thesis claim checked on our data: what it says, our numbers, whether it holds."""
+
+    claim: str
+    numbers: str
+    holds: bool
+
+
+def _mean(results: pd.DataFrame, method: str, metric: str) -> float:
+    return float(results.loc[results.method == method, metric].mean())
+
+
+def _test(tests: pd.DataFrame, a: str, b: str, metric: str, test: str = "paired t-test") -> pd.Series:
+    row = tests[(tests.a == a) & (tests.b == b) & (tests.metric == metric) & (tests.test == test)]
+    if row.empty:
+        raise ValueError(f"no {test} of {a} vs {b} on {metric} in the tests table")
+    return row.iloc[0]
+
+
+def _fmt_test(t: pd.Series, w: pd.Series) -> str:
+    return (f"mean difference {t.mean_diff:+.4f} (95% bootstrap CI {t.ci_low:+.4f} to {t.ci_high:+.4f}), "
+            f"paired t = {t.statistic:.2f}, p = {t.p:.3g} (Holm-adjusted {t.p_holm:.3g}), "
+            f"Wilcoxon p = {w.p:.3g}, d_z = {t.cohens_dz:.2f}, n = {t.n}")
+
+
+def comparable_means(results: pd.DataFrame, metric: str, method: str) -> tuple[pd.Series, pd.Series]:
+    """Mean ``metric`` of every method, and of only those evaluated on exactly ``method``'s images.
+
+    Methods run on a subset of the images (the further methods in full mode) are left out of the
+    second, so a ranking never compares means over different images.
+    """
+    means = results.groupby("method", sort=False)[metric].mean()
+    images = results.groupby("method", sort=False).image.apply(frozenset)
+    return means, means[images == images[method]]
+
+
+def thesis_claims(results: pd.DataFrame, tests: pd.DataFrame, timings: pd.DataFrame,
+                  hybrid: str = HYBRID) -> list[Claim]:
+    """The thesis' four claims, each checked for both insertion/deletion presets (rise and thesis)."""
+    claims = []
+    for preset, (ins, dele) in PRESET_COLUMNS.items():
+        means, peers = comparable_means(results, ins, hybrid)
+        best = peers.idxmax()
+        claims.append(Claim(
+            f"[{preset} protocol] {hybrid} has a higher mean insertion AUC than Grad-CAM and LayerCAM",
+            f"{hybrid} {means[hybrid]:.4f}; Grad-CAM {means[GC]:.4f}; LayerCAM {means[LC]:.4f} (best of the "
+            f"{len(peers)} methods evaluated on the same images: {best} {peers[best]:.4f}; {hybrid} ranks "
+            f"{int((peers > peers[hybrid]).sum()) + 1})",
+            bool(means[hybrid] > means[GC] and means[hybrid] > means[LC])))
+        for other in (GC, LC):
+            t, w = _test(tests, hybrid, other, ins), _test(tests, hybrid, other, ins, "wilcoxon")
+            claims.append(Claim(f"[{preset} protocol] {hybrid} beats {other} on insertion AUC, p < {ALPHA_LEVEL} "
+                                "(paired t-test)", _fmt_test(t, w),
+                                bool(t.mean_diff > 0 and t.p < ALPHA_LEVEL)))
+        rows = [(_test(tests, hybrid, o, dele), _test(tests, hybrid, o, dele, "wilcoxon")) for o in (GC, LC)]
+        claims.append(Claim(f"[{preset} protocol] deletion AUC differences of {hybrid} vs Grad-CAM and vs LayerCAM "
+                            f"are not significant (p >= {ALPHA_LEVEL})",
+                            "; ".join(f"vs {o}: {_fmt_test(t, w)}" for o, (t, w) in zip((GC, LC), rows)),
+                            bool(all(t.p >= ALPHA_LEVEL for t, _ in rows))))
+    med = timings.groupby("method")["ms_per_image"].median()
+    if hybrid in med and GC in med:
+        ratio = med[hybrid] / med[GC]
+        claims.append(Claim(f"{hybrid} costs no extra time over Grad-CAM (median ratio <= {TIME_TOLERANCE})",
+                            f"median ms per image: {hybrid} {med[hybrid]:.1f}, Grad-CAM {med[GC]:.1f}, "
+                            f"LayerCAM {med.get(LC, np.nan):.1f}; ratio {ratio:.2f} (n = "
+                            f"{timings.image.nunique()} images, batch 1)", bool(ratio <= TIME_TOLERANCE)))
+    return claims
+
+
+def floor_beaten(results: pd.DataFrame, metric: str, method: str) -> dict[str, bool]:
+    """Whether ``method``'s mean beats each sanity floor's on ``metric`` (direction-aware)."""
+    sign = -1 if metric in LOWER_IS_BETTER else 1
+    m = sign * _mean(results, method, metric)
+    return {f: bool(m > sign * _mean(results, f, metric)) for f in FLOORS if f in set(results.method)}
+
+
+def caveats(results: pd.DataFrame, claims: Sequence[Claim], n_sources: int) -> list[str]:
+    """What a reader should NOT conclude, derived from the numbers."""
+    n = results.image.nunique()
+    out = [f"That a method is better in general: n = {n} images from {n_sources} distinct source photos, one model "
+           "(EfficientNet-Lite0, not the thesis' ResNet-50); composites that share a source photo are not "
+           "independent, so p-values are optimistic.",
+           "That 'not significant' means 'equal': a test that fails to reject says the data cannot tell the methods "
+           "apart at this n, not that they are the same (see the CIs)."]
+    by_preset = {}
+    for c in claims:
+        if c.claim.startswith("["):
+            by_preset.setdefault(c.claim.split("]")[1], []).append(c.holds)
+    if any(len(set(v)) > 1 for v in by_preset.values()):
+        out.append("That a verdict is robust to the protocol: at least one claim holds under one insertion/deletion "
+                   "protocol and fails under the other (substrate and number of steps matter).")
+    for metric in ("insertion_auc", "deletion_auc", "insertion_auc_thesis", "deletion_auc_thesis", "adcc", "coherency"):
+        lost = [f for f, ok in floor_beaten(results, metric, GC).items() if not ok]
+        if lost:
+            out.append(f"That {metric} measures explanation quality here on its own: the {' and '.join(lost)} "
+                       f"floor(s) score as well as or better than Grad-CAM on it.")
+    spread = results.groupby("method", sort=False)["insertion_auc"].mean()
+    gap = spread.drop([f for f in FLOORS if f in spread.index]).agg(["min", "max"])
+    out.append(f"That small differences matter: the CAM methods' mean insertion AUCs span only "
+               f"{gap['min']:.4f}-{gap['max']:.4f}.")
+    return out
+
+
+def distinct_sources(results: pd.DataFrame) -> int:
+    """Number of distinct source photos (a composite's ``source`` lists its sources joined by '+')."""
+    return len({s for src in results.drop_duplicates("image").source for s in str(src).split("+")})
+
+
+def render_report(ev: Evaluation, tables: dict[str, pd.DataFrame], alpha: float, facts: dict[str, str]) -> str:
+    """REPORT.md text: setup, each claim with our numbers and verdict, floors, caveats, files."""
+    results, tests = tables["evaluation_results"], tables["statistical_tests"]
+    n_sources = distinct_sources(results)
+    claims = thesis_claims(results, tests, tables["evaluation_timings"])
+    val_claims = thesis_claims(results, tests, tables["evaluation_timings"], hybrid=HYBRID_VAL)
+    lines = ["# Evaluation report (generated from the numbers by helpers.evaluation.report)", "",
+             f"Test split: **n = {results.image.nunique()} images** from **{n_sources} distinct source photos** "
+             f"({', '.join(f'{k}: {v}' for k, v in results.drop_duplicates('image').kind.value_counts().items())}). "
+             f"Methods: {', '.join(s.label for s in ev.methods)}. hybrid@val uses a = {alpha:g} chosen on the "
+             "validation split (notebook 4).", ""]
+    lines += [f"- {k}: {v}" for k, v in facts.items()]
+    lines += ["", "The thesis reported (10 images, ResNet-50, 10-step zero-substrate protocol): insertion AUC hybrid "
+              f"{THESIS_NUMBERS['insertion'][HYBRID]} vs Grad-CAM {THESIS_NUMBERS['insertion'][GC]} vs LayerCAM "
+              f"{THESIS_NUMBERS['insertion'][LC]}, p = {THESIS_NUMBERS['p'][GC]} / {THESIS_NUMBERS['p'][LC]}.", "",
+              "## The thesis' claims on our data", ""]
+    for c in claims:
+        lines += [f"- **{'HOLDS' if c.holds else 'DOES NOT HOLD'}** - {c.claim}.  ", f"  {c.numbers}"]
+    lines += ["", f"## The same claims for the hybrid at the validation-chosen a = {alpha:g}", ""]
+    if alpha == THESIS_ALPHA:
+        lines += [f"(The validation split chose a = {THESIS_ALPHA:g}, the thesis' value: hybrid@val is hybrid@0.7.)", ""]
+    for c in val_claims:
+        lines += [f"- **{'HOLDS' if c.holds else 'DOES NOT HOLD'}** - {c.claim}.  ", f"  {c.numbers}"]
+    lines += ["", "## Against the sanity floors (mean over images; does the method beat the floor?)", ""]
+    for metric in ("insertion_auc", "deletion_auc", "pointing_game", "energy_pointing_game"):
+        beat = {m: floor_beaten(results, metric, m) for m in (GC, LC, HYBRID, HYBRID_VAL)}
+        lines.append(f"- {metric}: " + "; ".join(f"{m} beats " + (", ".join(f for f, ok in b.items() if ok) or "none")
+                                                 for m, b in beat.items()))
+    lines += ["", "## What a reader should NOT conclude", ""] + [f"- {c}" for c in caveats(results, claims, n_sources)]
+    if ev.failures:
+        lines += ["", "## Images that failed (skipped)", ""] + [f"- {f}: {msg}" for f, msg in ev.failures]
+    lines += ["", "## Files", "", "- evaluation_results.csv: one row per image x method, every metric "
+              "(deterministic)", "- evaluation_timings.csv: time per image x method (run-dependent, kept apart)",
+              "- summary_statistics.csv: n, mean, std, min, max, 95% t-CI per method x metric",
+              "- statistical_tests.csv: paired t-test and Wilcoxon per pair x metric, Holm-adjusted over all "
+              "pair x metric comparisons of the same test, Cohen's d_z, 95% bootstrap CI of the mean difference",
+              "- comparison_plots.png", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- figure
+
+def plot_comparison(ev: Evaluation, metrics: Sequence[str] = METRICS, path: str | Path | None = None) -> plt.Figure:
+    """Box + strip plot per metric, mean insertion/deletion curves with 95% bands, time per method."""
+    labels = [s.label for s in ev.methods]
+    panels = len(metrics) + 3
+    cols = 4
+    fig, axes = plt.subplots(-(-panels // cols), cols, figsize=(4.2 * cols, 3.2 * -(-panels // cols)), squeeze=False)
+    axes = axes.ravel()
+    rng = np.random.default_rng(SEED)
+    for ax, metric in zip(axes, metrics):
+        data = [ev.results.loc[ev.results.method == m, metric].dropna().to_numpy() for m in labels]
+        ax.boxplot(data, showfliers=False)
+        for i, d in enumerate(data, start=1):
+            ax.scatter(i + rng.uniform(-0.15, 0.15, len(d)), d, s=5, alpha=0.5, color="k")
+        ax.set_title(metric + (" (lower better)" if metric in LOWER_IS_BETTER else ""), fontsize=9)
+        ax.set_xticks(range(1, len(labels) + 1), labels, rotation=60, ha="right", fontsize=7)
+    for ax, mode in zip(axes[len(metrics):], ("insertion", "deletion")):
+        for m in labels:
+            c = ev.curves[m][mode]
+            if len(c) == 0:
+                continue
+            x = np.linspace(0, 1, c.shape[1])
+            mean, half = c.mean(0), 1.96 * c.std(0, ddof=1) / np.sqrt(len(c)) if len(c) > 1 else 0 * c.mean(0)
+            ax.plot(x, mean, label=f"{m} (n={len(c)})", lw=1)
+            ax.fill_between(x, np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1), alpha=0.15)
+        ax.set_title(f"mean {mode} curve (rise protocol), 95% band", fontsize=9)
+        ax.set_xlabel("fraction of pixels")
+        ax.set_ylabel("p(class)")
+    axes[len(metrics)].legend(fontsize=6)
+    ax = axes[len(metrics) + 2]
+    med = ev.timings.groupby("method")["ms_per_image"].median().reindex(labels)
+    ax.barh(range(len(labels))[::-1], med.to_numpy())
+    ax.set_yticks(range(len(labels))[::-1], labels, fontsize=7)
+    ax.set_title("median time per image (ms, batch 1)", fontsize=9)
+    for extra in axes[panels:]:
+        extra.axis("off")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=90)
+    return fig
+
+
+def write_all(ev: Evaluation, out_dir: str | Path, alpha: float, facts: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """Every output: the four CSVs, comparison_plots.png and REPORT.md in ``out_dir``."""
+    tables = write_tables(ev, out_dir)
+    plt.close(plot_comparison(ev, path=Path(out_dir) / "comparison_plots.png"))
+    (Path(out_dir) / "REPORT.md").write_text(render_report(ev, tables, alpha, facts))
+    return tables

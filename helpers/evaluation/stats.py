@@ -1,0 +1,191 @@
+"""Paired statistics for comparing methods on the same images.
+
+Every test is *paired*: method A and method B are scored on the same images and the per-image
+differences d_i = a_i - b_i are analysed. Degenerate inputs never crash:
+
+* fewer than 2 pairs: statistic and p are NaN (note "fewer than 2 pairs");
+* all differences zero: statistic 0 and p = 1 (no evidence of any difference; note says so) --
+  scipy would return NaN (t-test) or raise (Wilcoxon);
+* t-test with constant non-zero differences: |t| = inf and p = 0 (note says so).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..config import SEED
+
+ArrayLike = Sequence[float] | np.ndarray | pd.Series
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """A test's statistic and two-sided p-value, with a note when the input was degenerate."""
+
+    statistic: float
+    p: float
+    note: str = ""
+
+
+def differences(a: ArrayLike, b: ArrayLike) -> np.ndarray:
+    """Paired differences a - b as floats; a clear error when the lengths differ or values are NaN."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired samples must be 1-D of equal length, got shapes {a.shape} and {b.shape}")
+    if np.isnan(a).any() or np.isnan(b).any():
+        raise ValueError("paired samples contain NaN; drop incomplete pairs first")
+    return a - b
+
+
+def _degenerate(d: np.ndarray) -> TestResult | None:
+    if len(d) < 2:
+        return TestResult(float("nan"), float("nan"), "fewer than 2 pairs")
+    if np.all(d == 0):
+        return TestResult(0.0, 1.0, "all differences zero")
+    return None
+
+
+def paired_ttest(a: ArrayLike, b: ArrayLike) -> TestResult:
+    """Paired t-test (the thesis' test): t = mean(d) / (sd(d) / sqrt(n)), df = n - 1, two-sided."""
+    d = differences(a, b)
+    if (special := _degenerate(d)) is not None:
+        return special
+    if np.all(d == d[0]):
+        return TestResult(float(np.sign(d[0]) * np.inf), 0.0, "differences constant and non-zero")
+    with warnings.catch_warnings():
+        # scipy warns of precision loss when the differences are at float-noise level (e.g. CAM vs
+        # Grad-CAM on a GAP + linear network); the result is kept -- its effect size and CI show it is noise
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_rel(a, b)
+    return TestResult(float(res.statistic), float(res.pvalue))
+
+
+def wilcoxon(a: ArrayLike, b: ArrayLike) -> TestResult:
+    """Wilcoxon signed-rank test, two-sided, zero differences dropped (Wilcoxon's original rule).
+
+    The statistic is min(W+, W-). The p-value is exact for up to 50 non-zero differences
+    without ties in |d|, else from the normal approximation with tie correction (scipy's
+    permutation fallback is far too slow for a table of hundreds of tests).
+    """
+    d = differences(a, b)
+    if (special := _degenerate(d)) is not None:
+        return special
+    d = d[d != 0]
+    exact = len(d) <= 50 and len(np.unique(np.abs(d))) == len(d)
+    res = stats.wilcoxon(d, method="exact" if exact else "approx")
+    return TestResult(float(res.statistic), float(res.pvalue))
+
+
+def holm(pvalues: ArrayLike) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (step-down), in the input order; NaN stays NaN and is not counted.
+
+    Sorted ascending, p_(j) (j = 1..m) becomes max_{i <= j} min(1, (m - i + 1) p_(i)).
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full_like(p, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m = len(order)
+    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return out
+
+
+def cohens_dz(a: ArrayLike, b: ArrayLike) -> float:
+    """Cohen's d_z = mean(d) / sd(d) (sd with n - 1); 0 if all d are 0, +-inf if d is constant, NaN if n < 2."""
+    d = differences(a, b)
+    if len(d) < 2:
+        return float("nan")
+    if np.all(d == 0):
+        return 0.0
+    sd = d.std(ddof=1)
+    return float(np.sign(d.mean()) * np.inf) if sd == 0 else float(d.mean() / sd)
+
+
+def bootstrap_ci(values: ArrayLike, level: float = 0.95, n_boot: int = 10_000,
+                 seed: int = SEED) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values`` (e.g. paired differences), seeded.
+
+    ``n_boot`` resamples of size n with replacement; the CI is the (1 - level) / 2 and
+    (1 + level) / 2 quantiles of their means. NaN for an empty input.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def mean_ci(values: ArrayLike, level: float = 0.95) -> tuple[float, float]:
+    """Student-t CI of the mean: mean +- t_{(1+level)/2, n-1} sd / sqrt(n); the mean twice if sd = 0, NaN if n < 2."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return float("nan"), float("nan")
+    half = stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+def summary_table(results: pd.DataFrame, metrics: Sequence[str], method_col: str = "method") -> pd.DataFrame:
+    """n, mean, std, min, max and 95% t-CI of every metric per method (NaNs skipped), long format."""
+    rows = []
+    for method, group in results.groupby(method_col, sort=False):
+        for metric in metrics:
+            v = group[metric].dropna().to_numpy(dtype=np.float64)
+            lo, hi = mean_ci(v)
+            rows.append({method_col: method, "metric": metric, "n": len(v),
+                         "mean": v.mean() if len(v) else np.nan, "std": v.std(ddof=1) if len(v) > 1 else np.nan,
+                         "min": v.min() if len(v) else np.nan, "max": v.max() if len(v) else np.nan,
+                         "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows)
+
+
+TESTS = {"paired t-test": paired_ttest, "wilcoxon": wilcoxon}
+
+
+def paired_values(results: pd.DataFrame, metric: str, a: str, b: str, id_col: str = "image",
+                  method_col: str = "method") -> tuple[np.ndarray, np.ndarray]:
+    """Scores of methods a and b on the images where both have a value, aligned by ``id_col``."""
+    wide = results[results[method_col].isin([a, b])].pivot(index=id_col, columns=method_col, values=metric)
+    missing = [m for m in (a, b) if m not in wide.columns]
+    if missing:
+        raise ValueError(f"no results for method(s) {missing}")
+    wide = wide[[a, b]].dropna()
+    return wide[a].to_numpy(dtype=np.float64), wide[b].to_numpy(dtype=np.float64)
+
+
+def comparison_table(results: pd.DataFrame, metrics: Sequence[str],
+                     pairs: Sequence[tuple[str, str]] | None = None, id_col: str = "image",
+                     method_col: str = "method", seed: int = SEED) -> pd.DataFrame:
+    """Paired t-test and Wilcoxon for every (pair, metric), Holm-adjusted, with d_z and bootstrap CI.
+
+    ``pairs`` default: all pairs of methods in order of appearance. One row per pair x metric x
+    test: statistic, p, ``p_holm`` (Holm over all pair x metric comparisons of the same test),
+    mean difference (a - b), Cohen's d_z and the 95% bootstrap CI of the mean difference.
+    """
+    methods = list(dict.fromkeys(results[method_col]))
+    pairs = list(pairs) if pairs is not None else list(combinations(methods, 2))
+    rows = []
+    for a, b in pairs:
+        for metric in metrics:
+            x, y = paired_values(results, metric, a, b, id_col, method_col)
+            d = x - y
+            lo, hi = bootstrap_ci(d, seed=seed)
+            for test, fn in TESTS.items():
+                res = fn(x, y)
+                rows.append({"pair": f"{a} vs {b}", "a": a, "b": b, "metric": metric, "test": test, "n": len(d),
+                             "mean_a": x.mean() if len(d) else np.nan, "mean_b": y.mean() if len(d) else np.nan,
+                             "mean_diff": d.mean() if len(d) else np.nan, "statistic": res.statistic, "p": res.p,
+                             "cohens_dz": cohens_dz(x, y), "ci_low": lo, "ci_high": hi, "note": res.note})
+    table = pd.DataFrame(rows)
+    if len(table):
+        table.insert(table.columns.get_loc("p") + 1, "p_holm", np.nan)
+        for _, idx in table.groupby("test").groups.items():
+            table.loc[idx, "p_holm"] = holm(table.loc[idx, "p"].to_numpy())
+    return table

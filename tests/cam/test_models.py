@@ -1,0 +1,100 @@
+"""Model loading: the wrapped Lite0 is the original network, ResNet-50 never downloads."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers.cam.engine import compute_cams
+from helpers.cam.hooks import LayerCapture
+from helpers.cam.models import (RESNET50_FILES, build_lite0_original, check_class_idx, find_resnet50_weights, load_model, predict_topk)
+
+
+def test_wrapped_lite0_gives_the_original_logits(lite0, photo_batch) -> None:
+    original = build_lite0_original()
+    torch.manual_seed(0)
+    x = torch.cat([photo_batch, torch.randn(2, 3, 224, 224)])
+    with torch.inference_mode():
+        assert torch.allclose(lite0.model(x), original(x), atol=1e-5)
+
+
+def test_lite0_predicts_plausible_classes(lite0, photo_batch) -> None:
+    top = predict_topk(lite0, photo_batch, k=5)
+    assert top[0][0][:2] == (967, "espresso") and top[0][0][2] > 0.9
+    assert {281, 282, 285} & {i for i, _, _ in top[1]}  # tabby / tiger cat / Egyptian cat
+    assert {657, 812} & {i for i, _, _ in top[2]}  # missile / space shuttle
+    assert all(sum(p for *_, p in t) <= 1 + 1e-6 and t[0][2] >= t[1][2] >= t[4][2] for t in top)
+
+
+def test_lite0_layers_are_modules_with_the_expected_maps(lite0, photo_batch) -> None:
+    assert lite0.target_layer == "head" and lite0.layers[0] == "stem" and lite0.layers[-1] == "head"
+    with torch.enable_grad(), LayerCapture(lite0.model, lite0.layers) as cap:
+        lite0.model(photo_batch[:1])
+    shapes = {n: tuple(a.shape[1:]) for n, a in cap.activations.items()}
+    assert shapes["head"] == (1280, 7, 7) and shapes["stem"] == (32, 112, 112)
+    assert shapes["stages.0"] == (16, 112, 112) and shapes["stages.6"] == (320, 7, 7)
+    assert (cap.activations["head"] >= 0).all() and (cap.activations["head"] <= 6).all()  # post-ReLU6
+    with torch.inference_mode():  # the head map is exactly what feeds the pooling
+        pooled = cap.activations["head"].mean(dim=(2, 3))
+        assert torch.allclose(lite0.model.classifier(pooled), lite0.model(photo_batch[:1]), atol=1e-4)
+
+
+def test_preprocess_uses_the_weights_normalisation(lite0) -> None:
+    grey = Image.fromarray(np.full((300, 400, 3), 255, np.uint8))
+    x = lite0.preprocess(grey)
+    assert x.shape == (3, 224, 224) and torch.allclose(x, torch.ones_like(x))  # white -> +1 for [-1, 1] inputs
+    assert lite0.mean == (0.5, 0.5, 0.5) and lite0.pretrained
+    assert len(lite0.class_names) == 1000 and lite0.class_names[967] == "espresso"
+
+
+def test_unknown_model_name_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="unknown model 'vgg16'.*efficientnet_lite0.*resnet50"):
+        load_model("vgg16")
+
+
+@pytest.fixture
+def empty_hub(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    return tmp_path
+
+
+def test_resnet50_without_weights_says_where_to_put_them(empty_hub) -> None:
+    with pytest.raises(FileNotFoundError, match=f"never downloaded.*{RESNET50_FILES[0]}.*checkpoints"):
+        load_model("resnet50")
+    with pytest.raises(FileNotFoundError, match="missing.pth: ResNet-50 weight file not found"):
+        load_model("resnet50", weights=empty_hub / "missing.pth")
+
+
+def test_auto_picks_lite0_when_resnet_weights_are_absent(empty_hub, capsys) -> None:
+    bundle = load_model("auto", device="cpu")
+    assert bundle.name == "efficientnet_lite0" and "using efficientnet_lite0" in capsys.readouterr().err
+
+
+def test_auto_picks_resnet50_when_its_weights_are_local(empty_hub) -> None:
+    (empty_hub / "checkpoints").mkdir()
+    state = load_model("resnet50", random_init=True, device="cpu").model.state_dict()
+    torch.save(state, empty_hub / "checkpoints" / RESNET50_FILES[0])
+    assert find_resnet50_weights() == empty_hub / "checkpoints" / RESNET50_FILES[0]
+    bundle = load_model("auto", device="cpu")
+    assert bundle.name == "resnet50" and bundle.pretrained and RESNET50_FILES[0] in bundle.weights_source
+    assert torch.equal(bundle.model.fc.weight, state["fc.weight"])
+
+
+def test_resnet50_layer_logic_with_random_weights(photo_batch) -> None:
+    bundle = load_model("resnet50", random_init=True, device="cpu")
+    assert not bundle.pretrained and bundle.target_layer == "layer4" and bundle.layers[-1] == "layer4"
+    with torch.enable_grad(), LayerCapture(bundle.model, ["layer4", "layer4.2.bn3"]) as cap:
+        bundle.model(photo_batch[:1])
+    assert cap.activations["layer4"].shape == (1, 2048, 7, 7)
+    for layer in ("layer4", "layer4.2.bn3", ["layer3", "layer4"]):  # in-place ReLU / += after these
+        maps = compute_cams(bundle, photo_batch[:2], class_idx=[1, 2], layer=layer)
+        assert all(m.shape == (2, 224, 224) and not m.isnan().any() for m in maps.values())
+    with pytest.raises(ValueError, match="unknown layer 'layer5'.*layer4"):
+        compute_cams(bundle, photo_batch[:1], layer="layer5")
+
+
+def test_check_class_idx_broadcasts_an_int() -> None:
+    assert torch.equal(check_class_idx(3, 2, 10), torch.tensor([3, 3]))
+    with pytest.raises(ValueError, match="out of range"):
+        check_class_idx([1, 10], 2, 10)

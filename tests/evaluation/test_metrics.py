@@ -1,0 +1,265 @@
+"""Metrics: hand-worked toy cases, invariants (batch == single, chunk size), edge cases."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from helpers.evaluation import metrics as M
+from toy import GapLinear, toy_bundle
+
+
+def sigmoid(v: float) -> float:
+    return 1 / (1 + math.exp(-v))
+
+
+@pytest.fixture
+def toy():
+    """Class 0's logit is mean(channel 0) + 0.1 and class 1's is 0.1: p0 = sigmoid(mean(channel 0))."""
+    return toy_bundle(GapLinear(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])))
+
+
+def image(values: list[list[float]]) -> torch.Tensor:
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, 0] = torch.tensor(values)
+    return x
+
+
+# channel 0 = [[4, 1], [2, 3]] and the map ranks 4 > 3 > 2 > 1: pixel order (0,0), (1,1), (1,0), (0,1)
+X = image([[4.0, 1.0], [2.0, 3.0]])
+MAP = torch.tensor([[[1.0, 0.25], [0.5, 0.75]]])
+
+
+def test_insertion_by_hand(toy) -> None:
+    # revealed sums 0, 4, 7, 9, 10 over a zero substrate -> means / 4 pixels
+    curve = M.insertion_deletion_curves(toy, X, MAP, 0, "insertion", steps=4, substrate="zero")
+    expected = torch.tensor([[sigmoid(v / 4) for v in (0, 4, 7, 9, 10)]])
+    assert torch.allclose(curve, expected, atol=1e-6)
+
+
+def test_deletion_by_hand_and_two_pixels_per_step(toy) -> None:
+    curve = M.insertion_deletion_curves(toy, X, MAP, 0, "deletion", steps=2, substrate="black")
+    # toy bundle: mean 0, std 1, so black = 0; remaining sums 10, 10 - 4 - 3 = 3, 0
+    assert torch.allclose(curve, torch.tensor([[sigmoid(2.5), sigmoid(0.75), sigmoid(0.0)]]), atol=1e-6)
+
+
+def test_black_means_pixel_zero_in_normalised_space() -> None:
+    x = torch.randn(2, 3, 4, 4)
+    black = M.make_substrate(x, "black", (0.5, 0.4, 0.3), (0.5, 0.2, 0.1))
+    assert torch.allclose(black[0, :, 0, 0], torch.tensor([-1.0, -2.0, -3.0]))
+    assert torch.allclose(M.to_pixels(black, (0.5, 0.4, 0.3), (0.5, 0.2, 0.1)), torch.zeros_like(x), atol=1e-6)
+    assert torch.equal(M.make_substrate(x, "zero", (0.5,) * 3, (0.5,) * 3), torch.zeros_like(x))
+    with pytest.raises(ValueError, match="unknown substrate 'grey'.*black, zero, blur"):
+        M.make_substrate(x, "grey", (0.5,) * 3, (0.5,) * 3)
+
+
+def test_blur_keeps_constants_and_damps_stripes_by_the_kernel_sum() -> None:
+    const = torch.full((1, 3, 16, 16), 0.3)
+    assert torch.allclose(M.gaussian_blur(const), const, atol=1e-6)
+    stripes = torch.zeros(1, 1, 32, 32)
+    stripes[..., ::2] = 1.0
+    # 1-D weights g(x) = exp(-x^2 / 50), x = -5..5; a column with value 1 keeps sum_{x even} g / sum g
+    g = [math.exp(-x * x / 50) for x in range(-5, 6)]
+    on = sum(w for x, w in zip(range(-5, 6), g) if x % 2 == 0) / sum(g)
+    blurred = M.gaussian_blur(stripes)
+    assert torch.allclose(blurred[..., 0::2], torch.full_like(blurred[..., 0::2], on), atol=1e-6)
+    assert torch.allclose(blurred[..., 1::2], torch.full_like(blurred[..., 1::2], 1 - on), atol=1e-6)
+
+
+def test_ranks_break_ties_in_row_major_order() -> None:
+    ranks = M.pixel_ranks(torch.tensor([[[0.0, 1.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]))
+    assert ranks.tolist() == [[2, 0, 1, 3], [0, 1, 2, 3]]
+
+
+def test_step_counts() -> None:
+    assert M.step_counts(10, 4).tolist() == [0, 2, 5, 7, 10]
+    with pytest.raises(ValueError, match="steps"):
+        M.step_counts(10, 0)
+
+
+def test_auc_of_known_curves() -> None:
+    curves = torch.tensor([[0.3, 0.3, 0.3], [0.0, 0.5, 1.0], [0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    assert torch.allclose(M.auc(curves), torch.tensor([0.3, 0.5, 0.75, 0.25]))
+    with pytest.raises(ValueError, match="K >= 1"):
+        M.auc(torch.ones(2, 1))
+
+
+def test_curves_are_monotone_when_the_map_is_the_evidence(toy) -> None:
+    torch.manual_seed(0)
+    x = torch.zeros(2, 3, 8, 8)
+    x[:, 0] = torch.rand(2, 8, 8)
+    maps = x[:, 0] / x[:, 0].amax(dim=(1, 2), keepdim=True)
+    ins = M.insertion_deletion_curves(toy, x, maps, 0, "insertion", steps=16, substrate="zero")
+    dele = M.insertion_deletion_curves(toy, x, maps, 0, "deletion", steps=16, substrate="zero")
+    assert (ins.diff(dim=1) >= -1e-7).all() and (dele.diff(dim=1) <= 1e-7).all()
+    # the map ranks the evidence best-first, so its insertion beats the reverse ranking's
+    worst = M.insertion_deletion_curves(toy, x, 1 - maps, 0, "insertion", steps=16, substrate="zero")
+    assert (M.auc(ins) > M.auc(worst)).all()
+
+
+def test_batch_equals_single_and_chunk_size_does_not_matter(toy) -> None:
+    torch.manual_seed(1)
+    x, maps = torch.randn(3, 3, 6, 6), torch.rand(3, 6, 6)
+    batch = M.insertion_deletion_curves(toy, x, maps, [0, 1, 0], "insertion", steps=5, chunk_size=4)
+    singles = torch.cat([M.insertion_deletion_curves(toy, x[i:i + 1], maps[i:i + 1], [0, 1, 0][i], "insertion",
+                                                     steps=5, chunk_size=1) for i in range(3)])
+    big = M.insertion_deletion_curves(toy, x, maps, [0, 1, 0], "insertion", steps=5, chunk_size=1000)
+    assert torch.allclose(batch, singles, atol=1e-6) and torch.allclose(batch, big, atol=1e-6)
+
+
+def test_curves_run_in_chunked_forwards_not_one_per_step(toy) -> None:
+    calls: list[int] = []
+    toy.model.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    M.insertion_deletion_curves(toy, torch.randn(2, 3, 4, 4), torch.rand(2, 4, 4), 0, "deletion", steps=4,
+                                chunk_size=4)
+    assert calls == [4, 4, 2]
+
+
+def test_presets_and_overrides(toy) -> None:
+    x, maps = torch.randn(2, 3, 4, 4), torch.rand(2, 4, 4)
+    thesis = M.insertion_deletion_auc(toy, x, maps, 0, preset="thesis")
+    assert set(thesis) == {"insertion", "deletion"} and thesis["insertion"].shape == (2,)
+    curves = M.insertion_deletion(toy, x, maps, 0, preset="thesis", steps=3)
+    assert curves["deletion"].shape == (2, 4)
+    by_hand = M.auc(M.insertion_deletion_curves(toy, x, maps, 0, "insertion", steps=10, substrate="zero"))
+    assert torch.allclose(thesis["insertion"], by_hand)
+    with pytest.raises(ValueError, match="unknown option"):
+        M.insertion_deletion_auc(toy, x, maps, 0, stepz=3)
+    with pytest.raises(ValueError, match="unknown preset"):
+        M.insertion_deletion_auc(toy, x, maps, 0, preset="nope")
+
+
+def test_bad_shapes_and_modes(toy) -> None:
+    with pytest.raises(ValueError, match="maps"):
+        M.insertion_deletion_curves(toy, torch.randn(2, 3, 4, 4), torch.rand(1, 4, 4), 0, "insertion")
+    with pytest.raises(ValueError, match="unknown mode"):
+        M.insertion_deletion_curves(toy, torch.randn(1, 3, 4, 4), torch.rand(1, 4, 4), 0, "both")
+
+
+# ---------------------------------------------------------------- confidence-based metrics
+
+def test_explanation_images_multiply_in_pixel_space() -> None:
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    x = torch.full((1, 3, 2, 2), 0.6)  # pixel value 0.8
+    maps = torch.tensor([[[1.0, 0.5], [0.0, 0.25]]])
+    pixels = M.to_pixels(M.explanation_images(x, maps, mean, std), mean, std)
+    assert torch.allclose(pixels[0, 1], torch.tensor([[0.8, 0.4], [0.0, 0.2]]))
+
+
+def test_average_drop_and_increase_by_hand(toy) -> None:
+    # p0 = sigmoid(mean channel 0). Image 1: all 2 -> Y = sigmoid(2); map 0.5 everywhere -> O = sigmoid(1).
+    # Image 2: all -2 -> Y = sigmoid(-2); halving the pixels raises p0 to sigmoid(-1): an increase, no drop.
+    x = torch.zeros(2, 3, 2, 2)
+    x[0, 0], x[1, 0] = 2.0, -2.0
+    out = M.confidence_change(toy, x, torch.full((2, 2, 2), 0.5), 0)
+    assert torch.allclose(out["average_drop"], torch.tensor([(sigmoid(2) - sigmoid(1)) / sigmoid(2), 0.0]))
+    assert out["increase_in_confidence"].tolist() == [0.0, 1.0]
+    assert torch.allclose(out["prob_explanation"], torch.tensor([sigmoid(1), sigmoid(-1)]))
+
+
+def test_pearson_complexity_and_harmonic_mean_by_hand() -> None:
+    a = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    assert torch.allclose(M.pearson(a, 2 * a + 1), torch.tensor([1.0]))
+    assert torch.allclose(M.pearson(a, torch.tensor([[1.0, 3.0, 2.0, 4.0]])), torch.tensor([0.8]))
+    assert M.pearson(a, torch.zeros(1, 4)).tolist() == [0.0]
+    assert torch.allclose(M.complexity(torch.tensor([[[1.0, 0.0], [0.5, 0.5]]])), torch.tensor([0.5]))
+    # 3 / (1/0.5 + 1/1 + 1/0.25) = 3 / 7
+    hm = M.harmonic_mean(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0]), torch.tensor([0.25, 0.3]))
+    assert torch.allclose(hm, torch.tensor([3 / 7, 0.0]))
+
+
+def test_adcc_by_hand(toy) -> None:
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, 0] = 2.0
+    maps = torch.tensor([[[1.0, 0.5], [0.5, 0.0]]])  # complexity 0.5; revealed mean 2 * 2 / 4 = 1
+    out = M.adcc(toy, x, maps, 0, explain=lambda imgs, idx: maps.flip(-1))
+    # the re-explained map [[0.5, 1], [0, 0.5]] correlates 0 with the map -> coherency 0.5
+    drop = (sigmoid(2) - sigmoid(1)) / sigmoid(2)
+    assert torch.allclose(out["coherency"], torch.tensor([0.5])) and torch.allclose(out["complexity"], torch.tensor([0.5]))
+    assert torch.allclose(out["adcc"], torch.tensor([3 / (2 + 2 + 1 / (1 - drop))]))
+
+
+def test_all_zero_maps_never_give_nan(toy) -> None:
+    x, zero = torch.randn(1, 3, 8, 8), torch.zeros(1, 8, 8)
+    out = M.adcc(toy, x, zero, 0, explain=lambda imgs, idx: torch.zeros(1, 8, 8))
+    assert all(torch.isfinite(v).all() for v in out.values())
+    assert out["coherency"].item() == 0.5 and out["complexity"].item() == 0.0
+    boxes = [[(0.0, 0.0, 4.0, 4.0)]]
+    for fn in (M.pointing_game, M.energy_pointing_game, M.box_iou):
+        assert fn(zero, boxes).tolist() == [0.0]
+    curves = M.insertion_deletion(toy, x, zero, 0, steps=4)
+    assert all(torch.isfinite(c).all() for c in curves.values())
+
+
+# ---------------------------------------------------------------- localisation
+
+def test_pointing_game_tolerance_and_ties() -> None:
+    maps = torch.zeros(3, 40, 40)
+    maps[0, 10, 30] = 1.0  # centre (30.5, 10.5): 10.5 px right of the box -> hit with 15 px tolerance
+    maps[1, 10, 36] = 1.0  # 16.5 px right -> miss
+    maps[2, 5, 5] = maps[2, 35, 35] = 1.0  # tie: one max inside, one far outside -> miss
+    boxes = [[(0.0, 0.0, 20.0, 20.0)]] * 3
+    assert M.pointing_game(maps, boxes).tolist() == [1.0, 0.0, 0.0]
+    assert M.pointing_game(maps, boxes, tolerance=0.0).tolist() == [0.0, 0.0, 0.0]
+    # a second box of the class catches the other maximum
+    assert M.pointing_game(maps[2:], [[(0.0, 0.0, 20.0, 20.0), (30.0, 30.0, 40.0, 40.0)]]).tolist() == [1.0]
+    assert torch.isnan(M.pointing_game(maps[:1], [[]])).all()
+    with pytest.raises(ValueError, match="one list per map"):
+        M.pointing_game(maps, boxes[:2])
+
+
+def test_energy_pointing_game_by_hand() -> None:
+    m = torch.tensor([[[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 2.0], [0.0] * 4, [0.0] * 4]])
+    # box (0, 0, 2, 2) holds the four ones: energy 4 of 6; pixel centres decide (1.9 excludes column 1)
+    assert torch.allclose(M.energy_pointing_game(m, [[(0.0, 0.0, 2.0, 2.0)]]), torch.tensor([4 / 6], dtype=torch.float64))
+    assert torch.allclose(M.energy_pointing_game(m, [[(0.0, 0.0, 1.4, 2.0)]]), torch.tensor([2 / 6], dtype=torch.float64))
+
+
+def test_largest_region_box_and_iou_by_hand() -> None:
+    m = torch.zeros(10, 10)
+    m[1:3, 1:3] = 1.0  # 4 pixels
+    m[5:9, 4:7] = 0.5  # 12 pixels, the largest region at threshold 0.2 (0.5 >= 0.2)
+    m[4, 3] = 0.5      # diagonal neighbour: joins with 8-connectivity
+    assert M.largest_region_box(m) == (3.0, 4.0, 7.0, 9.0)
+    assert M.largest_region_box(m, threshold=0.6) == (1.0, 1.0, 3.0, 3.0)
+    assert M.largest_region_box(torch.zeros(4, 4)) is None
+    assert M.iou((0, 0, 2, 2), (1, 1, 3, 3)) == 1 / 7 and M.iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
+    # best of the boxes of the class: (3, 4, 7, 9) vs itself = 1
+    assert M.box_iou(m[None], [[(0.0, 0.0, 1.0, 1.0), (3.0, 4.0, 7.0, 9.0)]]).tolist() == [1.0]
+
+
+def test_sanity_floors() -> None:
+    r = M.random_maps(2, (5, 6), seed=3)
+    assert r.shape == (2, 5, 6) and torch.equal(r, M.random_maps(2, (5, 6), seed=3))
+    assert not torch.equal(r, M.random_maps(2, (5, 6), seed=4)) and 0 <= r.min() and r.max() < 1
+    g = M.gaussian_maps(1, (4, 4), sigma=0.25)[0]
+    # pixel centres at +-0.5, +-1.5 from the centre; sigma = 1 px -> corner / centre = exp(-(2.25+2.25)/2 + 0.25)
+    assert g.max() == 1.0 and torch.equal(g, g.flip(0)) and torch.equal(g, g.T)
+    assert abs(g[0, 0].item() - math.exp(-(4.5 - 0.5) / 2)) < 1e-6
+
+
+def test_identical_inputs_run_once_and_give_the_same_points(toy) -> None:
+    torch.manual_seed(2)
+    x = torch.randn(1, 3, 4, 4).expand(3, -1, -1, -1)
+    m = torch.rand(1, 4, 4)
+    maps = torch.cat([m, 0.5 * m, torch.rand(1, 4, 4)])  # rows 0 and 1 rank the pixels the same way
+    seen: list[int] = []
+    toy.model.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    curves = M.insertion_deletion_curves(toy, x, maps, 0, "insertion", steps=4, chunk_size=100)
+    assert seen == [2 + 2 * 3]  # the two end points once, the 3 inner points per distinct ranking
+    singles = torch.cat([M.insertion_deletion_curves(toy, x[i:i + 1], maps[i:i + 1], 0, "insertion", steps=4)
+                         for i in range(3)])
+    assert torch.allclose(curves, singles, atol=1e-6) and torch.equal(curves[0], curves[1])
+
+
+def test_points_with_the_same_set_of_changed_pixels_share_a_forward(toy) -> None:
+    x = X.expand(2, -1, -1, -1)
+    maps = torch.tensor([[[4.0, 3.0], [2.0, 1.0]], [[3.0, 4.0], [1.0, 2.0]]]) / 4  # same top-2 set, other order
+    seen: list[int] = []
+    toy.model.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    curves = M.insertion_deletion_curves(toy, x, maps, 0, "deletion", steps=2, substrate="zero")
+    assert seen == [3] and torch.equal(curves[0], curves[1])
+    seen.clear()
+    M.insertion_deletion_curves(toy, x, maps, 0, "deletion", steps=4, substrate="zero")
+    assert seen == [2 + 3 + 2]  # k = 1 and 3 differ between the maps, k = 2 is shared

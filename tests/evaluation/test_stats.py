@@ -1,0 +1,96 @@
+"""Paired statistics against hand-worked small examples and degenerate inputs."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.evaluation import stats as S
+
+
+def test_paired_ttest_by_hand() -> None:
+    # d = (1, 2, 3): mean 2, sd 1, t = 2 / (1 / sqrt 3) = 2 sqrt 3; df = 2: p = 1 - t / sqrt(2 + t^2)
+    res = S.paired_ttest([2.0, 4.0, 6.0], [1.0, 2.0, 3.0])
+    t = 2 * math.sqrt(3)
+    assert res.statistic == pytest.approx(t) and res.p == pytest.approx(1 - t / math.sqrt(2 + t * t))
+    assert S.paired_ttest([1.0, 2.0, 3.0], [2.0, 4.0, 6.0]).statistic == pytest.approx(-t)
+
+
+def test_wilcoxon_by_hand() -> None:
+    # d = (1, 2, 3, -0.5): |d| ranks 2, 3, 4, 1 -> W+ = 9, W- = 1; exact null over 16 sign patterns:
+    # P(W- <= 1) = 2/16, two-sided p = 4/16
+    res = S.wilcoxon([1.0, 2.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.5])
+    assert res.statistic == 1.0 and res.p == pytest.approx(0.25)
+
+
+def test_degenerate_inputs_are_defined_not_crashes() -> None:
+    same = [0.3, 0.5, 0.7]
+    for fn in (S.paired_ttest, S.wilcoxon):
+        assert fn(same, same) == S.TestResult(0.0, 1.0, "all differences zero")
+        one = fn([1.0], [0.0])
+        assert math.isnan(one.p) and one.note == "fewer than 2 pairs"
+    shifted = S.paired_ttest([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])
+    assert shifted.statistic == math.inf and shifted.p == 0.0
+    assert S.cohens_dz(same, same) == 0.0 and S.cohens_dz([1.0, 2.0], [0.0, 1.0]) == math.inf
+    assert math.isnan(S.cohens_dz([1.0], [0.0]))
+    with pytest.raises(ValueError, match="equal length"):
+        S.paired_ttest([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="NaN"):
+        S.wilcoxon([1.0, np.nan], [1.0, 2.0])
+
+
+def test_holm_by_hand() -> None:
+    # sorted 0.01, 0.03, 0.04, 0.2 -> 4 * 0.01, 3 * 0.03, max(0.09, 2 * 0.04), max(0.09, 0.2)
+    adj = S.holm([0.01, 0.04, 0.03, 0.2])
+    assert np.allclose(adj, [0.04, 0.09, 0.09, 0.2])
+    assert np.allclose(S.holm([0.5, 0.6]), [1.0, 1.0])
+    with_nan = S.holm([0.01, np.nan, 0.04])
+    assert np.isnan(with_nan[1]) and np.allclose(with_nan[[0, 2]], [0.02, 0.04])
+
+
+def test_cohens_dz_by_hand() -> None:
+    assert S.cohens_dz([2.0, 4.0, 6.0], [1.0, 2.0, 3.0]) == pytest.approx(2.0)
+
+
+def test_bootstrap_ci_by_hand_and_seeded() -> None:
+    # two values 0 and 1: resampled means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4
+    assert S.bootstrap_ci([0.0, 1.0]) == (0.0, 1.0)
+    assert S.bootstrap_ci([0.2, 0.2, 0.2]) == pytest.approx((0.2, 0.2))
+    v = np.random.default_rng(1).normal(size=30)
+    assert S.bootstrap_ci(v, seed=3) == S.bootstrap_ci(v, seed=3) != S.bootstrap_ci(v, seed=4)
+    lo, hi = S.bootstrap_ci(v)
+    assert lo < v.mean() < hi
+
+
+def test_mean_ci_by_hand() -> None:
+    # (1, 2, 3): mean 2, sd 1, t_{0.975, 2} = 4.302653 -> 2 +- 4.302653 / sqrt 3
+    lo, hi = S.mean_ci([1.0, 2.0, 3.0])
+    assert lo == pytest.approx(2 - 4.302653 / math.sqrt(3), abs=1e-6) and hi == pytest.approx(4 - lo)
+
+
+def results_table() -> pd.DataFrame:
+    rows = []
+    for i, (a, b, c) in enumerate([(0.5, 0.4, 0.1), (0.6, 0.4, 0.2), (0.7, 0.5, np.nan), (0.9, 0.6, 0.3)]):
+        rows += [{"image": f"im{i}", "method": m, "ins": v} for m, v in (("A", a), ("B", b), ("C", c))]
+    return pd.DataFrame(rows)
+
+
+def test_comparison_table_pairs_images_and_adjusts() -> None:
+    table = S.comparison_table(results_table(), ["ins"])
+    assert list(dict.fromkeys(table.pair)) == ["A vs B", "A vs C", "B vs C"]
+    ab = table[(table.pair == "A vs B") & (table.test == "paired t-test")].iloc[0]
+    assert ab.n == 4 and ab.mean_diff == pytest.approx(0.2)
+    assert ab.statistic == pytest.approx(S.paired_ttest([0.5, 0.6, 0.7, 0.9], [0.4, 0.4, 0.5, 0.6]).statistic)
+    assert table[table.pair == "A vs C"].n.iloc[0] == 3  # the NaN image is dropped from that pair only
+    t_rows = table[table.test == "paired t-test"]
+    assert np.allclose(t_rows.p_holm, S.holm(t_rows.p))
+    assert (table.p_holm >= table.p).all()
+
+
+def test_summary_table() -> None:
+    summary = S.summary_table(results_table(), ["ins"])
+    c = summary[summary.method == "C"].iloc[0]
+    assert c.n == 3 and c["mean"] == pytest.approx(0.2) and c["min"] == 0.1 and c["max"] == 0.3
+    assert (c.ci_low, c.ci_high) == pytest.approx(S.mean_ci([0.1, 0.2, 0.3]))

@@ -1,0 +1,69 @@
+"""Pictures: overlays blend correctly, grids and example pages are written."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from helpers.teaching import examples
+from helpers.cam.engine import compute_cams
+from helpers.teaching.examples import save_examples, two_object_sample
+from helpers.teaching.viz import overlay, plot_bars, plot_map_rows, plot_maps, preview, to_rgb_array
+from toy import GapLinear, toy_bundle
+
+
+def test_overlay_blends_image_and_colormap() -> None:
+    img = np.full((4, 5, 3), 255, np.uint8)
+    cam = np.linspace(0, 1, 20).reshape(4, 5)
+    assert np.allclose(overlay(img, cam, weight=0.0), 1.0)
+    assert np.allclose(overlay(img, cam, weight=1.0), matplotlib.colormaps["jet"](cam)[..., :3])
+    with pytest.raises(ValueError, match="does not match"):
+        overlay(img, np.zeros((3, 3)))
+
+
+def test_to_rgb_array_undoes_normalisation() -> None:
+    rgb = torch.rand(3, 6, 6)
+    normalised = (rgb - 0.5) / 0.5
+    assert np.allclose(to_rgb_array(normalised, (0.5,) * 3, (0.5,) * 3), rgb.permute(1, 2, 0).numpy(), atol=1e-6)
+
+
+def test_plots_build(tmp_path) -> None:
+    assert len(plot_maps({"a": torch.rand(3, 3), "b": np.eye(3)}).axes) == 4  # two panels + colour bars
+    assert len(plot_bars(np.array([2.0, -1.0]), ["x", "y"]).axes[0].patches) == 2
+    grid = plot_map_rows([{"a": np.eye(2), "b": np.eye(2)}, {"c": np.eye(2)}], colorbar=False)
+    assert [ax.get_title() for ax in grid.axes] == ["a", "b", "c", ""]
+    grid.savefig(tmp_path / "g.png")
+    shown = preview(tmp_path / "g.png", width=100)
+    assert shown.format == "jpeg" and shown.data[:2] == b"\xff\xd8"
+
+
+def test_save_examples_writes_one_page_per_chunk(lite0, photo_batch, tmp_path, monkeypatch) -> None:
+    samples = [SimpleNamespace(tensor=t, label_idx=c, label_name=lite0.class_names[c], file=f"img{i}.png",
+                               boxes_crop=[(c, (10.0, 20.0, 100.0, 120.0))])
+               for i, (t, c) in enumerate(zip(photo_batch, [967, 281, 657]))]
+    paths = save_examples(lite0, samples, ("gradcam", "hybrid"), tmp_path / "ex", per_figure=2, progress=False)
+    assert [p.name for p in paths] == ["examples_00.png", "examples_01.png"] and all(p.stat().st_size > 0 for p in paths)
+    extra = {"layercam, 2 layers": {"methods": ("layercam",), "layer": ["stages.5", "head"]}}
+    fig_calls = []
+    monkeypatch.setattr(examples, "plot_cam_grid", lambda images, maps, *a, **k: fig_calls.append(maps) or plt.figure())
+    save_examples(lite0, samples[:1], ("gradcam",), tmp_path / "ex2", progress=False, extra=extra)
+    assert list(fig_calls[0]) == ["gradcam", "layercam, 2 layers"]
+    fused = compute_cams(lite0, photo_batch[:1], ("layercam",), class_idx=967, layer=["stages.5", "head"])["layercam"]
+    assert torch.allclose(fig_calls[0]["layercam, 2 layers"], fused)
+
+
+def test_two_object_sample_needs_two_classes() -> None:
+    one = SimpleNamespace(boxes_crop=[(3, (0, 0, 1, 1)), (3, (2, 2, 3, 3))])
+    two = SimpleNamespace(boxes_crop=[(3, (0, 0, 1, 1)), (5, (2, 2, 3, 3))])
+    assert two_object_sample([one, two]) is two
+    # toy: class k's logit is the mean of channel k, so the best pair is the one whose weaker class is brightest
+    bundle = toy_bundle(GapLinear(torch.eye(6, 3)))
+    weak = SimpleNamespace(boxes_crop=[(0, (0, 0, 1, 1)), (1, (1, 1, 2, 2))], tensor=torch.tensor([5.0, 0.0, 0.0]).view(3, 1, 1).expand(3, 2, 2))
+    both = SimpleNamespace(boxes_crop=[(0, (0, 0, 1, 1)), (1, (1, 1, 2, 2))], tensor=torch.tensor([3.0, 3.0, 0.0]).view(3, 1, 1).expand(3, 2, 2))
+    assert two_object_sample([weak, both, one], bundle) is both and two_object_sample([weak, one]) is weak
+    with pytest.raises(ValueError, match="two different classes"):
+        two_object_sample([one])
