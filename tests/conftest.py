@@ -1,12 +1,26 @@
 """Shared fixtures: the embedded model (loaded once) and a few real photos, all offline."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from PIL import Image
 from skimage import data
 
 from helpers.cam.models import ModelBundle, load_model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The inference engine's exported models go to a fresh folder, never the user's cache."""
+    old = os.environ.get("XAI_CACHE_DIR")
+    os.environ["XAI_CACHE_DIR"] = str(tmp_path_factory.mktemp("onnx"))
+    yield os.environ["XAI_CACHE_DIR"]
+    if old is None:
+        del os.environ["XAI_CACHE_DIR"]
+    else:
+        os.environ["XAI_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,9 @@ input size and scales each map to [0, 1] by its maximum.
 
 Methods that need more than (activations, gradients) say so by their parameter names and the
 engine supplies those inputs (see :data:`INPUTS`): CAM asks for ``head_weight``, Score-CAM for
-``images``/``classes``/``model``, Recipro-CAM for ``tail``. Only when some requested method asks
+``images``/``classes``/``forward``, Recipro-CAM for ``tail``. Below the first hooked layer nothing
+needs autograd, so that part of the network runs on the inference backend
+(:mod:`helpers.cam.backend`, :func:`engine_split`) and only the rest in PyTorch. Only when some requested method asks
 for ``grads`` does the pass take a backward; all gradient methods share that one pass.
 ``"smooth-<method>"`` wraps any gradient method in SmoothGrad (:func:`noisy_copies`); the noisy
 copies ride in the same single pass. The further methods live in :mod:`helpers.cam.methods`.
@@ -17,6 +19,7 @@ copies ride in the same single pass. The further methods live in :mod:`helpers.c
 from __future__ import annotations
 
 import inspect
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -24,9 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from ..config import SEED
+from .backend import forward_fn, infer, resolve_backend
 from .hooks import LayerCapture
 from .maps import fuse_layers, geometric_fusion, normalise_max, upsample
-from .models import GapLinearHead, ModelBundle, check_class_idx, split_at
+from .models import GapLinearHead, ModelBundle, ModelSplit, check_class_idx, split_at
 
 CamMethod = Callable[..., torch.Tensor]
 METHODS: dict[str, CamMethod] = {}
@@ -85,6 +89,39 @@ def forward_backward(bundle: ModelBundle, images: torch.Tensor, class_idx: int |
     return capture(bundle, images, class_idx, layers, score, backward=True)
 
 
+#: Per model: {layer: its split, or None when it cannot be split}; built once, the modules are shared.
+_SPLITS: "weakref.WeakKeyDictionary[torch.nn.Module, dict[str, ModelSplit | None]]" = weakref.WeakKeyDictionary()
+
+
+def engine_split(bundle: ModelBundle, names: Sequence[str]) -> ModelSplit | None:
+    """The model cut after the one hooked layer when the part before it runs on the inference engine
+    (:mod:`helpers.cam.backend`), else None: the whole pass runs in PyTorch.
+
+    Only a layer followed directly by global average pooling + a linear classifier (the default
+    layers) qualifies: through a deeper tail, the engine's float-noise differences (~1e-6) flip
+    ReLU6 kinks in the backward and moved shallow maps by up to 0.1 (measured), so several
+    layers, other layers, the torch backend, train mode and models without a split keep
+    today's pass.
+    """
+    layers = set(names)
+    if len(layers) != 1 or not layers <= set(bundle.layers) or bundle.model.training \
+            or resolve_backend(bundle.backend, bundle.device) == "torch":
+        return None
+    layer = names[0]
+    splits = _SPLITS.setdefault(bundle.model, {})
+    if layer not in splits:
+        try:
+            split = split_at(bundle, layer)
+        except ValueError:
+            split = None
+        if split is not None and isinstance(split.tail, GapLinearHead):
+            split.features.eval()  # a new container is in train mode; its modules are not
+            splits[layer] = split
+        else:
+            splits[layer] = None
+    return splits[layer]
+
+
 def capture(bundle: ModelBundle, images: torch.Tensor, class_idx: int | Sequence[int] | None = None,
             layers: str | Sequence[str] | None = None, score: str = "logit", backward: bool = True,
             explained: int | None = None) -> Capture:
@@ -102,8 +139,12 @@ def capture(bundle: ModelBundle, images: torch.Tensor, class_idx: int | Sequence
     n = len(images) if explained is None else explained
     names = [bundle.target_layer] if layers is None else [layers] if isinstance(layers, str) else list(layers)
     images = images.to(bundle.device)
+    split = engine_split(bundle, names)
+    if split is not None:  # below the first hooked layer nothing needs autograd: that part runs on the engine
+        below = forward_fn(split.features, bundle.device, name=f"{bundle.name}-to-{split.layer}",
+                           backend=bundle.backend, precision=bundle.precision)(images)
     with torch.enable_grad() if backward else torch.no_grad(), LayerCapture(bundle.model, names, bundle.layers) as cap:
-        logits = bundle.model(images)
+        logits = bundle.model(images) if split is None else split.tail(cap.feed(split.layer, below))
         idx = logits[:n].argmax(dim=1).cpu() if class_idx is None else check_class_idx(class_idx, n, logits.shape[1])
         idx = idx.repeat(len(images) // n).to(logits.device)
         if backward:
@@ -127,10 +168,11 @@ class CamMaps(dict):
 #: Inputs the engine supplies to a method that names them as parameters (options such as
 #: ``alpha`` or ``top_k`` are passed the same way): ``acts``/``grads`` (N, K, h, w) of the layer;
 #: ``classes`` (N,) explained classes; ``images`` the input batch on the model's device;
-#: ``model`` the network; ``tail`` the network after the layer (feature map -> logits,
+#: ``model`` the network; ``forward`` its gradient-free forward, images -> logits, on the
+#: inference backend (:func:`helpers.cam.backend.infer`); ``tail`` the network after the layer (feature map -> logits,
 #: :func:`helpers.models.split_at`); ``head_weight`` (N, K) the linear classifier's weights of the
 #: explained classes (only where global average pooling + linear follow the layer directly).
-INPUTS: tuple[str, ...] = ("acts", "grads", "classes", "images", "model", "tail", "head_weight")
+INPUTS: tuple[str, ...] = ("acts", "grads", "classes", "images", "model", "forward", "tail", "head_weight")
 SMOOTH_PREFIX = "smooth-"
 #: Score-CAM's default number of channels (largest mean activation) that mask the input. All
 #: 1280 channels of Lite0's head would cost 1280 forwards per image; see the README's methods
@@ -208,6 +250,7 @@ def _inputs(bundle: ModelBundle, images: torch.Tensor, cap: Capture, layer: str,
     classes = cap.class_idx[rows]
     return {"acts": lambda: cap.activations[layer][rows], "grads": lambda: cap.gradients[layer][rows],
             "classes": lambda: classes, "images": lambda: images, "model": lambda: bundle.model,
+            "forward": lambda: lambda x: infer(bundle, x),
             "tail": lambda: split_at(bundle, layer).tail,
             "head_weight": lambda: classifier_rows(bundle, layer, classes)}
 

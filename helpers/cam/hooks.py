@@ -62,6 +62,14 @@ class LayerCapture:
         self._flags = []
         self.activations = {n: a.detach() for n, a in self.activations.items()}
 
+    def feed(self, name: str, output: torch.Tensor) -> torch.Tensor:
+        """Record ``output`` as layer ``name``'s output when its module ran elsewhere (the inference engine).
+
+        It is treated exactly like a hooked output (a root of the graph); returns what the rest of
+        the network runs on.
+        """
+        return self._hook(name)(self.modules[name], (), output)
+
     def check_captured(self) -> None:
         """Every layer fired exactly once in the forward pass, or a clear error."""
         for name in self.names:

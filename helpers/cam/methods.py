@@ -4,7 +4,8 @@ Gradient methods are pure functions of the layer's activations ``acts`` = A and 
 ``grads`` = dy^c/dA, both (N, K, h, w), with y^c the pre-softmax class score; they share the one
 forward + backward of :func:`helpers.cams.compute_cams`. CAM reads the classifier weights instead
 (``head_weight``); Score-CAM and Recipro-CAM are gradient-free and run batched forwards under
-``torch.inference_mode()`` (``images``/``model`` and ``tail`` are supplied by the engine). Every
+``torch.inference_mode()`` (``images``/``forward`` -- the model on the inference backend -- and
+``tail`` are supplied by the engine). Every
 method returns a raw non-negative map (N, h, w); the engine upsamples it and scales it to [0, 1].
 """
 from __future__ import annotations
@@ -83,7 +84,7 @@ def hirescam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     return F.relu((grads * acts).sum(dim=1))
 
 
-def _class_scores(net: nn.Module, inputs: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], total: int,
+def _class_scores(net: Callable[[torch.Tensor], torch.Tensor], inputs: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], total: int,
                   batch_size: int, kind: str) -> torch.Tensor:
     """Class scores of ``total`` perturbed inputs built chunk by chunk: ``inputs(rows) -> (x, classes)``.
 
@@ -102,7 +103,7 @@ def _class_scores(net: nn.Module, inputs: Callable[[torch.Tensor], tuple[torch.T
 
 
 @register("scorecam")
-def scorecam(acts: torch.Tensor, images: torch.Tensor, classes: torch.Tensor, model: nn.Module,
+def scorecam(acts: torch.Tensor, images: torch.Tensor, classes: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor],
              top_k: int | None = SCORECAM_TOP_K, batch_size: int = FORWARD_BATCH, scorecam_weights: str = "softmax") -> torch.Tensor:
     """Score-CAM (Wang et al. 2020, Sec. 4 and Algorithm 1), gradient-free.
 
@@ -131,7 +132,7 @@ def scorecam(acts: torch.Tensor, images: torch.Tensor, classes: torch.Tensor, mo
         return images[image] * masks[:, None], classes[image]
 
     kind = "probability" if scorecam_weights == "probability" else "logit"
-    scores = _class_scores(model, masked, n * k, batch_size, kind).view(n, k)
+    scores = _class_scores(forward, masked, n * k, batch_size, kind).view(n, k)
     weights = scores if kind == "probability" else scores.softmax(dim=1)
     return _combine(weights, kept)
 

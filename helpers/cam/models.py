@@ -16,6 +16,8 @@ from torch import nn
 from torchvision import transforms
 from torchvision.models import ResNet50_Weights, resnet50
 
+from .backend import infer
+
 MODEL_NAMES: tuple[str, ...] = ("efficientnet_lite0", "resnet50")
 
 #: File names torchvision uses for ResNet-50's ImageNet weights in the torch hub cache.
@@ -49,6 +51,10 @@ class ModelBundle:
     input_size: int = 224
     #: Layers for multi-layer maps (LayerCAM's hierarchical fusion), shallow to deep.
     multi_layers: tuple[str, ...] = ()
+    #: How gradient-free forwards run: "auto", "onnxruntime" or "torch"; None reads XAI_BACKEND
+    #: (:mod:`helpers.cam.backend`). ``precision`` "fp32" (None) or the opt-in "bf16".
+    backend: str | None = None
+    precision: str | None = None
 
 
 def imagenet_class_names() -> list[str]:
@@ -216,7 +222,7 @@ def check_class_idx(class_idx: int | Sequence[int] | torch.Tensor, n: int, num_c
 @torch.inference_mode()
 def predict_topk(bundle: ModelBundle, images: torch.Tensor, k: int = 5) -> list[list[tuple[int, str, float]]]:
     """Top-k (class index, name, softmax probability) for each image of a preprocessed batch."""
-    probs = bundle.model(images.to(bundle.device)).softmax(dim=1)
+    probs = infer(bundle, images).softmax(dim=1)
     values, indices = probs.topk(k, dim=1)
     return [[(int(i), bundle.class_names[int(i)], float(p)) for p, i in zip(vs, ix)]
             for vs, ix in zip(values.cpu(), indices.cpu())]

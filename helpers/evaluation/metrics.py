@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from ..cam.backend import infer
 from ..cam.models import ModelBundle, check_class_idx
 
 Box = tuple[float, float, float, float]
@@ -123,7 +124,7 @@ def class_probabilities(bundle: ModelBundle, batches: Callable[[int, int], torch
     with torch.inference_mode():
         for start in range(0, total, chunk_size):
             stop = min(start + chunk_size, total)
-            probs = bundle.model(batches(start, stop).to(bundle.device)).softmax(dim=1)
+            probs = infer(bundle, batches(start, stop)).softmax(dim=1)
             out[start:stop] = probs.gather(1, class_idx[start:stop, None].to(probs.device))[:, 0].float().cpu()
     return out
 

@@ -67,7 +67,8 @@ def cascading_randomisation(bundle: ModelBundle, images: torch.Tensor, class_idx
     """
     steps = list(steps) if steps is not None else cascade_order(bundle)
     reference = compute_cams(bundle, images, methods, class_idx=class_idx, **cam_kwargs)
-    work = dataclasses.replace(bundle, model=copy.deepcopy(bundle.model))
+    # The copies run in PyTorch: exporting each randomised model to the engine would cost more than it saves.
+    work = dataclasses.replace(bundle, model=copy.deepcopy(bundle.model), backend="torch")
     rows = [(0, "none", m, i, 1.0) for m in methods for i in range(len(images))]
     for step, layer in enumerate(tqdm(steps, desc="randomising", disable=not progress), start=1):
         randomise(get_layer(work.model, layer), SEED + step)

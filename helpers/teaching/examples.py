@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import torch
 from tqdm.auto import tqdm
 
+from ..cam.backend import infer
 from ..cam.engine import compute_cams
 from ..cam.models import ModelBundle
 from .viz import plot_cam_grid
@@ -25,8 +26,7 @@ def two_object_sample(samples: Sequence, bundle: ModelBundle | None = None):
     if bundle is None:
         return pairs[0]
     classes = torch.tensor([list(dict.fromkeys(idx for idx, _ in s.boxes_crop))[:2] for s in pairs])
-    with torch.inference_mode():
-        probs = bundle.model(torch.stack([s.tensor for s in pairs]).to(bundle.device)).softmax(dim=1).cpu()
+    probs = infer(bundle, torch.stack([s.tensor for s in pairs])).softmax(dim=1).cpu()
     return pairs[int(probs.gather(1, classes).amin(dim=1).argmax())]
 
 

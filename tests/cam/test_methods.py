@@ -162,10 +162,12 @@ def test_smoothgrad_noise_and_averaging() -> None:
     assert torch.allclose(maps["smooth-hirescam"], normalise_max(raw), atol=1e-6)
 
 
-def test_one_pass_for_all_gradient_methods_and_smoothing() -> None:
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_one_pass_for_all_gradient_methods_and_smoothing(backend: str) -> None:
     bundle = toy()
+    bundle.backend = backend  # "auto": the part below the layer runs on the engine, the classifier in torch
     calls = []
-    bundle.model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    bundle.model.fc.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
     compute_cams(bundle, A, methods=("gradcam", "cam", "gradcam++", "xgradcam", "hirescam", "smooth-layercam"),
                  smooth_n=4)
     assert calls == [5]  # one forward: the image and its 4 noisy copies together
