@@ -1,0 +1,156 @@
+"""The inference backend: equal to eager PyTorch within 1e-5, exported once, invalidated by new weights."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from helpers.cam import backend as B
+from helpers.cam.engine import compute_cams, engine_split
+from helpers.cam.models import ModelBundle
+from helpers.evaluation.metrics import class_probabilities, insertion_deletion_auc
+from helpers.evaluation.sanity import randomise
+
+ALL = ("gradcam", "layercam", "hybrid", "cam", "gradcam++", "xgradcam", "hirescam", "scorecam", "reciprocam",
+       "smooth-hybrid")
+
+
+def eager(bundle: ModelBundle) -> ModelBundle:
+    return dataclasses.replace(bundle, backend="torch")
+
+
+def small_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 5)).eval()
+
+
+def exports() -> int:
+    return B.EXPORTS["count"]
+
+
+def test_probabilities_equal_eager_torch(lite0: ModelBundle, photo_batch: torch.Tensor) -> None:
+    idx = torch.tensor([1, 2, 3])
+    got = class_probabilities(lite0, lambda a, b: photo_batch[a:b], 3, idx, chunk_size=2)
+    want = class_probabilities(eager(lite0), lambda a, b: photo_batch[a:b], 3, idx, chunk_size=2)
+    assert (got - want).abs().max() < 1e-5
+    probs = B.infer(lite0, photo_batch).softmax(1)
+    with torch.inference_mode():
+        ref = lite0.model(photo_batch).softmax(1)
+    assert (probs - ref).abs().max() < 1e-5 and probs.shape == (3, 1000)
+    assert os.listdir(B.cache_dir())  # it did run on the engine: the model was exported
+
+
+def test_curve_aucs_equal_eager_torch(lite0: ModelBundle, photo_batch: torch.Tensor) -> None:
+    maps = compute_cams(eager(lite0), photo_batch, ("gradcam",))
+    got = insertion_deletion_auc(lite0, photo_batch, maps["gradcam"], maps.class_idx, steps=8)
+    want = insertion_deletion_auc(eager(lite0), photo_batch, maps["gradcam"], maps.class_idx, steps=8)
+    for mode in got:
+        assert (got[mode] - want[mode]).abs().max() < 1e-5
+
+
+def test_every_cam_equals_eager_torch_and_batch_equals_single(lite0: ModelBundle, photo_batch: torch.Tensor) -> None:
+    assert engine_split(lite0, ["head"]) is not None  # the CAM pass below the head runs on the engine
+    opts = dict(top_k=4, smooth_n=2)
+    got = compute_cams(lite0, photo_batch, ALL, **opts)
+    want = compute_cams(eager(lite0), photo_batch, ALL, **opts)
+    assert torch.equal(got.class_idx, want.class_idx) and (got.logits - want.logits).abs().max() < 1e-4
+    for m in ALL:
+        assert (got[m] - want[m]).abs().max() < 1e-5, m
+        assert got[m].amax() > 0.99, m  # real maps, not zeros
+    single = [compute_cams(lite0, photo_batch[i:i + 1], ALL, **opts) for i in range(3)]
+    for m in ALL[:-1]:  # (SmoothGrad's seeded noise depends on the batch, by design)
+        assert (torch.cat([s[m] for s in single]) - got[m]).abs().max() < 1e-5, m
+
+
+def test_layers_with_a_deeper_tail_keep_the_torch_pass(lite0: ModelBundle, photo_batch: torch.Tensor) -> None:
+    assert engine_split(lite0, ["stages.4"]) is None and engine_split(lite0, list(lite0.multi_layers)) is None
+    assert engine_split(eager(lite0), ["head"]) is None
+    for layer in ("stages.4", list(lite0.multi_layers)):
+        got, want = (compute_cams(b, photo_batch[:1], layer=layer) for b in (lite0, eager(lite0)))
+        assert all(torch.equal(got[m], want[m]) for m in got)
+
+
+def test_forced_torch_by_argument_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    net, x = small_net(), torch.randn(2, 3, 8, 8)
+    before = exports()
+    with torch.no_grad():
+        want = net(x)
+    assert torch.equal(B.forward_fn(net, "cpu", backend="torch")(x), want)
+    monkeypatch.setenv("XAI_BACKEND", "torch")
+    assert B.resolve_backend(None, "cpu") == "torch" and torch.equal(B.forward_fn(net, "cpu")(x), want)
+    assert B.resolve_backend("onnxruntime", "cpu") == "onnxruntime"  # the argument wins over the variable
+    assert exports() == before
+    monkeypatch.setenv("XAI_BACKEND", "tensorrt")
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'.*XAI_BACKEND"):
+        B.forward_fn(net, "cpu")
+
+
+def test_cuda_keeps_plain_pytorch() -> None:
+    assert B.resolve_backend("auto", "cuda") == "torch" and B.resolve_backend(None, torch.device("cuda:0")) == "torch"
+    with pytest.warns(UserWarning, match="CPU only"):
+        assert B.resolve_backend("onnxruntime", "cuda") == "torch"
+    with pytest.raises(ValueError, match="bf16"):
+        B.forward_fn(small_net(), "cpu", backend="torch", precision="bf16")
+
+
+def test_export_once_reused_by_a_new_copy_and_across_calls() -> None:
+    net, x = small_net(1), torch.randn(3, 3, 8, 8)
+    before = exports()
+    first = B.forward_fn(net, "cpu", name="small")(x)
+    path = B.onnx_path(net, "small", (3, 8, 8))
+    assert exports() == before + 1 and path.is_file()
+    stamp = path.stat().st_mtime_ns
+    again = B.forward_fn(copy.deepcopy(net), "cpu", name="small")  # a new load of the same weights
+    assert torch.allclose(again(x), first, atol=1e-6) and torch.allclose(again(x[:1]), first[:1], atol=1e-6)
+    assert exports() == before + 1 and path.stat().st_mtime_ns == stamp
+    B.forward_fn(net, "cpu", name="small")(torch.randn(1, 3, 10, 10))  # another input size: its own file
+    assert exports() == before + 2
+
+
+def test_changed_weights_never_use_the_old_file(lite0: ModelBundle, photo_batch: torch.Tensor) -> None:
+    # a randomised copy (as in the sanity check), on the engine: its own weights, not the trained model's
+    work = dataclasses.replace(lite0, model=copy.deepcopy(lite0.model), backend="auto")
+    randomise(work.model.classifier, 3)
+    got = B.infer(work, photo_batch)
+    with torch.inference_mode():
+        want, trained = work.model(photo_batch), lite0.model(photo_batch)
+    assert (got - want).abs().max() < 1e-4 and (got - trained).abs().max() > 1e-2
+    # the same module changed in place after its session was built: the session is rebuilt
+    net, x = small_net(2), torch.randn(2, 3, 8, 8)
+    fn = B.forward_fn(net, "cpu")
+    fn(x)
+    with torch.no_grad():
+        net[5].weight.mul_(-2)
+        want = net(x)
+    assert torch.allclose(fn(x), want, atol=1e-5)
+
+
+class Unexportable(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.special.bessel_j0(x).mean(dim=(2, 3))
+
+
+def test_failed_export_falls_back_to_torch_with_one_warning() -> None:
+    net, x = Unexportable().eval(), torch.randn(2, 3, 4, 4)
+    fn = B.forward_fn(net, "cpu", name="unexportable")
+    with pytest.warns(UserWarning, match="unexportable: cannot run on the inference engine.*plain PyTorch"):
+        out = fn(x)
+    assert torch.equal(out, net(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, not on every call
+        assert torch.equal(fn(x), net(x))
+
+
+def test_bf16_is_opt_in_and_close(lite0: ModelBundle, photo_batch: torch.Tensor) -> None:
+    assert lite0.precision is None  # fp32 by default
+    fast = dataclasses.replace(lite0, precision="bf16")
+    got, want = B.infer(fast, photo_batch).softmax(1), B.infer(lite0, photo_batch).softmax(1)
+    assert 0 < (got - want).abs().max() < 3e-2 and torch.equal(got.argmax(1), want.argmax(1))
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        B.forward_fn(lite0.model, "cpu", precision="fp8")
