@@ -6,6 +6,7 @@ are noisy; absolute seconds do not transfer). Writes ``results/benchmark.csv`` a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import platform
 import resource
@@ -19,17 +20,23 @@ from PIL import Image
 from skimage import data
 from tqdm.auto import tqdm
 
+from .cam.backend import infer, onnx_path, ort_session
 from .cam.engine import compute_cams, forward_backward
 from .config import RESULTS_DIR
-from .evaluation.metrics import MODES, insertion_deletion_curves
+from .evaluation.metrics import MODES, insertion_deletion_auc, insertion_deletion_curves
 from .cam.models import ModelBundle, load_model
 from .evaluation.timing import interleaved_medians
 
-#: The targets of the benchmark issue: (name, "<=" or ">=", bound); ratios read at the large batch.
+#: The targets of the benchmark issues: (name, "<=" or ">=", bound); ratios read at the large batch
+#: (the evaluation forwards at the curves' chunk size).
 TARGETS = [
     ("gc+lc+hybrid one pass / gradcam alone", "<=", 1.10),
     ("worst single-backward method / forward only", "<=", 1.15),
     ("insertion+deletion batched speed-up over per-step loop", ">=", 4.0),
+    ("evaluation forward: package backend / bare onnxruntime", "<=", 1.15),
+    ("evaluation forward: eager torch / package backend", ">=", 2.3),
+    ("gc+lc+hybrid one pass / bare onnxruntime forward", "<=", 1.3),
+    ("peak RSS of an evaluation (MB)", "<=", 2560),
 ]
 
 
@@ -63,6 +70,36 @@ def floor_and_methods(bundle: ModelBundle, batch: int, repeats: int) -> list[dic
     floor = medians["forward only"]
     return [{"measure": name, "batch": batch, "ms_per_image": 1000 * s / batch, "ratio_to_forward": s / floor}
             for name, s in medians.items()]
+
+
+def engine_speed(bundle: ModelBundle, eval_batch: int, cam_batch: int, repeats: int) -> list[dict]:
+    """Evaluation forwards (eager torch, the package's backend, a bare ONNX Runtime session: the floor)
+    at ``eval_batch``; GC + LC + hybrid in one pass and the opt-in bf16 forward at ``cam_batch``."""
+    x, xc = photo_batch(bundle, eval_batch), photo_batch(bundle, cam_batch)
+    eager, fast = (dataclasses.replace(bundle, backend="torch"), dataclasses.replace(bundle, precision="bf16"))
+    infer(bundle, x[:1])  # exported (or found in the cache) before anything is timed
+    bare = ort_session(onnx_path(bundle.model, bundle.name, tuple(x.shape[1:])))
+    arrays = {len(x): x.cpu().numpy(), len(xc): xc.cpu().numpy()}
+    fns = {"evaluation forward, eager torch": lambda: infer(eager, x),
+           "evaluation forward, package backend": lambda: infer(bundle, x),
+           "evaluation forward, bare onnxruntime": lambda: bare.run(None, {"x": arrays[len(x)]}),
+           "bare onnxruntime forward (cam batch)": lambda: bare.run(None, {"x": arrays[len(xc)]}),
+           "gc+lc+hybrid one pass (package backend)": lambda: compute_cams(bundle, xc),
+           "forward, package backend, bf16": lambda: infer(fast, xc)}
+    medians = interleaved_medians(fns, repeats=repeats, warmup=1, device=bundle.device)
+    sizes = {name: len(x) if name.startswith("evaluation") else len(xc) for name in fns}
+    return [{"measure": name, "batch": sizes[name], "ms_per_image": 1000 * s / sizes[name]}
+            for name, s in medians.items()]
+
+
+def bf16_auc_shift(bundle: ModelBundle, n_images: int, steps: int) -> list[dict]:
+    """How far the opt-in bf16 precision moves insertion / deletion AUCs of Grad-CAM maps vs fp32."""
+    x = photo_batch(bundle, n_images)
+    maps = compute_cams(bundle, x, ("gradcam",))
+    fp32, bf16 = (insertion_deletion_auc(b, x, maps["gradcam"], maps.class_idx, steps=steps)
+                  for b in (bundle, dataclasses.replace(bundle, precision="bf16")))
+    return [{"measure": f"bf16 vs fp32, {mode} AUC, max abs difference ({n_images} images)", "batch": n_images,
+             "value": float((fp32[mode] - bf16[mode]).abs().max())} for mode in MODES]
 
 
 def memory_growth(bundle: ModelBundle, calls: int) -> list[dict]:
@@ -112,19 +149,26 @@ def peak_rss_of_evaluation(n_images: int, batch: int, steps: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def summarise(rows: pd.DataFrame) -> pd.DataFrame:
+def summarise(rows: pd.DataFrame, engine: pd.DataFrame, peak_rss: float, eval_images: int) -> pd.DataFrame:
     """The target checks: measured ratio, bound and verdict for each target, at the largest batch."""
     large = rows[rows.batch == rows.batch.max()]
 
-    def at(measure: str) -> float:
-        return float(large[large.measure == measure].ms_per_image.iloc[0])
+    def at(measure: str, table: pd.DataFrame = large) -> float:
+        return float(table[table.measure == measure].ms_per_image.iloc[0])
 
     curves = rows.dropna(subset=["images_per_s"])
     singles = ["gradcam", "layercam", "hybrid", "forward + backward to layer"]
     batch = int(large.batch.iloc[0])
+    backend, bare = at("evaluation forward, package backend", engine), at("evaluation forward, bare onnxruntime", engine)
+    eval_batch = int(engine.batch.iloc[0])
     measured = [(at("gc+lc+hybrid one pass") / at("gradcam"), batch),
                 (max(at(m) for m in singles) / at("forward only"), batch),
-                (float(curves.images_per_s.iloc[0] / curves.images_per_s.iloc[1]), int(curves.batch.iloc[0]))]
+                (float(curves.images_per_s.iloc[0] / curves.images_per_s.iloc[1]), int(curves.batch.iloc[0])),
+                (backend / bare, eval_batch),
+                (at("evaluation forward, eager torch", engine) / backend, eval_batch),
+                (at("gc+lc+hybrid one pass (package backend)", engine)
+                 / at("bare onnxruntime forward (cam batch)", engine), int(engine.batch.iloc[-1])),
+                (peak_rss, eval_images)]
     return pd.DataFrame([{"measure": name, "batch": n, "value": value,
                           "target": f"{op} {bound}", "met": value <= bound if op == "<=" else value >= bound}
                          for (name, op, bound), (value, n) in zip(TARGETS, measured)])
@@ -132,20 +176,22 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
 
 def run(repeats: int = 7, calls: int = 1000, eval_images: int = 64, out: Path = RESULTS_DIR / "benchmark.csv",
         device: str | None = None, batches: tuple[int, int] = (1, 16), curve_steps: int = 50,
-        curve_images: int = 4) -> pd.DataFrame:
+        curve_images: int = 4, eval_batch: int = 32) -> pd.DataFrame:
     """Run every measurement, print the table and write it to ``out``.
 
     ``batches`` are the small and the large batch size; the targets are read at the large one.
-    The curve speed is measured on ``curve_images`` images with ``curve_steps`` steps per curve.
+    The curve speed is measured on ``curve_images`` images with ``curve_steps`` steps per curve;
+    the evaluation forwards at ``eval_batch`` images (the curves' chunk size).
     """
     bundle = load_model("efficientnet_lite0", device=device)
     rows = pd.DataFrame([r for b in batches for r in floor_and_methods(bundle, b, repeats)]
                         + curve_speed(bundle, curve_images, curve_steps, max(1, repeats // 3), chunk_size=32))
-    checks = summarise(rows)
-    extra = pd.DataFrame(memory_growth(bundle, calls)
-                         + [{"measure": f"peak RSS, evaluation of {eval_images} images (MB)",
-                             "value": peak_rss_of_evaluation(eval_images, batches[-1], curve_steps)}])
-    table = pd.concat([rows, checks, extra], ignore_index=True)
+    engine = pd.DataFrame(engine_speed(bundle, eval_batch, batches[-1], repeats))
+    peak = peak_rss_of_evaluation(eval_images, batches[-1], curve_steps)
+    checks = summarise(rows, engine, peak, eval_images)
+    extra = pd.DataFrame(memory_growth(bundle, calls) + bf16_auc_shift(bundle, curve_images, curve_steps)
+                         + [{"measure": f"peak RSS, evaluation of {eval_images} images (MB)", "value": peak}])
+    table = pd.concat([rows, engine, checks, extra], ignore_index=True)
     stamp = f"{datetime.date.today()} | {platform.machine()} | {torch.get_num_threads()} threads | {bundle.device}"
     table.insert(0, "taken", stamp)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -164,8 +210,10 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--batches", type=int, nargs=2, default=(1, 16), metavar=("SMALL", "LARGE"))
     parser.add_argument("--curve-steps", type=int, default=50)
+    parser.add_argument("--eval-batch", type=int, default=32, help="images per evaluation forward")
     args = parser.parse_args()
-    run(args.repeats, args.calls, args.eval_images, args.out, args.device, tuple(args.batches), args.curve_steps)
+    run(args.repeats, args.calls, args.eval_images, args.out, args.device, tuple(args.batches), args.curve_steps,
+        eval_batch=args.eval_batch)
 
 
 if __name__ == "__main__":
