@@ -73,7 +73,8 @@ def weights_hash(module: nn.Module) -> str:
 
 def _fingerprint(module: nn.Module) -> tuple:
     """Cheap identity of the current weights: storage address and in-place version of each tensor."""
-    return tuple((t.data_ptr(), t._version) for t in module.state_dict(keep_vars=True).values())
+    return tuple((t.data_ptr(), t._version) for m in module.modules() for d in (m._parameters, m._buffers)
+                 for t in d.values() if t is not None)
 
 
 def onnx_path(module: nn.Module, name: str, shape: tuple[int, ...]) -> Path:
