@@ -14,13 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnxruntime
 import pandas as pd
 import torch
 from PIL import Image
 from skimage import data
 from tqdm.auto import tqdm
 
-from .cam.backend import infer, onnx_path, ort_session
+from .cam.backend import infer, onnx_path
 from .cam.engine import compute_cams, forward_backward
 from .config import RESULTS_DIR
 from .evaluation.metrics import MODES, insertion_deletion_auc, insertion_deletion_curves
@@ -78,7 +79,10 @@ def engine_speed(bundle: ModelBundle, eval_batch: int, cam_batch: int, repeats: 
     x, xc = photo_batch(bundle, eval_batch), photo_batch(bundle, cam_batch)
     eager, fast = (dataclasses.replace(bundle, backend="torch"), dataclasses.replace(bundle, precision="bf16"))
     infer(bundle, x[:1])  # exported (or found in the cache) before anything is timed
-    bare = ort_session(onnx_path(bundle.model, bundle.name, tuple(x.shape[1:])))
+    options = onnxruntime.SessionOptions()  # the floor: ONNX Runtime's defaults, the same thread count
+    options.intra_op_num_threads = torch.get_num_threads()
+    bare = onnxruntime.InferenceSession(str(onnx_path(bundle.model, bundle.name, tuple(x.shape[1:]))), options,
+                                        providers=["CPUExecutionProvider"])
     arrays = {len(x): x.cpu().numpy(), len(xc): xc.cpu().numpy()}
     fns = {"evaluation forward, eager torch": lambda: infer(eager, x),
            "evaluation forward, package backend": lambda: infer(bundle, x),
