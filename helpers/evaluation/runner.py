@@ -30,7 +30,7 @@ from . import metrics as M
 from ..cam.engine import METHODS, compute_cams, method_inputs
 from ..config import RESULTS_DIR, SEED
 from .alpha import read_alpha_json
-from ..cam.models import ModelBundle
+from ..cam.models import ModelBundle, predict_topk
 from .timing import interleaved_medians
 
 FLOORS: tuple[str, ...] = ("random", "gaussian")
@@ -89,9 +89,18 @@ def default_specs(alpha: float) -> list[MethodSpec]:
     return first + others + [MethodSpec(f, f) for f in FLOORS]
 
 
+#: Which class every metric explains: the model's top-1 prediction (as RISE's and the CAM papers'
+#: evaluation code) or the image's label.
+TARGETS: tuple[str, ...] = ("top1", "label")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    """Settings of an evaluation run (all of them key the cache)."""
+    """Settings of an evaluation run (all of them key the cache).
+
+    ``target``: the class explained (:data:`TARGETS`); ``explanation_space``: where Average Drop /
+    Increase in Confidence / ADCC multiply the map into the image (:data:`metrics.EXPLANATION_SPACES`).
+    """
 
     rise_steps: int = M.PRESETS["rise"]["steps"]
     thesis_steps: int = M.PRESETS["thesis"]["steps"]
@@ -101,10 +110,20 @@ class EvalConfig:
     timing_repeats: int = 3
     timing_warmup: int = 1
     cam_options: tuple[tuple[str, Any], ...] = ()
+    target: str = "top1"
+    explanation_space: str = "normalised"
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"unknown target {self.target!r}; valid: {', '.join(TARGETS)}")
+        if self.explanation_space not in M.EXPLANATION_SPACES:
+            raise ValueError(f"unknown explanation_space {self.explanation_space!r}; valid: "
+                             f"{', '.join(M.EXPLANATION_SPACES)}")
 
 
 def image_seed(file: str) -> int:
-    """A per-image seed for the random floor, from the file name (independent of order and resumes)."""
+    """A per-image seed from the file name (independent of order and resumes): the random floor's
+    map and the tie-breaking order of the pixel ranking (the same for every method on the image)."""
     return SEED + int(hashlib.sha256(file.encode()).hexdigest()[:8], 16)
 
 
@@ -121,20 +140,20 @@ def explain(bundle: ModelBundle, images: torch.Tensor, class_idx: torch.Tensor, 
 
 
 def thesis_aucs(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, class_idx: torch.Tensor,
-                cfg: EvalConfig, rise_deletion: torch.Tensor) -> dict[str, torch.Tensor]:
+                cfg: EvalConfig, rise_deletion: torch.Tensor, tie_seed: int = M.SEED) -> dict[str, torch.Tensor]:
     """Insertion/deletion AUC under the thesis' protocol. Its deletion curve is every r-th point of the
     rise deletion curve when both use the same substrate and rise_steps = r * thesis_steps (the
     same inputs), so it is not run twice."""
     cfg_t = M.PRESETS["thesis"]
     out = {"insertion": M.auc(M.insertion_deletion_curves(bundle, images, maps, class_idx, "insertion",
                                                           cfg.thesis_steps, cfg_t["insertion_substrate"],
-                                                          cfg.chunk_size))}
+                                                          cfg.chunk_size, tie_seed))}
     if cfg.rise_steps % cfg.thesis_steps == 0 and cfg_t["deletion_substrate"] == M.PRESETS["rise"]["deletion_substrate"]:
         out["deletion"] = M.auc(rise_deletion[:, ::cfg.rise_steps // cfg.thesis_steps])
     else:
         out["deletion"] = M.auc(M.insertion_deletion_curves(bundle, images, maps, class_idx, "deletion",
                                                            cfg.thesis_steps, cfg_t["deletion_substrate"],
-                                                           cfg.chunk_size))
+                                                           cfg.chunk_size, tie_seed))
     return out
 
 
@@ -169,24 +188,36 @@ def explain_rows(bundle: ModelBundle, images: torch.Tensor, class_idx: torch.Ten
     return torch.cat(out)
 
 
+def explained_class(bundle: ModelBundle, sample: Any, target: str) -> tuple[int, int]:
+    """(class to explain, the model's top-1 prediction) for a sample under ``target``."""
+    pred = predict_topk(bundle, sample.tensor[None], k=1)[0][0][0]
+    return (pred if target == "top1" else int(sample.label_idx)), pred
+
+
 def evaluate_sample(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec], cfg: EvalConfig,
                     timed: bool = True) -> dict:
     """Every metric (and the time) of every method on one sample; JSON-ready.
 
+    Every metric explains the class ``cfg.target`` picks (the top-1 prediction by default); each
+    row records it (``class_idx``), the prediction (``pred_idx``) and whether it equals the label
+    (``correct``). Localisation uses the boxes of the explained class (NaN when it has none).
     Returns ``{"rows": [...], "curves": {label: {"insertion": [...], "deletion": [...]}},
     "timings": {label: ms}}``. The methods' maps are stacked so all their insertion/deletion
-    steps share chunked forwards.
+    steps share chunked forwards; pixel-ranking ties are broken by the image's seed.
     """
     x, seed, opts = sample.tensor[None], image_seed(sample.file), dict(cfg.cam_options)
-    idx = torch.tensor([sample.label_idx])
+    cls, pred = explained_class(bundle, sample, cfg.target)
+    idx = torch.tensor([cls])
     xs, idxs = x.expand(len(specs), -1, -1, -1), idx.expand(len(specs))
     maps = explain_rows(bundle, xs, idxs, specs, seed, opts)
-    curves = M.insertion_deletion(bundle, xs, maps, idxs, "rise", steps=cfg.rise_steps, chunk_size=cfg.chunk_size)
-    thesis = thesis_aucs(bundle, xs, maps, idxs, cfg, curves["deletion"])
-    change = M.confidence_change(bundle, xs, maps, idxs, cfg.chunk_size)
-    adcc = M.adcc(bundle, xs, maps, idxs, change=change,
-                  explain=lambda images, classes: explain_rows(bundle, images, classes, specs, seed, opts))
-    boxes = [[b for c, b in sample.boxes_crop if c == sample.label_idx]] * len(specs)
+    curves = M.insertion_deletion(bundle, xs, maps, idxs, "rise", seed, steps=cfg.rise_steps,
+                                  chunk_size=cfg.chunk_size)
+    thesis = thesis_aucs(bundle, xs, maps, idxs, cfg, curves["deletion"], seed)
+    change = M.confidence_change(bundle, xs, maps, idxs, cfg.chunk_size, cfg.explanation_space)
+    # the random floor re-explains its explanation image with a fresh seed (a new random map)
+    adcc = M.adcc(bundle, xs, maps, idxs, change=change, space=cfg.explanation_space,
+                  explain=lambda images, classes: explain_rows(bundle, images, classes, specs, seed + 1, opts))
+    boxes = [[b for c, b in sample.boxes_crop if c == cls]] * len(specs)
     columns = {"insertion_auc": M.auc(curves["insertion"]), "deletion_auc": M.auc(curves["deletion"]),
                "insertion_auc_thesis": thesis["insertion"], "deletion_auc_thesis": thesis["deletion"],
                "average_drop": change["average_drop"], "increase_in_confidence": change["increase_in_confidence"],
@@ -195,7 +226,8 @@ def evaluate_sample(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec
                "energy_pointing_game": M.energy_pointing_game(maps, boxes),
                "box_iou": M.box_iou(maps, boxes, cfg.iou_threshold), "prob_full": change["prob_full"]}
     rows = [{"image": sample.file, "method": s.label, "kind": sample.kind, "source": sample.source,
-             "label_idx": sample.label_idx, **{k: float(v[i]) for k, v in columns.items()}}
+             "label_idx": sample.label_idx, "class_idx": cls, "pred_idx": pred,
+             "correct": bool(pred == sample.label_idx), **{k: float(v[i]) for k, v in columns.items()}}
             for i, s in enumerate(specs)]
     timings = {}
     if timed:

@@ -1,6 +1,7 @@
 """Evaluation loop on a toy model and fake samples: table shape, cache/resume, failures, specs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -10,6 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from helpers.cam.engine import compute_cams
+from helpers.cam.models import predict_topk
 from helpers.evaluation import runner as E
 from helpers.evaluation import metrics as M
 from toy import GapLinear, toy_bundle
@@ -107,6 +110,35 @@ def test_specs_and_chosen_alpha(tmp_path) -> None:
     assert E.read_chosen_alpha(tmp_path) == 0.6
     with pytest.raises(ValueError, match="unique"):
         E.evaluate(None, [], ["gradcam", "gradcam"])
+
+
+def test_metrics_explain_the_top1_prediction_by_default(bundle) -> None:
+    samples = make_samples()
+    preds = [predict_topk(bundle, smp.tensor[None], 1)[0][0][0] for smp in samples]
+    for smp, p in zip(samples, preds):
+        smp.label_idx = 1 - p  # every label disagrees with the model
+    top1 = E.evaluate(bundle, samples, ["gradcam", "random"], CFG, cache_dir=None, progress=False).results
+    assert top1.class_idx.tolist() == [p for p in preds for _ in range(2)] and top1.pred_idx.equals(top1.class_idx)
+    assert not top1.correct.any()
+    label = E.evaluate(bundle, samples, ["gradcam", "random"], dataclasses.replace(CFG, target="label"),
+                       cache_dir=None, progress=False).results
+    assert label.class_idx.equals(label.label_idx) and not label.insertion_auc.equals(top1.insertion_auc)
+    # the rise curve of a row is the metric run on the explained class, ties broken by the image's seed
+    x = samples[2].tensor[None]
+    gc = compute_cams(bundle, x, ("gradcam",), class_idx=preds[2])["gradcam"].cpu()
+    by_hand = M.insertion_deletion_auc(bundle, x, gc, preds[2], tie_seed=E.image_seed("im2.png"),
+                                       steps=CFG.rise_steps, chunk_size=CFG.chunk_size)["insertion"]
+    assert top1.insertion_auc.iloc[4] == pytest.approx(float(by_hand), abs=1e-6)
+    with pytest.raises(ValueError, match="unknown target 'guess'"):
+        E.EvalConfig(target="guess")
+    with pytest.raises(ValueError, match="unknown explanation_space"):
+        E.EvalConfig(explanation_space="rgb")
+
+
+def test_random_floor_re_explains_with_a_fresh_seed(bundle) -> None:
+    ev = E.evaluate(bundle, make_samples(), SPECS, CFG, cache_dir=None, progress=False).results
+    rand = ev[ev.method == "random"]
+    assert (rand.coherency < 0.75).all()  # a new random map: correlation near 0, not 1 by construction
 
 
 def test_random_floor_is_seeded_by_file_name() -> None:
