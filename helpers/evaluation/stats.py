@@ -109,18 +109,39 @@ def cohens_dz(a: ArrayLike, b: ArrayLike) -> float:
 
 def bootstrap_ci(values: ArrayLike, level: float = 0.95, n_boot: int = 10_000,
                  seed: int = SEED) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` (e.g. paired differences), seeded.
-
-    ``n_boot`` resamples of size n with replacement; the CI is the (1 - level) / 2 and
-    (1 + level) / 2 quantiles of their means. NaN for an empty input.
-    """
+    """BCa bootstrap CI of the mean of ``values`` (e.g. paired differences): ``scipy.stats.bootstrap``,
+    ``n_boot`` resamples, seeded. The value twice when all values are equal, NaN for fewer than 2."""
     v = np.asarray(values, dtype=np.float64)
-    if len(v) == 0:
+    if len(v) < 2:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    if np.all(v == v[0]):
+        return float(v[0]), float(v[0])
+    with warnings.catch_warnings():
+        # BCa warns (and returns NaN) when the resampled means are degenerate, e.g. n = 2; see below
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap((v,), np.mean, confidence_level=level, n_resamples=n_boot, method="BCa",
+                              rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest mean paired difference a two-sided paired t-test at ``alpha`` detects with ``power``,
+    for n pairs whose differences have standard deviation ``sd``.
+
+    Closed form (the normal-approximation formula with t quantiles, df = n - 1):
+    ``(t_{1 - alpha/2} + t_{power}) sd / sqrt(n)``. NaN for n < 2; 0 when sd = 0.
+    """
+    if n < 2 or not np.isfinite(sd):
+        return float("nan")
+    df = n - 1
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * sd / np.sqrt(n))
+
+
+def ttest_power(diff: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Exact power of the two-sided paired t-test for a true mean difference ``diff`` (noncentral t)."""
+    df, crit = n - 1, stats.t.ppf(1 - alpha / 2, n - 1)
+    nc = diff * np.sqrt(n) / sd
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
 
 
 def mean_ci(values: ArrayLike, level: float = 0.95) -> tuple[float, float]:
@@ -147,6 +168,8 @@ def summary_table(results: pd.DataFrame, metrics: Sequence[str], method_col: str
 
 
 TESTS = {"paired t-test": paired_ttest, "wilcoxon": wilcoxon}
+#: The family of the pre-registered comparisons (paired t-test only); every other test is exploratory.
+CONFIRMATORY, EXPLORATORY = "confirmatory", "exploratory"
 
 
 def paired_values(results: pd.DataFrame, metric: str, a: str, b: str, id_col: str = "image",
@@ -162,30 +185,40 @@ def paired_values(results: pd.DataFrame, metric: str, a: str, b: str, id_col: st
 
 def comparison_table(results: pd.DataFrame, metrics: Sequence[str],
                      pairs: Sequence[tuple[str, str]] | None = None, id_col: str = "image",
-                     method_col: str = "method", seed: int = SEED) -> pd.DataFrame:
-    """Paired t-test and Wilcoxon for every (pair, metric), Holm-adjusted, with d_z and bootstrap CI.
+                     method_col: str = "method", seed: int = SEED,
+                     confirmatory: Sequence[tuple[str, str, str]] = ()) -> pd.DataFrame:
+    """Paired t-test and Wilcoxon for every (pair, metric), Holm-adjusted per family, with d_z and BCa CI.
 
-    ``pairs`` default: all pairs of methods in order of appearance. One row per pair x metric x
-    test: statistic, p, ``p_holm`` (Holm over all pair x metric comparisons of the same test),
-    mean difference (a - b), Cohen's d_z and the 95% bootstrap CI of the mean difference.
+    ``pairs`` default: all pairs of methods in order of appearance. ``confirmatory``: the
+    (a, b, metric) comparisons fixed before the data; their paired t-tests form the
+    ``"confirmatory"`` family, Holm-adjusted among themselves only. Every other row is
+    ``"exploratory"``, Holm-adjusted over the exploratory rows of the same test. One row per
+    pair x metric x test: statistic, p, ``p_holm``, ``family``, mean difference (a - b), Cohen's
+    d_z, the 95% BCa bootstrap CI of the mean difference, the SD of the differences and the
+    smallest mean difference detectable with 80% power at this n (:func:`detectable_difference`).
     """
     methods = list(dict.fromkeys(results[method_col]))
     pairs = list(pairs) if pairs is not None else list(combinations(methods, 2))
+    planned = set(confirmatory)
     rows = []
     for a, b in pairs:
         for metric in metrics:
             x, y = paired_values(results, metric, a, b, id_col, method_col)
             d = x - y
             lo, hi = bootstrap_ci(d, seed=seed)
+            sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
             for test, fn in TESTS.items():
                 res = fn(x, y)
-                rows.append({"pair": f"{a} vs {b}", "a": a, "b": b, "metric": metric, "test": test, "n": len(d),
-                             "mean_a": x.mean() if len(d) else np.nan, "mean_b": y.mean() if len(d) else np.nan,
-                             "mean_diff": d.mean() if len(d) else np.nan, "statistic": res.statistic, "p": res.p,
-                             "cohens_dz": cohens_dz(x, y), "ci_low": lo, "ci_high": hi, "note": res.note})
+                family = CONFIRMATORY if (a, b, metric) in planned and test == "paired t-test" else EXPLORATORY
+                rows.append({"family": family, "pair": f"{a} vs {b}", "a": a, "b": b, "metric": metric, "test": test,
+                             "n": len(d), "mean_a": x.mean() if len(d) else np.nan,
+                             "mean_b": y.mean() if len(d) else np.nan, "mean_diff": d.mean() if len(d) else np.nan,
+                             "statistic": res.statistic, "p": res.p, "cohens_dz": cohens_dz(x, y),
+                             "ci_low": lo, "ci_high": hi, "sd_diff": sd,
+                             "detectable_diff_80": detectable_difference(sd, len(d)), "note": res.note})
     table = pd.DataFrame(rows)
     if len(table):
         table.insert(table.columns.get_loc("p") + 1, "p_holm", np.nan)
-        for _, idx in table.groupby("test").groups.items():
+        for _, idx in table.groupby(["family", "test"]).groups.items():
             table.loc[idx, "p_holm"] = holm(table.loc[idx, "p"].to_numpy())
     return table
