@@ -238,6 +238,32 @@ def evaluate_sample(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec
             "curves": {s.label: {m: curves[m][i].tolist() for m in M.MODES} for i, s in enumerate(specs)}}
 
 
+def describe_protocol(cfg: EvalConfig, size: int = 224) -> dict[str, str]:
+    """Plain-language statement of exactly which protocol ``cfg`` runs (for REPORT.md), at ``size`` x ``size``."""
+    rise, thesis = M.PRESETS["rise"], M.PRESETS["thesis"]
+    per_step = size * size // cfg.rise_steps
+    rise_name = "RISE's" if cfg.rise_steps == rise["steps"] else "RISE's substrates but NOT its step count"
+    return {
+        "explained class": ("the model's top-1 prediction (as RISE's and the CAM papers' code); rows record the "
+                            "label and whether the prediction equals it" if cfg.target == "top1"
+                            else "the image's label (not necessarily the prediction)"),
+        "insertion/deletion, rise preset": (
+            f"{rise_name} protocol: {cfg.rise_steps} steps of {per_step} pixels at {size}x{size} (RISE: 28 steps of "
+            f"224*8); deletion to the {rise['deletion_substrate']} tensor of normalised space; insertion over the "
+            "normalised image blurred per channel with scipy's gaussian_filter of an 11x11 delta (sigma 5), zero "
+            "padding; softmax probability; AUC = (sum - first/2 - last/2) / (n - 1)"),
+        "insertion/deletion, thesis preset": (f"{cfg.thesis_steps} steps, insertion over the "
+                                              f"{thesis['insertion_substrate']} tensor, deletion to it"),
+        "pixel ranking": (f"ties (values within {M.TIE_RESOLUTION:g} x the map's maximum) broken by a seeded random "
+                          "permutation per image, the same for every method"),
+        "Average Drop / Increase in Confidence / ADCC": (
+            f"explanation image = map x the {'normalised input (as TorchCAM, pytorch-grad-cam and the ADCC code)' if cfg.explanation_space == 'normalised' else 'input in pixel space (black where the map is 0)'}"
+            "; the random floor re-explains with a fresh seed"),
+        "localisation": f"pointing game tolerance {cfg.tolerance:g} px (crop pixels), box IoU threshold "
+                        f"{cfg.iou_threshold:g} of the maximum",
+    }
+
+
 def cache_key(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec], cfg: EvalConfig, timed: bool) -> str:
     """Hash of everything an image's results depend on: model, image content, label, methods, settings."""
     content = hashlib.sha256(sample.tensor.contiguous().numpy().tobytes()).hexdigest()
@@ -256,6 +282,7 @@ class Evaluation:
     curves: dict[str, dict[str, np.ndarray]]
     failures: list[tuple[str, str]] = field(default_factory=list)
     methods: list[MethodSpec] = field(default_factory=list)
+    config: EvalConfig | None = None
 
 
 def evaluate(bundle: ModelBundle, samples: Sequence[Any], specs: Iterable[str | tuple | MethodSpec],
@@ -290,17 +317,18 @@ def evaluate(bundle: ModelBundle, samples: Sequence[Any], specs: Iterable[str | 
         if path is not None:
             path.write_text(json.dumps(result))
         done.append(result)
-    return collect(done, specs, failures)
+    return collect(done, specs, failures, cfg)
 
 
-def collect(done: list[dict], specs: Sequence[MethodSpec], failures: list[tuple[str, str]]) -> Evaluation:
+def collect(done: list[dict], specs: Sequence[MethodSpec], failures: list[tuple[str, str]],
+            cfg: EvalConfig | None = None) -> Evaluation:
     """Per-image results -> the tables: results (image x method), timings, stacked curves."""
     results = pd.DataFrame([row for r in done for row in r["rows"]])
     timings = pd.DataFrame([{"image": r["rows"][0]["image"], "method": label, "ms_per_image": ms}
                             for r in done for label, ms in r["timings"].items()],
                            columns=["image", "method", "ms_per_image"])
     curves = {s.label: {m: np.array([r["curves"][s.label][m] for r in done]) for m in M.MODES} for s in specs}
-    return Evaluation(results, timings, curves, failures, list(specs))
+    return Evaluation(results, timings, curves, failures, list(specs), cfg)
 
 
 def merge(*evaluations: Evaluation) -> Evaluation:
@@ -312,7 +340,10 @@ def merge(*evaluations: Evaluation) -> Evaluation:
     labels = [s.label for s in methods]
     if len(set(labels)) != len(labels):
         raise ValueError(f"evaluations to merge must have disjoint method labels, got {labels}")
+    configs = {ev.config for ev in evaluations}
+    if len(configs) > 1:
+        raise ValueError("evaluations to merge must share one EvalConfig (the same protocol)")
     return Evaluation(pd.concat([ev.results for ev in evaluations], ignore_index=True),
                       pd.concat([ev.timings for ev in evaluations], ignore_index=True),
                       {k: v for ev in evaluations for k, v in ev.curves.items()},
-                      [f for ev in evaluations for f in ev.failures], methods)
+                      [f for ev in evaluations for f in ev.failures], methods, configs.pop())

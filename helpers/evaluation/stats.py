@@ -110,18 +110,25 @@ def cohens_dz(a: ArrayLike, b: ArrayLike) -> float:
 def bootstrap_ci(values: ArrayLike, level: float = 0.95, n_boot: int = 10_000,
                  seed: int = SEED) -> tuple[float, float]:
     """BCa bootstrap CI of the mean of ``values`` (e.g. paired differences): ``scipy.stats.bootstrap``,
-    ``n_boot`` resamples, seeded. The value twice when all values are equal, NaN for fewer than 2."""
+    ``n_boot`` resamples, seeded. The value twice when all values are equal, NaN for fewer than 2.
+
+    BCa is undefined when the jackknife means are all equal (values equal up to float noise):
+    there the percentile interval of the same resamples is returned.
+    """
     v = np.asarray(values, dtype=np.float64)
     if len(v) < 2:
         return float("nan"), float("nan")
     if np.all(v == v[0]):
         return float(v[0]), float(v[0])
-    with warnings.catch_warnings():
-        # BCa warns (and returns NaN) when the resampled means are degenerate, e.g. n = 2; see below
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        res = stats.bootstrap((v,), np.mean, confidence_level=level, n_resamples=n_boot, method="BCa",
-                              rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # includes scipy's DegenerateDataWarning
+            res = stats.bootstrap((v,), np.mean, confidence_level=level, n_resamples=n_boot, method=method,
+                                  rng=np.random.default_rng(seed))
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if np.isfinite(lo) and np.isfinite(hi):
+            break
+    return lo, hi
 
 
 def detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:

@@ -149,6 +149,7 @@ def test_random_floor_is_seeded_by_file_name() -> None:
 # ---------------------------------------------------------------- report: verdicts from synthetic tables
 
 from helpers.evaluation import report as R  # noqa: E402
+from helpers.evaluation import stats as S  # noqa: E402
 from helpers.evaluation.stats import comparison_table  # noqa: E402
 
 LABELS = ["gradcam", "layercam", "hybrid@val", "hybrid@0.7", "random", "gaussian"]
@@ -176,24 +177,24 @@ def synthetic(hybrid_gain: float, n: int = 12, slow: float = 1.0) -> E.Evaluatio
 
 def verdicts(ev: E.Evaluation) -> dict[str, bool]:
     auc_metrics = [m for cols in R.PRESET_COLUMNS.values() for m in cols]  # all that the claims read
-    tests = comparison_table(ev.results, auc_metrics, R.comparison_pairs(LABELS))
+    tests = comparison_table(ev.results, auc_metrics, R.comparison_pairs(LABELS), confirmatory=R.CONFIRMATORY_TESTS)
     return {c.claim: c.holds for c in R.thesis_claims(ev.results, tests, ev.timings)}
 
 
 def test_verdicts_follow_the_numbers() -> None:
     good = verdicts(synthetic(hybrid_gain=0.03))
     assert good["[rise protocol] hybrid@0.7 has a higher mean insertion AUC than Grad-CAM and LayerCAM"]
-    assert good["[rise protocol] hybrid@0.7 beats gradcam on insertion AUC, p < 0.05 (paired t-test)"]
+    assert good["[rise protocol] hybrid@0.7 beats gradcam on insertion AUC, Holm-adjusted p < 0.05 (paired t-test, confirmatory)"]
     assert good["hybrid@0.7 costs no extra time over Grad-CAM (median ratio <= 1.1)"]
     assert all(v for k, v in good.items() if "deletion" in k)
     bad = verdicts(synthetic(hybrid_gain=-0.03, slow=1.5))
     assert not bad["[rise protocol] hybrid@0.7 has a higher mean insertion AUC than Grad-CAM and LayerCAM"]
-    assert not bad["[thesis protocol] hybrid@0.7 beats gradcam on insertion AUC, p < 0.05 (paired t-test)"]
+    assert not bad["[thesis protocol] hybrid@0.7 beats gradcam on insertion AUC, Holm-adjusted p < 0.05 (paired t-test, confirmatory)"]
     assert not bad["hybrid@0.7 costs no extra time over Grad-CAM (median ratio <= 1.1)"]
     # layercam is 0.01 below Grad-CAM: equal to Grad-CAM means the hybrid is best only on a tie, and not
     # significantly better than Grad-CAM (the differences are +-0.002 around zero)
     tie = verdicts(synthetic(hybrid_gain=0.0))
-    assert not tie["[rise protocol] hybrid@0.7 beats gradcam on insertion AUC, p < 0.05 (paired t-test)"]
+    assert not tie["[rise protocol] hybrid@0.7 beats gradcam on insertion AUC, Holm-adjusted p < 0.05 (paired t-test, confirmatory)"]
 
 
 def test_ranking_compares_only_methods_on_the_same_images() -> None:
@@ -219,6 +220,29 @@ def test_report_and_tables_are_generated_and_deterministic(tmp_path) -> None:
     assert (tmp_path / "plots.png").is_file()
     tests = pd.read_csv(tmp_path / "a" / "statistical_tests.csv")
     assert {"pair", "metric", "test", "statistic", "p", "p_holm", "cohens_dz", "ci_low", "ci_high"} <= set(tests.columns)
+
+
+def test_confirmatory_family_of_four_and_no_identical_pairs(tmp_path) -> None:
+    ev = synthetic(hybrid_gain=0.03)
+    same = ev.results.method == "hybrid@val"
+    ev.results.loc[same, E.METRICS] = ev.results.loc[ev.results.method == "hybrid@0.7", E.METRICS].to_numpy()
+    ev.results["correct"] = ev.results.image.isin([f"im{i}" for i in range(8)])
+    ev.config = E.EvalConfig()
+    assert R.aliases(ev.results) == {"hybrid@val": "hybrid@0.7"}
+    assert not [p for p in R.comparison_pairs(LABELS, ev.results) if "hybrid@val" in p]
+    tests = R.write_tables(ev, tmp_path)["statistical_tests"]
+    conf = tests[tests.family == "confirmatory"]
+    assert len(conf) == 4 and set(zip(conf.b, conf.metric)) == {
+        ("gradcam", "insertion_auc"), ("layercam", "insertion_auc"),
+        ("gradcam", "insertion_auc_thesis"), ("layercam", "insertion_auc_thesis")}
+    assert np.allclose(conf.p_holm, S.holm(conf.p)) and (conf.subset == "all").all()
+    correct = tests[tests.subset == "correct"]
+    assert len(correct) == 8 and (correct.n == 8).all() and (correct.family == "exploratory").all()
+    report = R.render_report(ev, R.write_tables(ev, tmp_path), alpha=0.7, facts={})
+    assert "## Protocol that ran" in report and "28 steps of 1792 pixels at 224x224" in report
+    assert "top-1 prediction" in report and "Confirmatory family (fixed before the data, 4 paired t-tests" in report
+    assert "8 of 12 images have top-1 prediction = label" in report
+    assert "hybrid@val gives the same numbers as hybrid@0.7" in report
 
 
 def test_comparison_pairs() -> None:
