@@ -379,33 +379,46 @@ def box_mask(size: tuple[int, int], boxes: Sequence[Box], tolerance: float = 0.0
     return mask
 
 
-def _per_image(maps: torch.Tensor, boxes: Sequence[Sequence[Box]], score: Callable[[torch.Tensor, list], float]
-               ) -> torch.Tensor:
+def _per_image(maps: torch.Tensor, boxes: Sequence[Sequence[Box]],
+               score: Callable[[int, torch.Tensor, list], float]) -> torch.Tensor:
+    """``score(i, map_i, boxes_i)`` per image; NaN without boxes, 0 for an all-zero map."""
     if len(boxes) != len(maps):
         raise ValueError(f"boxes must hold one list per map: {len(boxes)} lists for {len(maps)} maps")
-    return torch.tensor([float("nan") if not b else 0.0 if not (m > 0).any() else score(m, list(b))
-                         for m, b in zip(maps.detach().cpu(), boxes)], dtype=torch.float64)
+    return torch.tensor([float("nan") if not b else 0.0 if not (m > 0).any() else score(i, m, list(b))
+                         for i, (m, b) in enumerate(zip(maps.detach().cpu(), boxes))], dtype=torch.float64)
 
 
-def pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]], tolerance: float = 15.0) -> torch.Tensor:
+def pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]], tolerance: float = 15.0,
+                  tie_seed: int | Sequence[int] = SEED) -> torch.Tensor:
     """Pointing game (Zhang et al., ECCV 2016 / IJCV 2018): 1 if the map's maximum is a hit, else 0.
 
-    A hit: the maximum lies within ``tolerance`` pixels (Euclidean, pixel centres) of a box of
-    the class. Ties: when several pixels share the maximum value, ALL of them must be within the
-    tolerance (a flat map cannot score by luck). All-zero map: 0. No box: NaN.
+    ONE maximiser per map: the top pixel of :func:`pixel_ranks` (ties for the maximum go to the first
+    in the seeded order ``tie_seed``, as in the insertion/deletion ranking). A hit: it lies within
+    ``tolerance`` pixels (Euclidean, pixel centres) of a box of the class. All-zero map: 0. No box: NaN.
     """
-    def hit(m: torch.Tensor, b: list) -> float:
-        return float(box_mask(tuple(m.shape), b, tolerance)[m == m.max()].all())
+    top = pixel_ranks(maps, tie_seed).argmin(dim=1).tolist()
+
+    def hit(i: int, m: torch.Tensor, b: list) -> float:
+        row, col = divmod(top[i], m.shape[-1])
+        return float(box_mask(tuple(m.shape), b, tolerance)[row, col])
     return _per_image(maps, boxes, hit)
 
 
-def energy_pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]]) -> torch.Tensor:
+def energy_pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]],
+                         max_box_fraction: float | None = None) -> torch.Tensor:
     """Energy-based pointing game (Wang et al., CVPRW 2020, Score-CAM): sum of the map inside the boxes / total.
 
     Pixels count as inside when their centre lies in a box of the class (union of boxes).
+    ``max_box_fraction``: score only images whose boxes cover less than this fraction of the
+    image (Score-CAM's paper reports the metric on boxes under half the image); NaN for the others.
     All-zero map: 0. No box: NaN.
     """
-    return _per_image(maps, boxes, lambda m, b: float(m[box_mask(tuple(m.shape), b)].sum() / m.sum()))
+    def energy(_: int, m: torch.Tensor, b: list) -> float:
+        inside = box_mask(tuple(m.shape), b)
+        if max_box_fraction is not None and inside.float().mean() >= max_box_fraction:
+            return float("nan")
+        return float(m[inside].sum() / m.sum())
+    return _per_image(maps, boxes, energy)
 
 
 def largest_region_box(map_: torch.Tensor, threshold: float = 0.2) -> Box | None:
@@ -437,7 +450,7 @@ def box_iou(maps: torch.Tensor, boxes: Sequence[Sequence[Box]], threshold: float
 
     All-zero map: 0. No box: NaN.
     """
-    return _per_image(maps, boxes, lambda m, b: max(iou(largest_region_box(m, threshold), box) for box in b))
+    return _per_image(maps, boxes, lambda _, m, b: max(iou(largest_region_box(m, threshold), box) for box in b))
 
 
 # ---------------------------------------------------------------- sanity floors

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import SEED
-from .runner import FLOORS, LOWER_IS_BETTER, METRICS, THESIS_ALPHA, Evaluation, describe_protocol
+from .runner import FLOORS, LOCALISATION, LOWER_IS_BETTER, METRICS, THESIS_ALPHA, Evaluation, describe_protocol
 from .stats import CONFIRMATORY, comparison_table, summary_table
 
 HYBRID, HYBRID_VAL, GC, LC = f"hybrid@{THESIS_ALPHA}", "hybrid@val", "gradcam", "layercam"
@@ -84,8 +84,11 @@ def write_tables(ev: Evaluation, out_dir: str | Path) -> dict[str, pd.DataFrame]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     labels = [s.label for s in ev.methods]
+    with_photo = ev.results.assign(source_photo=ev.results.source.astype(str).str.split("+").str[0])
+    class_col = "class_idx" if "class_idx" in ev.results else "label_idx"
     tables = {"evaluation_results": ev.results, "evaluation_timings": ev.timings,
-              "summary_statistics": summary_table(ev.results, METRICS),
+              "summary_statistics": summary_table(with_photo, METRICS, cluster_col="source_photo",
+                                                  class_col=class_col, cluster_metrics=LOCALISATION),
               "statistical_tests": statistical_tests(ev.results, labels)}
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
@@ -279,7 +282,9 @@ def render_report(ev: Evaluation, tables: dict[str, pd.DataFrame], alpha: float,
     lines += ["", "## Files", "", "- evaluation_results.csv: one row per image x method, every metric, the explained "
               "class, the prediction and whether it is correct (deterministic)",
               "- evaluation_timings.csv: time per image x method (run-dependent, kept apart)",
-              "- summary_statistics.csv: n, mean, std, min, max, 95% t-CI per method x metric",
+              "- summary_statistics.csv: n, mean, std, min, max, 95% t-CI per method x metric; for the localisation "
+              "metrics also the 95% BCa CI resampling source photos (a composite counts under its object's photo) "
+              "and the mean of per-class means (Zhang et al.'s pointing-game accuracy)",
               "- statistical_tests.csv: paired t-test and Wilcoxon per pair x metric x subset; `family` says "
               "confirmatory or exploratory (Holm-adjusted within its family and test), Cohen's d_z, 95% BCa "
               "bootstrap CI of the mean difference, SD of the differences, smallest difference detectable with "

@@ -38,7 +38,11 @@ THESIS_ALPHA = 0.7
 #: Metric columns of the results table (higher is better except deletion AUCs, average drop, complexity).
 METRICS: tuple[str, ...] = ("insertion_auc", "deletion_auc", "insertion_auc_thesis", "deletion_auc_thesis",
                             "average_drop", "increase_in_confidence", "coherency", "complexity", "adcc",
-                            "pointing_game", "energy_pointing_game", "box_iou")
+                            "pointing_game", "energy_pointing_game", "energy_pointing_game_small", "box_iou")
+#: Localisation metrics: their CIs resample source photos (:func:`stats.cluster_bootstrap_ci`).
+LOCALISATION: tuple[str, ...] = ("pointing_game", "energy_pointing_game", "energy_pointing_game_small", "box_iou")
+#: The energy pointing game restricted to boxes under this fraction of the image (as Score-CAM's paper).
+SMALL_BOX_FRACTION = 0.5
 LOWER_IS_BETTER: frozenset[str] = frozenset({"deletion_auc", "deletion_auc_thesis", "average_drop", "complexity"})
 
 
@@ -222,8 +226,9 @@ def evaluate_sample(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec
                "insertion_auc_thesis": thesis["insertion"], "deletion_auc_thesis": thesis["deletion"],
                "average_drop": change["average_drop"], "increase_in_confidence": change["increase_in_confidence"],
                "coherency": adcc["coherency"], "complexity": adcc["complexity"], "adcc": adcc["adcc"],
-               "pointing_game": M.pointing_game(maps, boxes, cfg.tolerance),
+               "pointing_game": M.pointing_game(maps, boxes, cfg.tolerance, seed),
                "energy_pointing_game": M.energy_pointing_game(maps, boxes),
+               "energy_pointing_game_small": M.energy_pointing_game(maps, boxes, SMALL_BOX_FRACTION),
                "box_iou": M.box_iou(maps, boxes, cfg.iou_threshold), "prob_full": change["prob_full"]}
     rows = [{"image": sample.file, "method": s.label, "kind": sample.kind, "source": sample.source,
              "label_idx": sample.label_idx, "class_idx": cls, "pred_idx": pred,
@@ -259,8 +264,10 @@ def describe_protocol(cfg: EvalConfig, size: int = 224) -> dict[str, str]:
         "Average Drop / Increase in Confidence / ADCC": (
             f"explanation image = map x the {'normalised input (as TorchCAM, pytorch-grad-cam and the ADCC code)' if cfg.explanation_space == 'normalised' else 'input in pixel space (black where the map is 0)'}"
             "; the random floor re-explains with a fresh seed"),
-        "localisation": f"pointing game tolerance {cfg.tolerance:g} px (crop pixels), box IoU threshold "
-                        f"{cfg.iou_threshold:g} of the maximum",
+        "localisation": (f"pointing game: one maximiser per map (ties: first in the image's seeded order), "
+                         f"tolerance {cfg.tolerance:g} px in crop pixels; energy pointing game on all boxes and on "
+                         f"boxes under {SMALL_BOX_FRACTION:g} of the image; box IoU threshold {cfg.iou_threshold:g} "
+                         "of the maximum; CIs resample source photos"),
     }
 
 

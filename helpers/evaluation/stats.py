@@ -107,28 +107,58 @@ def cohens_dz(a: ArrayLike, b: ArrayLike) -> float:
     return float(np.sign(d.mean()) * np.inf) if sd == 0 else float(d.mean() / sd)
 
 
+def _bootstrap(data: tuple[np.ndarray, ...], statistic, level: float, n_boot: int,
+               seed: int) -> tuple[float, float]:
+    """``scipy.stats.bootstrap`` (paired over the arrays of ``data``), BCa; the percentile interval of the
+    same resamples where BCa is undefined (all jackknife values equal, e.g. values equal up to float noise)."""
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # includes scipy's DegenerateDataWarning
+            res = stats.bootstrap(data, statistic, paired=len(data) > 1, vectorized=True, confidence_level=level,
+                                  n_resamples=n_boot, method=method, rng=np.random.default_rng(seed))
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if np.isfinite(lo) and np.isfinite(hi):
+            break
+    return lo, hi
+
+
 def bootstrap_ci(values: ArrayLike, level: float = 0.95, n_boot: int = 10_000,
                  seed: int = SEED) -> tuple[float, float]:
     """BCa bootstrap CI of the mean of ``values`` (e.g. paired differences): ``scipy.stats.bootstrap``,
-    ``n_boot`` resamples, seeded. The value twice when all values are equal, NaN for fewer than 2.
-
-    BCa is undefined when the jackknife means are all equal (values equal up to float noise):
-    there the percentile interval of the same resamples is returned.
-    """
+    ``n_boot`` resamples, seeded. The value twice when all values are equal, NaN for fewer than 2."""
     v = np.asarray(values, dtype=np.float64)
     if len(v) < 2:
         return float("nan"), float("nan")
     if np.all(v == v[0]):
         return float(v[0]), float(v[0])
-    for method in ("BCa", "percentile"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # includes scipy's DegenerateDataWarning
-            res = stats.bootstrap((v,), np.mean, confidence_level=level, n_resamples=n_boot, method=method,
-                                  rng=np.random.default_rng(seed))
-        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-        if np.isfinite(lo) and np.isfinite(hi):
-            break
-    return lo, hi
+    return _bootstrap((v,), np.mean, level, n_boot, seed)
+
+
+def cluster_bootstrap_ci(values: ArrayLike, clusters: Sequence, level: float = 0.95, n_boot: int = 10_000,
+                         seed: int = SEED) -> tuple[float, float]:
+    """BCa bootstrap CI of the mean of ``values`` resampling whole clusters (e.g. source photos), seeded.
+
+    Images that share a source are not independent: a resample draws sources with replacement and
+    takes all their images; the statistic is the mean over the drawn images (sum of cluster sums /
+    sum of cluster sizes). NaN values are dropped; NaN for fewer than 2 clusters.
+    """
+    v, g = np.asarray(values, dtype=np.float64), np.asarray(clusters)
+    if v.shape != g.shape:
+        raise ValueError(f"values and clusters must have the same length, got {v.shape} and {g.shape}")
+    keep = ~np.isnan(v)
+    _, inv = np.unique(g[keep], return_inverse=True)
+    sums, sizes = np.bincount(inv, weights=v[keep]), np.bincount(inv).astype(np.float64)
+    if len(sums) < 2:
+        return float("nan"), float("nan")
+    if np.all(sums / sizes == sums[0] / sizes[0]):
+        return float(sums[0] / sizes[0]), float(sums[0] / sizes[0])
+    return _bootstrap((sums, sizes), lambda s, c, axis=-1: s.sum(axis) / c.sum(axis), level, n_boot, seed)
+
+
+def class_mean(values: ArrayLike, classes: Sequence) -> float:
+    """Mean over classes of the per-class mean (Zhang et al.'s pointing-game accuracy); NaNs dropped."""
+    frame = pd.DataFrame({"v": np.asarray(values, dtype=np.float64), "c": np.asarray(classes)}).dropna()
+    return float(frame.groupby("c").v.mean().mean()) if len(frame) else float("nan")
 
 
 def detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -160,17 +190,32 @@ def mean_ci(values: ArrayLike, level: float = 0.95) -> tuple[float, float]:
     return float(v.mean() - half), float(v.mean() + half)
 
 
-def summary_table(results: pd.DataFrame, metrics: Sequence[str], method_col: str = "method") -> pd.DataFrame:
-    """n, mean, std, min, max and 95% t-CI of every metric per method (NaNs skipped), long format."""
+def summary_table(results: pd.DataFrame, metrics: Sequence[str], method_col: str = "method",
+                  cluster_col: str | None = None, class_col: str | None = None,
+                  cluster_metrics: Sequence[str] = ()) -> pd.DataFrame:
+    """n, mean, std, min, max and 95% t-CI of every metric per method (NaNs skipped), long format.
+
+    For ``cluster_metrics`` (e.g. the localisation metrics) also ``ci_low_cluster`` /
+    ``ci_high_cluster``, the BCa CI resampling ``cluster_col`` (source photos,
+    :func:`cluster_bootstrap_ci`), and ``class_mean``, the mean of per-``class_col`` means
+    (:func:`class_mean`); NaN for the other metrics.
+    """
     rows = []
     for method, group in results.groupby(method_col, sort=False):
         for metric in metrics:
             v = group[metric].dropna().to_numpy(dtype=np.float64)
             lo, hi = mean_ci(v)
-            rows.append({method_col: method, "metric": metric, "n": len(v),
-                         "mean": v.mean() if len(v) else np.nan, "std": v.std(ddof=1) if len(v) > 1 else np.nan,
-                         "min": v.min() if len(v) else np.nan, "max": v.max() if len(v) else np.nan,
-                         "ci_low": lo, "ci_high": hi})
+            row = {method_col: method, "metric": metric, "n": len(v),
+                   "mean": v.mean() if len(v) else np.nan, "std": v.std(ddof=1) if len(v) > 1 else np.nan,
+                   "min": v.min() if len(v) else np.nan, "max": v.max() if len(v) else np.nan,
+                   "ci_low": lo, "ci_high": hi}
+            if cluster_metrics:
+                wanted = metric in cluster_metrics
+                clo, chi = (cluster_bootstrap_ci(group[metric], group[cluster_col]) if wanted and cluster_col
+                            else (np.nan, np.nan))
+                row |= {"ci_low_cluster": clo, "ci_high_cluster": chi,
+                        "class_mean": class_mean(group[metric], group[class_col]) if wanted and class_col else np.nan}
+            rows.append(row)
     return pd.DataFrame(rows)
 
 

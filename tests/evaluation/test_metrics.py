@@ -255,10 +255,16 @@ def test_pointing_game_tolerance_and_ties() -> None:
     maps = torch.zeros(3, 40, 40)
     maps[0, 10, 30] = 1.0  # centre (30.5, 10.5): 10.5 px right of the box -> hit with 15 px tolerance
     maps[1, 10, 36] = 1.0  # 16.5 px right -> miss
-    maps[2, 5, 5] = maps[2, 35, 35] = 1.0  # tie: one max inside, one far outside -> miss
+    maps[2, 5, 5] = maps[2, 35, 35] = 1.0  # tie: one max inside, one far outside
     boxes = [[(0.0, 0.0, 20.0, 20.0)]] * 3
-    assert M.pointing_game(maps, boxes).tolist() == [1.0, 0.0, 0.0]
-    assert M.pointing_game(maps, boxes, tolerance=0.0).tolist() == [0.0, 0.0, 0.0]
+    assert M.pointing_game(maps[:2], boxes[:2]).tolist() == [1.0, 0.0]
+    assert M.pointing_game(maps[:2], boxes[:2], tolerance=0.0).tolist() == [0.0, 0.0]
+    # ONE maximiser per map: of the tied maxima, the first in the seeded order decides
+    for seed in range(20):
+        order = M.tie_orders(1600, [seed])[0].tolist()
+        inside_first = order.index(5 * 40 + 5) < order.index(35 * 40 + 35)
+        assert M.pointing_game(maps[2:], boxes[2:], tie_seed=seed).tolist() == [float(inside_first)]
+    assert {M.pointing_game(maps[2:], boxes[2:], tie_seed=s).item() for s in range(20)} == {0.0, 1.0}
     # a second box of the class catches the other maximum
     assert M.pointing_game(maps[2:], [[(0.0, 0.0, 20.0, 20.0), (30.0, 30.0, 40.0, 40.0)]]).tolist() == [1.0]
     assert torch.isnan(M.pointing_game(maps[:1], [[]])).all()
@@ -271,6 +277,10 @@ def test_energy_pointing_game_by_hand() -> None:
     # box (0, 0, 2, 2) holds the four ones: energy 4 of 6; pixel centres decide (1.9 excludes column 1)
     assert torch.allclose(M.energy_pointing_game(m, [[(0.0, 0.0, 2.0, 2.0)]]), torch.tensor([4 / 6], dtype=torch.float64))
     assert torch.allclose(M.energy_pointing_game(m, [[(0.0, 0.0, 1.4, 2.0)]]), torch.tensor([2 / 6], dtype=torch.float64))
+    # boxes under half the image only: the 2x2 box covers 4 of 16 pixels, a 4x2 box exactly half (NaN)
+    assert torch.allclose(M.energy_pointing_game(m, [[(0.0, 0.0, 2.0, 2.0)]], max_box_fraction=0.5),
+                          torch.tensor([4 / 6], dtype=torch.float64))
+    assert torch.isnan(M.energy_pointing_game(m, [[(0.0, 0.0, 4.0, 2.0)]], max_box_fraction=0.5)).all()
 
 
 def test_largest_region_box_and_iou_by_hand() -> None:

@@ -57,6 +57,8 @@ def test_one_row_per_image_and_method_with_every_metric(bundle, tmp_path) -> Non
     assert metrics[no_box][loc].isna().all().all() and metrics[~no_box].notna().all().all()
     assert metrics[~no_box].ge(0).all().all() and metrics[~no_box].le(1).all().all()
     assert len(ev.timings) == 15 and (ev.timings.ms_per_image > 0).all()
+    # the boxes (2, 2, 8, 8) cover a quarter of the 12 x 12 image: the small-box energy game scores them
+    assert ev.results.energy_pointing_game_small.equals(ev.results.energy_pointing_game)
     assert ev.curves["gradcam"]["insertion"].shape == (3, 5) and not ev.failures
     # the Gaussian floor does not look at the image: the same map for every image
     gauss = ev.results[ev.results.method == "gaussian"]
@@ -230,7 +232,11 @@ def test_confirmatory_family_of_four_and_no_identical_pairs(tmp_path) -> None:
     ev.config = E.EvalConfig()
     assert R.aliases(ev.results) == {"hybrid@val": "hybrid@0.7"}
     assert not [p for p in R.comparison_pairs(LABELS, ev.results) if "hybrid@val" in p]
-    tests = R.write_tables(ev, tmp_path)["statistical_tests"]
+    written = R.write_tables(ev, tmp_path)
+    tests, summary = written["statistical_tests"], written["summary_statistics"]
+    pg = summary[(summary.method == "gradcam") & (summary.metric == "pointing_game")].iloc[0]
+    assert (pg.ci_low_cluster, pg.ci_high_cluster, pg.class_mean) == (0.5, 0.5, 0.5)
+    assert summary[summary.metric == "insertion_auc"].ci_low_cluster.isna().all()
     conf = tests[tests.family == "confirmatory"]
     assert len(conf) == 4 and set(zip(conf.b, conf.metric)) == {
         ("gradcam", "insertion_auc"), ("layercam", "insertion_auc"),

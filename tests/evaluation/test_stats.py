@@ -76,6 +76,24 @@ def test_bootstrap_ci_is_scipys_bca() -> None:
     assert math.isnan(S.bootstrap_ci([1.0])[0])
 
 
+def test_cluster_bootstrap_resamples_sources_not_images() -> None:
+    # each source photo appears 5 times with the same value: resampling sources gives the CI of the
+    # 10 per-source values, however often they repeat; an image-level bootstrap would be ~sqrt(5) narrower
+    v = np.random.default_rng(3).normal(size=10)
+    dup, ids = np.repeat(v, 5), np.repeat([f"photo{i}" for i in range(10)], 5)
+    assert S.cluster_bootstrap_ci(dup, ids) == pytest.approx(S.bootstrap_ci(v))
+    lo, hi = S.bootstrap_ci(dup)
+    assert hi - lo < 0.6 * np.subtract(*S.cluster_bootstrap_ci(dup, ids)[::-1])
+    assert math.isnan(S.cluster_bootstrap_ci([1.0, 2.0], ["a", "a"])[0])
+    with pytest.raises(ValueError, match="same length"):
+        S.cluster_bootstrap_ci([1.0, 2.0], ["a"])
+
+
+def test_class_mean_is_the_mean_of_per_class_means() -> None:
+    # class 0: hits 1, 1, 1 (mean 1); class 1: 0 (mean 0) -> 0.5, while the per-image mean is 0.75
+    assert S.class_mean([1.0, 1.0, 1.0, 0.0, np.nan], [0, 0, 0, 1, 1]) == 0.5
+
+
 def test_detectable_difference_by_hand() -> None:
     # n = 10, sd = 1: t_{0.975, 9} = 2.262157, t_{0.80, 9} = 0.883404 (tables) -> 3.145561 / sqrt(10) = 0.994714
     assert S.detectable_difference(1.0, 10) == pytest.approx(0.994714, abs=1e-6)
