@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from . import metrics as M
 from ..cam.engine import METHODS, compute_cams, method_inputs
+from ..cam.maps import NORMALISATIONS, normalise
 from ..config import RESULTS_DIR, SEED
 from .alpha import read_alpha_json
 from ..cam.models import ModelBundle, predict_topk
@@ -103,7 +104,9 @@ class EvalConfig:
     """Settings of an evaluation run (all of them key the cache).
 
     ``target``: the class explained (:data:`TARGETS`); ``explanation_space``: where Average Drop /
-    Increase in Confidence / ADCC multiply the map into the image (:data:`metrics.EXPLANATION_SPACES`).
+    Increase in Confidence / ADCC multiply the map into the image (:data:`metrics.EXPLANATION_SPACES`);
+    ``normalise``: the scaling of every map (:data:`helpers.cam.maps.NORMALISATIONS`; "max", the thesis'
+    division by the maximum, by default).
     """
 
     rise_steps: int = M.PRESETS["rise"]["steps"]
@@ -116,8 +119,11 @@ class EvalConfig:
     cam_options: tuple[tuple[str, Any], ...] = ()
     target: str = "top1"
     explanation_space: str = "normalised"
+    normalise: str = "max"
 
     def __post_init__(self) -> None:
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(f"unknown normalise {self.normalise!r}; valid: {', '.join(NORMALISATIONS)}")
         if self.target not in TARGETS:
             raise ValueError(f"unknown target {self.target!r}; valid: {', '.join(TARGETS)}")
         if self.explanation_space not in M.EXPLANATION_SPACES:
@@ -213,14 +219,15 @@ def evaluate_sample(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec
     cls, pred = explained_class(bundle, sample, cfg.target)
     idx = torch.tensor([cls])
     xs, idxs = x.expand(len(specs), -1, -1, -1), idx.expand(len(specs))
-    maps = explain_rows(bundle, xs, idxs, specs, seed, opts)
+    maps = normalise(explain_rows(bundle, xs, idxs, specs, seed, opts), cfg.normalise)
     curves = M.insertion_deletion(bundle, xs, maps, idxs, "rise", seed, steps=cfg.rise_steps,
                                   chunk_size=cfg.chunk_size)
     thesis = thesis_aucs(bundle, xs, maps, idxs, cfg, curves["deletion"], seed)
     change = M.confidence_change(bundle, xs, maps, idxs, cfg.chunk_size, cfg.explanation_space)
     # the random floor re-explains its explanation image with a fresh seed (a new random map)
     adcc = M.adcc(bundle, xs, maps, idxs, change=change, space=cfg.explanation_space,
-                  explain=lambda images, classes: explain_rows(bundle, images, classes, specs, seed + 1, opts))
+                  explain=lambda images, classes: normalise(explain_rows(bundle, images, classes, specs, seed + 1, opts),
+                                                            cfg.normalise))
     boxes = [[b for c, b in sample.boxes_crop if c == cls]] * len(specs)
     columns = {"insertion_auc": M.auc(curves["insertion"]), "deletion_auc": M.auc(curves["deletion"]),
                "insertion_auc_thesis": thesis["insertion"], "deletion_auc_thesis": thesis["deletion"],
@@ -264,6 +271,8 @@ def describe_protocol(cfg: EvalConfig, size: int = 224) -> dict[str, str]:
         "Average Drop / Increase in Confidence / ADCC": (
             f"explanation image = map x the {'normalised input (as TorchCAM, pytorch-grad-cam and the ADCC code)' if cfg.explanation_space == 'normalised' else 'input in pixel space (black where the map is 0)'}"
             "; the random floor re-explains with a fresh seed"),
+        "map scaling": ("each map divided by its maximum" if cfg.normalise == "max"
+                        else "each map min-max scaled to [0, 1]"),
         "localisation": (f"pointing game: one maximiser per map (ties: first in the image's seeded order), "
                          f"tolerance {cfg.tolerance:g} px in crop pixels; energy pointing game on all boxes and on "
                          f"boxes under {SMALL_BOX_FRACTION:g} of the image; box IoU threshold {cfg.iou_threshold:g} "

@@ -137,6 +137,18 @@ def test_metrics_explain_the_top1_prediction_by_default(bundle) -> None:
         E.EvalConfig(explanation_space="rgb")
 
 
+def test_minmax_scaling_changes_only_the_value_based_metrics(bundle) -> None:
+    samples = make_samples(2)
+    base = E.evaluate(bundle, samples, ["gaussian"], CFG, cache_dir=None, progress=False).results
+    mm = E.evaluate(bundle, samples, ["gaussian"], dataclasses.replace(CFG, normalise="minmax"),
+                    cache_dir=None, progress=False).results
+    # the Gaussian floor's minimum is above 0: min-max lowers its complexity; rankings are unchanged
+    assert (mm.complexity < base.complexity - 0.01).all()
+    assert np.allclose(mm.insertion_auc, base.insertion_auc) and np.allclose(mm.deletion_auc, base.deletion_auc)
+    with pytest.raises(ValueError, match="unknown normalise"):
+        E.EvalConfig(normalise="sum")
+
+
 def test_random_floor_re_explains_with_a_fresh_seed(bundle) -> None:
     ev = E.evaluate(bundle, make_samples(), SPECS, CFG, cache_dir=None, progress=False).results
     rand = ev[ev.method == "random"]
