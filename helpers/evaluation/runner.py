@@ -268,9 +268,9 @@ def describe_protocol(cfg: EvalConfig, size: int = 224) -> dict[str, str]:
                                               f"{thesis['insertion_substrate']} tensor, deletion to it"),
         "pixel ranking": (f"ties (values within {M.TIE_RESOLUTION:g} x the map's maximum) broken by a seeded random "
                           "permutation per image, the same for every method"),
-        "Average Drop / Increase in Confidence / ADCC": (
-            f"explanation image = map x the {'normalised input (as TorchCAM, pytorch-grad-cam and the ADCC code)' if cfg.explanation_space == 'normalised' else 'input in pixel space (black where the map is 0)'}"
-            "; the random floor re-explains with a fresh seed"),
+        "Average Drop / Increase in Confidence / ADCC": "explanation image = map x the " + (
+            "normalised input (as TorchCAM, pytorch-grad-cam and the ADCC code)" if cfg.explanation_space == "normalised"
+            else "input in pixel space (black where the map is 0)") + "; the random floor re-explains with a fresh seed",
         "map scaling": ("each map divided by its maximum" if cfg.normalise == "max"
                         else "each map min-max scaled to [0, 1]"),
         "localisation": (f"pointing game: one maximiser per map (ties: first in the image's seeded order), "
