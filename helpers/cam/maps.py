@@ -18,6 +18,31 @@ def normalise_max(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, maps / torch.where(positive, peak, torch.ones_like(peak)), torch.zeros_like(maps))
 
 
+def normalise_minmax(maps: torch.Tensor) -> torch.Tensor:
+    """(M - min M) / (max M - min M) per map of a batch (N, ...); a constant map becomes zero (no NaN)."""
+    flat = maps.flatten(1)
+    low = flat.amin(1).view(-1, *([1] * (maps.dim() - 1)))
+    span = flat.amax(1).view(-1, *([1] * (maps.dim() - 1))) - low
+    positive = span > 0
+    return torch.where(positive, (maps - low) / torch.where(positive, span, torch.ones_like(span)),
+                       torch.zeros_like(maps))
+
+
+#: Map scalings: "max" divides by the maximum (the thesis' and the engine's default for every method);
+#: "minmax" maps [min, max] to [0, 1] (Score-CAM's and Recipro-CAM's released code). Rankings, hence
+#: insertion / deletion AUC and the pointing game, are the same under both; Average Drop, Increase in
+#: Confidence, ADCC (complexity, coherency), the energy pointing game and the box IoU's 20% threshold
+#: change wherever a map's minimum is above 0.
+NORMALISATIONS = {"max": normalise_max, "minmax": normalise_minmax}
+
+
+def normalise(maps: torch.Tensor, kind: str = "max") -> torch.Tensor:
+    """Scale each map of a batch to [0, 1] by ``kind`` (:data:`NORMALISATIONS`)."""
+    if kind not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {kind!r}; valid: {', '.join(NORMALISATIONS)}")
+    return NORMALISATIONS[kind](maps)
+
+
 def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
     """Resize maps (N, h, w) to ``size``; bilinear/bicubic use ``align_corners=False``."""
     extra = {} if mode == "nearest" else {"align_corners": False}

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .engine import FORWARD_BATCH, SCORECAM_TOP_K, register
-from .maps import upsample
+from .maps import normalise_minmax, upsample
 
 
 def _combine(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
@@ -29,14 +29,6 @@ def _safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """num / den where den != 0, else 0 (no NaN, no inf)."""
     nonzero = den != 0
     return torch.where(nonzero, num / torch.where(nonzero, den, torch.ones_like(den)), torch.zeros_like(num))
-
-
-def normalise_minmax(maps: torch.Tensor) -> torch.Tensor:
-    """(M - min M) / (max M - min M) per map of a batch (N, ...); a constant map becomes zero."""
-    flat = maps.flatten(1)
-    low = flat.amin(1).view(-1, *([1] * (maps.dim() - 1)))
-    high = flat.amax(1).view(-1, *([1] * (maps.dim() - 1)))
-    return _safe_divide(maps - low, (high - low).expand_as(maps))
 
 
 @register("cam")
@@ -102,6 +94,13 @@ def _class_scores(net: Callable[[torch.Tensor], torch.Tensor], inputs: Callable[
     return torch.cat(scores)
 
 
+#: Score-CAM variants: "softmax" = the paper's Algorithm 1 (softmax over the kept channels' masked
+#: logits); "probability" = each masked input's class probability as weight, top-k channels; "official"
+#: = the authors' released code (haofanwang/Score-CAM): probability weights, ALL channels (``top_k``
+#: ignored), channels whose upsampled map is constant skipped (their min-max mask is undefined).
+SCORECAM_VARIANTS: tuple[str, ...] = ("softmax", "probability", "official")
+
+
 @register("scorecam")
 def scorecam(acts: torch.Tensor, images: torch.Tensor, classes: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor],
              top_k: int | None = SCORECAM_TOP_K, batch_size: int = FORWARD_BATCH, scorecam_weights: str = "softmax") -> torch.Tensor:
@@ -111,17 +110,19 @@ def scorecam(acts: torch.Tensor, images: torch.Tensor, classes: torch.Tensor, fo
     masked input is X (.) H^k in the model's normalised input space, so masked-out pixels take
     the value 0 there, i.e. the training mean colour. Its class logit S_k^c gives the weights
     w_k = softmax_k(S_k^c) over the kept channels (Algorithm 1; the baseline f(X_b) is the same
-    for every k and cancels in the softmax). ``scorecam_weights="probability"`` uses instead each
-    masked input's softmax probability of the class, as the authors' released code does.
+    for every k and cancels in the softmax). ``scorecam_weights`` picks the variant
+    (:data:`SCORECAM_VARIANTS`): "probability" uses each masked input's softmax probability of the
+    class, "official" also uses all channels and skips constant ones, as the authors' code.
     Map = ReLU(sum_k w_k A^k). ``top_k``: keep the k channels of largest mean activation per
-    image (None: all K, i.e. K forwards per image).
+    image (None: all K, i.e. K forwards per image). The authors' code also min-max scales the final
+    map; the engine divides by the maximum (``maps.normalise(..., "minmax")`` gives theirs).
     """
-    if scorecam_weights not in ("softmax", "probability"):
-        raise ValueError(f"unknown scorecam_weights {scorecam_weights!r}; use 'softmax' or 'probability'")
+    if scorecam_weights not in SCORECAM_VARIANTS:
+        raise ValueError(f"unknown scorecam_weights {scorecam_weights!r}; use one of {', '.join(SCORECAM_VARIANTS)}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     n, k_all, h, w = acts.shape
-    k = k_all if top_k is None else min(top_k, k_all)
+    k = k_all if top_k is None or scorecam_weights == "official" else min(top_k, k_all)
     keep = acts.mean(dim=(2, 3)).topk(k, dim=1).indices
     kept = acts.gather(1, keep[:, :, None, None].expand(n, k, h, w))
     size = tuple(images.shape[-2:])
@@ -131,9 +132,12 @@ def scorecam(acts: torch.Tensor, images: torch.Tensor, classes: torch.Tensor, fo
         masks = normalise_minmax(upsample(kept.flatten(0, 1)[rows], size))
         return images[image] * masks[:, None], classes[image]
 
-    kind = "probability" if scorecam_weights == "probability" else "logit"
+    kind = "logit" if scorecam_weights == "softmax" else "probability"
     scores = _class_scores(forward, masked, n * k, batch_size, kind).view(n, k)
-    weights = scores if kind == "probability" else scores.softmax(dim=1)
+    weights = scores.softmax(dim=1) if kind == "logit" else scores
+    if scorecam_weights == "official":
+        flat = kept.flatten(2)
+        weights = torch.where(flat.amax(2) > flat.amin(2), weights, torch.zeros_like(weights))
     return _combine(weights, kept)
 
 

@@ -13,7 +13,13 @@ forward), never one forward per step or per image.
 * ``"zero"``: the zero tensor *in normalised space*, i.e. the pixel value ``mean`` (mid-grey
   0.5 for Lite0, ImageNet's mean colour for ResNet-50). The thesis' substrate, and also what
   RISE's reference code feeds (it zeroes the normalised tensor).
-* ``"blur"``: the image blurred with RISE's Gaussian kernel (11 x 11, sigma 5), reflect-padded.
+* ``"blur"``: the image blurred as RISE's reference code does it (:func:`gaussian_blur`): each
+  channel of the *normalised* image convolved with ``rise_kernel()`` (scipy's ``gaussian_filter``
+  with sigma 5 applied to an 11 x 11 delta -- nearly flat, see there), zero padding at the border.
+
+**Pixel ranking** (:func:`pixel_ranks`): map values equal to within ``TIE_RESOLUTION`` of the
+map's maximum are ties, and ties are broken by a seeded random permutation of the pixels (one
+seed per image, the same for every method on it), never by raster order.
 
 **Localisation** uses boxes (x0, y0, x1, y1) in crop pixel coordinates, where pixel (row i,
 column j) covers [j, j+1) x [i, i+1) and its centre is (j + 0.5, i + 0.5). A map that is all
@@ -32,18 +38,23 @@ from scipy import ndimage
 
 from ..cam.backend import infer
 from ..cam.models import ModelBundle, check_class_idx
+from ..config import SEED
 
 Box = tuple[float, float, float, float]
 SUBSTRATES: tuple[str, ...] = ("black", "zero", "blur")
 MODES: tuple[str, ...] = ("insertion", "deletion")
 
-#: Insertion/deletion protocols. "rise": Petsiuk et al. (2018) as their reference code runs it --
-#: deletion to the zero tensor in normalised space (their code zeroes the normalised input;
-#: use ``deletion_substrate="black"`` for true black pixels), insertion over a blurred copy, a fine
-#: curve. "thesis": the thesis' protocol -- 10 steps, the zero tensor for both modes. With
-#: ``steps`` a multiple of 10, the thesis' deletion curve is every (steps / 10)-th rise point.
+#: Insertion/deletion protocols. "rise": Petsiuk et al. (2018) as their reference code
+#: (eclique/RISE, ``evaluation.py`` and ``Evaluation.ipynb``) runs it -- 224 * 8 pixels per step at
+#: 224 x 224, i.e. 28 steps (HW / 28 pixels per step at other sizes); deletion to the zero tensor in
+#: normalised space (their ``torch.zeros_like``; ``deletion_substrate="black"`` gives true black
+#: pixels); insertion over :func:`gaussian_blur`; softmax probability; :func:`auc`. ``steps=224``
+#: gives a finer curve of the same protocol. "thesis": the thesis' protocol -- 10 steps, the zero
+#: tensor for both modes.
+RISE_PIXELS_PER_STEP = 224 * 8
 PRESETS: dict[str, dict] = {
-    "rise": {"steps": 50, "insertion_substrate": "blur", "deletion_substrate": "zero", "chunk_size": 32},
+    "rise": {"steps": 224 * 224 // RISE_PIXELS_PER_STEP, "insertion_substrate": "blur", "deletion_substrate": "zero",
+             "chunk_size": 32},
     "thesis": {"steps": 10, "insertion_substrate": "zero", "deletion_substrate": "zero", "chunk_size": 32},
 }
 
@@ -62,16 +73,24 @@ def from_pixels(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float
     return (pixels - _channel(mean, pixels)) / _channel(std, pixels)
 
 
+def rise_kernel(klen: int = 11, sigma: float = 5.0) -> np.ndarray:
+    """RISE's blur kernel (``gkern``): ``scipy.ndimage.gaussian_filter`` (sigma, its default
+    truncation at 4 sigma and reflect mode) applied to a ``klen`` x ``klen`` delta at the centre.
+
+    With sigma 5 the filter's reach (20 px) exceeds the 11 x 11 array, so the reflected copies of
+    the delta add up: the kernel is nearly flat (corner / centre ~ 0.8) and sums to 1.
+    """
+    delta = np.zeros((klen, klen))
+    delta[klen // 2, klen // 2] = 1.0
+    return ndimage.gaussian_filter(delta, sigma)
+
+
 def gaussian_blur(images: torch.Tensor, klen: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """RISE's insertion substrate: a per-channel Gaussian blur (``klen`` x ``klen``), reflect padding
-    (replicate padding for images too small to reflect)."""
-    x = torch.arange(klen, dtype=images.dtype, device=images.device) - (klen - 1) / 2
-    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    kernel = torch.outer(g, g) / g.sum() ** 2
+    """RISE's insertion substrate: each channel convolved with :func:`rise_kernel`, zero padding
+    (``conv2d(x, kern, padding=klen // 2)``, as their code), on the normalised image."""
+    kernel = torch.as_tensor(rise_kernel(klen, sigma), dtype=images.dtype, device=images.device)
     c = images.shape[1]
-    small = min(images.shape[-2:]) <= klen // 2  # reflect padding needs a side longer than the pad
-    padded = F.pad(images, [klen // 2] * 4, mode="replicate" if small else "reflect")
-    return F.conv2d(padded, kernel.expand(c, 1, klen, klen).contiguous(), groups=c)
+    return F.conv2d(images, kernel.expand(c, 1, klen, klen).contiguous(), padding=klen // 2, groups=c)
 
 
 def make_substrate(images: torch.Tensor, kind: str, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -85,13 +104,34 @@ def make_substrate(images: torch.Tensor, kind: str, mean: Sequence[float], std: 
     raise ValueError(f"unknown substrate {kind!r}; valid substrates: {', '.join(SUBSTRATES)}")
 
 
-def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
+#: Map values closer than this fraction of the map's maximum |value| rank as ties.
+TIE_RESOLUTION = 1e-6
+
+
+def tie_orders(n_pixels: int, seeds: Sequence[int]) -> torch.Tensor:
+    """One seeded random permutation of the pixels per seed, (N, H*W): the tie-breaking order."""
+    return torch.stack([torch.randperm(n_pixels, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def _seeds(seed: int | Sequence[int], n: int) -> list[int]:
+    seeds = [int(seed)] * n if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+    if len(seeds) != n:
+        raise ValueError(f"tie_seed has {len(seeds)} entries for {n} maps")
+    return seeds
+
+
+def pixel_ranks(maps: torch.Tensor, tie_seed: int | Sequence[int] = SEED) -> torch.Tensor:
     """Rank of every pixel by map value, (N, H*W): 0 = most important.
 
-    Ties are broken deterministically by position: among equal values the pixel earlier in
-    row-major order ranks first (a stable sort of the negated map).
+    Values are compared on a grid of ``TIE_RESOLUTION`` x the map's max |value|, so float noise
+    does not reorder pixels; ties (e.g. a ReLU map's zero plateau) are broken by a seeded random
+    permutation (:func:`tie_orders`, ``tie_seed`` one int for all maps or one per map), not by position.
     """
-    order = torch.argsort(-maps.flatten(1).float(), dim=1, stable=True)
+    flat = maps.detach().flatten(1).double().cpu()
+    scale = flat.abs().amax(dim=1, keepdim=True)
+    key = torch.round(flat / torch.where(scale > 0, scale, 1.0) / TIE_RESOLUTION)
+    perm = tie_orders(flat.shape[1], _seeds(tie_seed, len(flat)))
+    order = perm.gather(1, torch.argsort(-key.gather(1, perm), dim=1, stable=True)).to(maps.device)
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
     return ranks
@@ -141,11 +181,12 @@ def _digest(t: torch.Tensor) -> bytes:
 
 def insertion_deletion_curves(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor,
                               class_idx: int | Sequence[int], mode: str, steps: int = PRESETS["rise"]["steps"],
-                              substrate: str | None = None, chunk_size: int = 32) -> torch.Tensor:
+                              substrate: str | None = None, chunk_size: int = 32,
+                              tie_seed: int | Sequence[int] = SEED) -> torch.Tensor:
     """Insertion or deletion curves (Petsiuk et al., BMVC 2018, Sec. 4.1), shape (N, steps + 1).
 
-    Pixels are ranked by the map (:func:`pixel_ranks`). Point k is the class probability after
-    the top ``floor(k HW / steps)`` pixels were changed (all channels of a pixel together):
+    Pixels are ranked by the map (:func:`pixel_ranks`, ties broken by ``tie_seed``). Point k is
+    the class probability after the top ``floor(k HW / steps)`` pixels were changed (all channels of a pixel together):
     *deletion* replaces them in the image by the substrate (default ``"zero"``, as RISE's
     reference code), *insertion* copies them from the image onto the substrate (default
     ``"blur"``). Point 0 is the intact image (deletion) or the bare substrate (insertion).
@@ -164,7 +205,7 @@ def insertion_deletion_curves(bundle: ModelBundle, images: torch.Tensor, maps: t
     idx = check_class_idx(class_idx, n, len(bundle.class_names))
     base = make_substrate(images, substrate, bundle.mean, bundle.std)
     first, second = (base, images) if mode == "deletion" else (images, base)  # changed pixels come from `first`
-    ranks = pixel_ranks(maps)
+    ranks = pixel_ranks(maps, tie_seed).cpu()
     counts = step_counts(ranks.shape[1], steps)
     inputs = [(_digest(images[i]), int(idx[i])) for i in range(n)]
     keys = [(*inputs[i], k if k in (0, steps) else _digest(ranks[i] < counts[k]))
@@ -174,7 +215,7 @@ def insertion_deletion_curves(bundle: ModelBundle, images: torch.Tensor, maps: t
 
     def batch(start: int, stop: int) -> torch.Tensor:
         img, step = unique[start:stop] // points, unique[start:stop] % points
-        changed = (ranks[img] < counts[step, None]).view(-1, 1, *images.shape[-2:])
+        changed = (ranks[img] < counts[step, None]).view(-1, 1, *images.shape[-2:]).to(images.device)
         return torch.where(changed, first[img], second[img])
 
     probs = class_probabilities(bundle, batch, len(unique), idx[unique // points], chunk_size)
@@ -182,7 +223,9 @@ def insertion_deletion_curves(bundle: ModelBundle, images: torch.Tensor, maps: t
 
 
 def auc(curves: torch.Tensor) -> torch.Tensor:
-    """Area under curves (N, K+1) sampled at x = 0, 1/K, ..., 1: the trapezoid rule, in [0, 1]."""
+    """Area under curves (N, K+1) sampled at x = 0, 1/K, ..., 1: the trapezoid rule, in [0, 1].
+
+    RISE's ``auc``: (sum - first / 2 - last / 2) / K."""
     if curves.dim() != 2 or curves.shape[1] < 2:
         raise ValueError(f"curves must be (N, K+1) with K >= 1, got shape {tuple(curves.shape)}")
     return (curves[:, 1:] + curves[:, :-1]).sum(dim=1) / (2 * (curves.shape[1] - 1))
@@ -198,35 +241,48 @@ def _preset(preset: str, overrides: dict) -> dict:
 
 
 def insertion_deletion(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor,
-                       class_idx: int | Sequence[int], preset: str = "rise", **overrides) -> dict[str, torch.Tensor]:
+                       class_idx: int | Sequence[int], preset: str = "rise", tie_seed: int | Sequence[int] = SEED,
+                       **overrides) -> dict[str, torch.Tensor]:
     """Both curves of a preset (options overridable): ``{"insertion": (N, K+1), "deletion": (N, K+1)}``."""
     cfg = _preset(preset, overrides)
     return {mode: insertion_deletion_curves(bundle, images, maps, class_idx, mode, cfg["steps"],
-                                            cfg[f"{mode}_substrate"], cfg["chunk_size"]) for mode in MODES}
+                                            cfg[f"{mode}_substrate"], cfg["chunk_size"], tie_seed) for mode in MODES}
 
 
 def insertion_deletion_auc(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor,
-                           class_idx: int | Sequence[int], preset: str = "rise", **overrides) -> dict[str, torch.Tensor]:
+                           class_idx: int | Sequence[int], preset: str = "rise", tie_seed: int | Sequence[int] = SEED,
+                           **overrides) -> dict[str, torch.Tensor]:
     """Insertion and deletion AUC of each image: ``{"insertion": (N,), "deletion": (N,)}``.
 
     Higher insertion and lower deletion AUC mean a more faithful map. ``preset`` is a key of
     :data:`PRESETS`; ``overrides`` replace its options (steps, *_substrate, chunk_size).
     """
-    return {mode: auc(c) for mode, c in insertion_deletion(bundle, images, maps, class_idx, preset,
+    return {mode: auc(c) for mode, c in insertion_deletion(bundle, images, maps, class_idx, preset, tie_seed,
                                                              **overrides).items()}
 
 
 # ---------------------------------------------------------------- confidence-based metrics
 
-def explanation_images(images: torch.Tensor, maps: torch.Tensor, mean: Sequence[float],
-                       std: Sequence[float]) -> torch.Tensor:
-    """The explanation map multiplied into the image *in pixel space*: ``norm(pixels(x) * L)``.
+#: How the explanation image x * L is formed: "normalised" multiplies the map into the model's
+#: normalised input (as TorchCAM, pytorch-grad-cam and the ADCC authors' code do: masked pixels
+#: become the normalised zero, the mean colour); "pixel" multiplies it into the pixel values
+#: (masked pixels become black).
+EXPLANATION_SPACES: tuple[str, ...] = ("normalised", "pixel")
 
-    Where the map is 0 the pixel becomes black (not the normalised zero), where it is 1 the
-    pixel is untouched; the result is renormalised for the model.
+
+def explanation_images(images: torch.Tensor, maps: torch.Tensor, mean: Sequence[float],
+                       std: Sequence[float], space: str = "normalised") -> torch.Tensor:
+    """The explanation map multiplied into the image, in ``space`` (:data:`EXPLANATION_SPACES`).
+
+    ``"normalised"``: ``x * L``; ``"pixel"``: ``norm(pixels(x) * L)``, i.e. black where L = 0.
+    Where the map is 1 the input is untouched either way.
     """
     _check_batch(images, maps)
-    return from_pixels(to_pixels(images, mean, std) * maps[:, None], mean, std)
+    if space == "normalised":
+        return images * maps[:, None]
+    if space == "pixel":
+        return from_pixels(to_pixels(images, mean, std) * maps[:, None], mean, std)
+    raise ValueError(f"unknown explanation space {space!r}; valid: {', '.join(EXPLANATION_SPACES)}")
 
 
 def _probs(bundle: ModelBundle, images: torch.Tensor, idx: torch.Tensor, chunk_size: int) -> torch.Tensor:
@@ -234,10 +290,10 @@ def _probs(bundle: ModelBundle, images: torch.Tensor, idx: torch.Tensor, chunk_s
 
 
 def confidence_change(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, class_idx: int | Sequence[int],
-                      chunk_size: int = 32) -> dict[str, torch.Tensor]:
+                      chunk_size: int = 32, space: str = "normalised") -> dict[str, torch.Tensor]:
     """Average Drop and Increase in Confidence (Chattopadhay et al., WACV 2018, Sec. 5.1), per image.
 
-    With Y = p(c | x) and O = p(c | :func:`explanation_images`), the paper's
+    With Y = p(c | x) and O = p(c | :func:`explanation_images` in ``space``), the paper's
     ``Average Drop % = 100/N sum_i max(0, Y_i - O_i) / Y_i`` and
     ``% Increase in Confidence = 100/N sum_i 1[Y_i < O_i]``; here each image's term (as a
     fraction, not %) is returned, so their mean over images is the paper's number / 100.
@@ -245,7 +301,7 @@ def confidence_change(bundle: ModelBundle, images: torch.Tensor, maps: torch.Ten
     """
     idx = check_class_idx(class_idx, len(images), len(bundle.class_names))
     full = _probs(bundle, images, idx, chunk_size)
-    masked = _probs(bundle, explanation_images(images, maps, bundle.mean, bundle.std), idx, chunk_size)
+    masked = _probs(bundle, explanation_images(images, maps, bundle.mean, bundle.std, space), idx, chunk_size)
     drop = torch.where(full > 0, (full - masked).clamp_min(0) / torch.where(full > 0, full, 1.0), 0.0)
     return {"average_drop": drop, "increase_in_confidence": (masked > full).float(),
             "prob_full": full, "prob_explanation": masked}
@@ -277,10 +333,10 @@ Explainer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def adcc(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, class_idx: int | Sequence[int],
          explain: Explainer, chunk_size: int = 32,
-         change: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+         change: dict[str, torch.Tensor] | None = None, space: str = "normalised") -> dict[str, torch.Tensor]:
     """ADCC (Poppi, Cornia, Baraldi, Cucchiara, CVPRW 2021, Sec. 3), per image.
 
-    With L = L^c(x) the map and x * L the explanation image (:func:`explanation_images`):
+    With L = L^c(x) the map and x * L the explanation image (:func:`explanation_images` in ``space``):
 
     * Coherency = (CC(L^c(x * L), L) + 1) / 2, CC the Pearson correlation; ``explain(images,
       class_idx)`` re-explains the explanation images with the *same* method (0 correlation,
@@ -290,12 +346,13 @@ def adcc(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, class_id
     * ADCC = 3 (1 / Coherency + 1 / (1 - Complexity) + 1 / (1 - AverageDrop))^-1, the harmonic
       mean of the three (0 where a term is 0, e.g. an all-zero map whose drop is total).
 
-    ``change`` reuses a :func:`confidence_change` result of the same inputs (saves two forwards).
+    ``change`` reuses a :func:`confidence_change` result of the same inputs and ``space`` (saves
+    two forwards).
     Returns ``{"coherency", "complexity", "average_drop", "adcc"}``, each (N,).
     """
     idx = check_class_idx(class_idx, len(images), len(bundle.class_names))
-    change = change if change is not None else confidence_change(bundle, images, maps, idx, chunk_size)
-    again = explain(explanation_images(images, maps, bundle.mean, bundle.std), idx)
+    change = change if change is not None else confidence_change(bundle, images, maps, idx, chunk_size, space)
+    again = explain(explanation_images(images, maps, bundle.mean, bundle.std, space), idx)
     coherency = (pearson(again, maps) + 1) / 2
     comp = complexity(maps)
     drop = change["average_drop"]
@@ -323,33 +380,46 @@ def box_mask(size: tuple[int, int], boxes: Sequence[Box], tolerance: float = 0.0
     return mask
 
 
-def _per_image(maps: torch.Tensor, boxes: Sequence[Sequence[Box]], score: Callable[[torch.Tensor, list], float]
-               ) -> torch.Tensor:
+def _per_image(maps: torch.Tensor, boxes: Sequence[Sequence[Box]],
+               score: Callable[[int, torch.Tensor, list], float]) -> torch.Tensor:
+    """``score(i, map_i, boxes_i)`` per image; NaN without boxes, 0 for an all-zero map."""
     if len(boxes) != len(maps):
         raise ValueError(f"boxes must hold one list per map: {len(boxes)} lists for {len(maps)} maps")
-    return torch.tensor([float("nan") if not b else 0.0 if not (m > 0).any() else score(m, list(b))
-                         for m, b in zip(maps.detach().cpu(), boxes)], dtype=torch.float64)
+    return torch.tensor([float("nan") if not b else 0.0 if not (m > 0).any() else score(i, m, list(b))
+                         for i, (m, b) in enumerate(zip(maps.detach().cpu(), boxes))], dtype=torch.float64)
 
 
-def pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]], tolerance: float = 15.0) -> torch.Tensor:
+def pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]], tolerance: float = 15.0,
+                  tie_seed: int | Sequence[int] = SEED) -> torch.Tensor:
     """Pointing game (Zhang et al., ECCV 2016 / IJCV 2018): 1 if the map's maximum is a hit, else 0.
 
-    A hit: the maximum lies within ``tolerance`` pixels (Euclidean, pixel centres) of a box of
-    the class. Ties: when several pixels share the maximum value, ALL of them must be within the
-    tolerance (a flat map cannot score by luck). All-zero map: 0. No box: NaN.
+    ONE maximiser per map: the top pixel of :func:`pixel_ranks` (ties for the maximum go to the first
+    in the seeded order ``tie_seed``, as in the insertion/deletion ranking). A hit: it lies within
+    ``tolerance`` pixels (Euclidean, pixel centres) of a box of the class. All-zero map: 0. No box: NaN.
     """
-    def hit(m: torch.Tensor, b: list) -> float:
-        return float(box_mask(tuple(m.shape), b, tolerance)[m == m.max()].all())
+    top = pixel_ranks(maps, tie_seed).argmin(dim=1).tolist()
+
+    def hit(i: int, m: torch.Tensor, b: list) -> float:
+        row, col = divmod(top[i], m.shape[-1])
+        return float(box_mask(tuple(m.shape), b, tolerance)[row, col])
     return _per_image(maps, boxes, hit)
 
 
-def energy_pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]]) -> torch.Tensor:
+def energy_pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]],
+                         max_box_fraction: float | None = None) -> torch.Tensor:
     """Energy-based pointing game (Wang et al., CVPRW 2020, Score-CAM): sum of the map inside the boxes / total.
 
     Pixels count as inside when their centre lies in a box of the class (union of boxes).
+    ``max_box_fraction``: score only images whose boxes cover less than this fraction of the
+    image (Score-CAM's paper reports the metric on boxes under half the image); NaN for the others.
     All-zero map: 0. No box: NaN.
     """
-    return _per_image(maps, boxes, lambda m, b: float(m[box_mask(tuple(m.shape), b)].sum() / m.sum()))
+    def energy(_: int, m: torch.Tensor, b: list) -> float:
+        inside = box_mask(tuple(m.shape), b)
+        if max_box_fraction is not None and inside.float().mean() >= max_box_fraction:
+            return float("nan")
+        return float(m[inside].sum() / m.sum())
+    return _per_image(maps, boxes, energy)
 
 
 def largest_region_box(map_: torch.Tensor, threshold: float = 0.2) -> Box | None:
@@ -381,7 +451,7 @@ def box_iou(maps: torch.Tensor, boxes: Sequence[Sequence[Box]], threshold: float
 
     All-zero map: 0. No box: NaN.
     """
-    return _per_image(maps, boxes, lambda m, b: max(iou(largest_region_box(m, threshold), box) for box in b))
+    return _per_image(maps, boxes, lambda _, m, b: max(iou(largest_region_box(m, threshold), box) for box in b))
 
 
 # ---------------------------------------------------------------- sanity floors

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ..config import SEED
-from .runner import FLOORS, LOWER_IS_BETTER, METRICS, THESIS_ALPHA, Evaluation
-from .stats import comparison_table, summary_table
+from .runner import FLOORS, LOCALISATION, LOWER_IS_BETTER, METRICS, THESIS_ALPHA, Evaluation, describe_protocol
+from .stats import CONFIRMATORY, comparison_table, summary_table
 
 HYBRID, HYBRID_VAL, GC, LC = f"hybrid@{THESIS_ALPHA}", "hybrid@val", "gradcam", "layercam"
 ALPHA_LEVEL = 0.05
@@ -27,10 +27,35 @@ FLOAT_FORMAT = "%.8g"
 #: The thesis' numbers (10 images, ResNet-50, its 10-step protocol) for the report.
 THESIS_NUMBERS = {"insertion": {HYBRID: 0.1145, GC: 0.1140, LC: 0.1066}, "p": {GC: 0.043, LC: 0.002}}
 PRESET_COLUMNS = {"rise": ("insertion_auc", "deletion_auc"), "thesis": ("insertion_auc_thesis", "deletion_auc_thesis")}
+#: The confirmatory family, fixed before the data: hybrid@0.7 vs Grad-CAM and vs LayerCAM on insertion
+#: AUC, under the rise preset (primary) and the thesis preset (secondary) -- 4 paired t-tests, Holm-adjusted
+#: among themselves. Every other test is exploratory.
+CONFIRMATORY_TESTS: tuple[tuple[str, str, str], ...] = tuple(
+    (HYBRID, other, PRESET_COLUMNS[preset][0]) for preset in ("rise", "thesis") for other in (GC, LC))
+#: The subsets the tests run on: every image, and (the main comparison only) the correctly classified ones.
+SUBSETS = ("all", "correct")
 
 
-def comparison_pairs(labels: Sequence[str]) -> list[tuple[str, str]]:
-    """Each hybrid (0.7 and the val-chosen alpha) against every other method, plus Grad-CAM vs LayerCAM."""
+def aliases(results: pd.DataFrame) -> dict[str, str]:
+    """Methods whose every metric equals an earlier method's on every image: {alias: original}
+    (e.g. hybrid@val when the validation split chose a = 0.7). Comparing them would test nothing.
+    The confirmatory methods (hybrid@0.7, Grad-CAM, LayerCAM) count as earliest: they are never aliases."""
+    wide = {m: g.set_index("image")[list(METRICS)].sort_index() for m, g in results.groupby("method", sort=False)}
+    out: dict[str, str] = {}
+    names = sorted(wide, key=lambda m: m not in (HYBRID, GC, LC))
+    for i, m in enumerate(names):
+        for earlier in names[:i]:
+            if earlier not in out and wide[m].shape == wide[earlier].shape and wide[m].equals(wide[earlier]):
+                out[m] = earlier
+                break
+    return out
+
+
+def comparison_pairs(labels: Sequence[str], results: pd.DataFrame | None = None) -> list[tuple[str, str]]:
+    """Each hybrid (0.7 and the val-chosen alpha) against every other method, plus Grad-CAM vs LayerCAM;
+    methods identical to an earlier one in ``results`` (:func:`aliases`) are left out."""
+    dropped = set(aliases(results)) if results is not None else set()
+    labels = [m for m in labels if m not in dropped]
     pairs: list[tuple[str, str]] = []
     for h in (HYBRID, HYBRID_VAL):
         if h in labels:
@@ -40,14 +65,31 @@ def comparison_pairs(labels: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def statistical_tests(results: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
+    """The tests table: every pair x metric on all images (the confirmatory family plus the exploratory
+    tests), and the confirmatory comparisons again on the correctly classified images only (their own
+    exploratory family), with a ``subset`` column."""
+    tables = [comparison_table(results, METRICS, comparison_pairs(labels, results), seed=SEED,
+                               confirmatory=CONFIRMATORY_TESTS).assign(subset="all")]
+    if "correct" in results and results.correct.any() and {HYBRID, GC, LC} <= set(labels):
+        correct = results[results.correct.astype(bool)]
+        tables += [comparison_table(correct, [PRESET_COLUMNS[p][0] for p in PRESET_COLUMNS],
+                                    [(HYBRID, GC), (HYBRID, LC)], seed=SEED).assign(subset="correct")]
+    table = pd.concat(tables, ignore_index=True)
+    return table[["subset", *[c for c in table.columns if c != "subset"]]]
+
+
 def write_tables(ev: Evaluation, out_dir: str | Path) -> dict[str, pd.DataFrame]:
     """evaluation_results.csv, evaluation_timings.csv, summary_statistics.csv, statistical_tests.csv."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     labels = [s.label for s in ev.methods]
+    with_photo = ev.results.assign(source_photo=ev.results.source.astype(str).str.split("+").str[0])
+    class_col = "class_idx" if "class_idx" in ev.results else "label_idx"
     tables = {"evaluation_results": ev.results, "evaluation_timings": ev.timings,
-              "summary_statistics": summary_table(ev.results, METRICS),
-              "statistical_tests": comparison_table(ev.results, METRICS, comparison_pairs(labels), seed=SEED)}
+              "summary_statistics": summary_table(with_photo, METRICS, cluster_col="source_photo",
+                                                  class_col=class_col, cluster_metrics=LOCALISATION),
+              "statistical_tests": statistical_tests(ev.results, labels)}
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
     return tables
@@ -68,17 +110,20 @@ def _mean(results: pd.DataFrame, method: str, metric: str) -> float:
     return float(results.loc[results.method == method, metric].mean())
 
 
-def _test(tests: pd.DataFrame, a: str, b: str, metric: str, test: str = "paired t-test") -> pd.Series:
-    row = tests[(tests.a == a) & (tests.b == b) & (tests.metric == metric) & (tests.test == test)]
+def _test(tests: pd.DataFrame, a: str, b: str, metric: str, test: str = "paired t-test",
+          subset: str = "all") -> pd.Series:
+    sub = tests[tests.subset == subset] if "subset" in tests else tests
+    row = sub[(sub.a == a) & (sub.b == b) & (sub.metric == metric) & (sub.test == test)]
     if row.empty:
-        raise ValueError(f"no {test} of {a} vs {b} on {metric} in the tests table")
+        raise ValueError(f"no {test} of {a} vs {b} on {metric} ({subset} images) in the tests table")
     return row.iloc[0]
 
 
 def _fmt_test(t: pd.Series, w: pd.Series) -> str:
-    return (f"mean difference {t.mean_diff:+.4f} (95% bootstrap CI {t.ci_low:+.4f} to {t.ci_high:+.4f}), "
-            f"paired t = {t.statistic:.2f}, p = {t.p:.3g} (Holm-adjusted {t.p_holm:.3g}), "
-            f"Wilcoxon p = {w.p:.3g}, d_z = {t.cohens_dz:.2f}, n = {t.n}")
+    return (f"mean difference {t.mean_diff:+.4f} (95% BCa bootstrap CI {t.ci_low:+.4f} to {t.ci_high:+.4f}), "
+            f"paired t = {t.statistic:.2f}, p = {t.p:.3g} (Holm-adjusted in the {t.family} family "
+            f"{t.p_holm:.3g}), Wilcoxon p = {w.p:.3g}, d_z = {t.cohens_dz:.2f}, n = {t.n}; smallest mean "
+            f"difference detectable with 80% power at this n: {t.detectable_diff_80:.4f}")
 
 
 def comparable_means(results: pd.DataFrame, metric: str, method: str) -> tuple[pd.Series, pd.Series]:
@@ -107,9 +152,9 @@ def thesis_claims(results: pd.DataFrame, tests: pd.DataFrame, timings: pd.DataFr
             bool(means[hybrid] > means[GC] and means[hybrid] > means[LC])))
         for other in (GC, LC):
             t, w = _test(tests, hybrid, other, ins), _test(tests, hybrid, other, ins, "wilcoxon")
-            claims.append(Claim(f"[{preset} protocol] {hybrid} beats {other} on insertion AUC, p < {ALPHA_LEVEL} "
-                                "(paired t-test)", _fmt_test(t, w),
-                                bool(t.mean_diff > 0 and t.p < ALPHA_LEVEL)))
+            claims.append(Claim(f"[{preset} protocol] {hybrid} beats {other} on insertion AUC, Holm-adjusted "
+                                f"p < {ALPHA_LEVEL} (paired t-test, {t.family})", _fmt_test(t, w),
+                                bool(t.mean_diff > 0 and t.p_holm < ALPHA_LEVEL)))
         rows = [(_test(tests, hybrid, o, dele), _test(tests, hybrid, o, dele, "wilcoxon")) for o in (GC, LC)]
         claims.append(Claim(f"[{preset} protocol] deletion AUC differences of {hybrid} vs Grad-CAM and vs LayerCAM "
                             f"are not significant (p >= {ALPHA_LEVEL})",
@@ -135,9 +180,10 @@ def floor_beaten(results: pd.DataFrame, metric: str, method: str) -> dict[str, b
 def caveats(results: pd.DataFrame, claims: Sequence[Claim], n_sources: int) -> list[str]:
     """What a reader should NOT conclude, derived from the numbers."""
     n = results.image.nunique()
-    out = [f"That a method is better in general: n = {n} images from {n_sources} distinct source photos, one model "
-           "(EfficientNet-Lite0, not the thesis' ResNet-50); composites that share a source photo are not "
-           "independent, so p-values are optimistic.",
+    shared = ("; images that share a source photo are not independent, so p-values are optimistic"
+              if n_sources < n else "")
+    out = [f"That a method is better in general: n = {n} images from {n_sources} distinct source photos, one "
+           f"model{shared}.",
            "That 'not significant' means 'equal': a test that fails to reject says the data cannot tell the methods "
            "apart at this n, not that they are the same (see the CIs)."]
     by_preset = {}
@@ -164,29 +210,67 @@ def distinct_sources(results: pd.DataFrame) -> int:
     return len({s for src in results.drop_duplicates("image").source for s in str(src).split("+")})
 
 
+def _claim_lines(claims: Sequence[Claim]) -> list[str]:
+    return [line for c in claims for line in (f"- **{'HOLDS' if c.holds else 'DOES NOT HOLD'}** - {c.claim}.  ",
+                                              f"  {c.numbers}")]
+
+
+def design_lines(tests: pd.DataFrame) -> list[str]:
+    """How the tests are organised: the confirmatory family (fixed before the data) and the exploratory rest."""
+    conf = tests[tests.family == CONFIRMATORY]
+    rest = tests[tests.family != CONFIRMATORY]
+    return [f"- Confirmatory family (fixed before the data, {len(conf)} paired t-tests, Holm-adjusted among "
+            "themselves): " + "; ".join(f"{r.a} vs {r.b} on {r.metric}" for r in conf.itertuples()) + ".",
+            f"- Exploratory: the other {len(rest)} tests (every other pair x metric, the Wilcoxon tests, and the "
+            "main comparison on the correctly classified images), Holm-adjusted per test and subset, labelled "
+            "`exploratory` in statistical_tests.csv. They suggest, they do not confirm.",
+            "- CIs: BCa bootstrap of the mean paired difference (scipy.stats.bootstrap, 10,000 resamples, seeded); "
+            "each test also reports the smallest mean difference a paired t-test detects with 80% power at its n "
+            "(from the observed SD of the differences)."]
+
+
+def correct_lines(tests: pd.DataFrame, results: pd.DataFrame) -> list[str]:
+    """The main comparison on the images whose top-1 prediction equals the label (if recorded)."""
+    if "subset" not in tests or not (tests.subset == "correct").any():
+        return ["(No per-image prediction recorded, or no image classified correctly: section skipped.)"]
+    n_ok, n = results[results.correct.astype(bool)].image.nunique(), results.image.nunique()
+    lines = [f"{n_ok} of {n} images have top-1 prediction = label; the explained class and the label coincide "
+             "there (exploratory, Holm over these 4 comparisons).", ""]
+    for preset, (ins, _) in PRESET_COLUMNS.items():
+        for other in (GC, LC):
+            t = _test(tests, HYBRID, other, ins, subset="correct")
+            w = _test(tests, HYBRID, other, ins, "wilcoxon", subset="correct")
+            lines.append(f"- [{preset} protocol] {HYBRID} vs {other}, insertion AUC: {_fmt_test(t, w)}")
+    return lines
+
+
 def render_report(ev: Evaluation, tables: dict[str, pd.DataFrame], alpha: float, facts: dict[str, str]) -> str:
-    """REPORT.md text: setup, each claim with our numbers and verdict, floors, caveats, files."""
+    """REPORT.md text: setup, the protocol that ran, each claim with our numbers and verdict, the
+    correctly classified subset, floors, caveats, files."""
     results, tests = tables["evaluation_results"], tables["statistical_tests"]
     n_sources = distinct_sources(results)
     claims = thesis_claims(results, tests, tables["evaluation_timings"])
-    val_claims = thesis_claims(results, tests, tables["evaluation_timings"], hybrid=HYBRID_VAL)
+    val_alias = aliases(results).get(HYBRID_VAL) is not None
     lines = ["# Evaluation report (generated from the numbers by helpers.evaluation.report)", "",
              f"Test split: **n = {results.image.nunique()} images** from **{n_sources} distinct source photos** "
              f"({', '.join(f'{k}: {v}' for k, v in results.drop_duplicates('image').kind.value_counts().items())}). "
              f"Methods: {', '.join(s.label for s in ev.methods)}. hybrid@val uses a = {alpha:g} chosen on the "
              "validation split (notebook 4).", ""]
     lines += [f"- {k}: {v}" for k, v in facts.items()]
+    if ev.config is not None:
+        lines += ["", "## Protocol that ran", ""] + [f"- {k}: {v}" for k, v in describe_protocol(ev.config).items()]
+    lines += ["", "## Statistical design", ""] + design_lines(tests)
     lines += ["", "The thesis reported (10 images, ResNet-50, 10-step zero-substrate protocol): insertion AUC hybrid "
               f"{THESIS_NUMBERS['insertion'][HYBRID]} vs Grad-CAM {THESIS_NUMBERS['insertion'][GC]} vs LayerCAM "
               f"{THESIS_NUMBERS['insertion'][LC]}, p = {THESIS_NUMBERS['p'][GC]} / {THESIS_NUMBERS['p'][LC]}.", "",
-              "## The thesis' claims on our data", ""]
-    for c in claims:
-        lines += [f"- **{'HOLDS' if c.holds else 'DOES NOT HOLD'}** - {c.claim}.  ", f"  {c.numbers}"]
+              "## The thesis' claims on our data", ""] + _claim_lines(claims)
+    lines += ["", "## The main comparison on the correctly classified images", ""] + correct_lines(tests, results)
     lines += ["", f"## The same claims for the hybrid at the validation-chosen a = {alpha:g}", ""]
-    if alpha == THESIS_ALPHA:
-        lines += [f"(The validation split chose a = {THESIS_ALPHA:g}, the thesis' value: hybrid@val is hybrid@0.7.)", ""]
-    for c in val_claims:
-        lines += [f"- **{'HOLDS' if c.holds else 'DOES NOT HOLD'}** - {c.claim}.  ", f"  {c.numbers}"]
+    if val_alias:
+        lines += [f"(hybrid@val gives the same numbers as {aliases(results)[HYBRID_VAL]} on every image and metric: "
+                  "its comparisons are not repeated.)"]
+    else:
+        lines += _claim_lines(thesis_claims(results, tests, tables["evaluation_timings"], hybrid=HYBRID_VAL))
     lines += ["", "## Against the sanity floors (mean over images; does the method beat the floor?)", ""]
     for metric in ("insertion_auc", "deletion_auc", "pointing_game", "energy_pointing_game"):
         beat = {m: floor_beaten(results, metric, m) for m in (GC, LC, HYBRID, HYBRID_VAL)}
@@ -195,12 +279,16 @@ def render_report(ev: Evaluation, tables: dict[str, pd.DataFrame], alpha: float,
     lines += ["", "## What a reader should NOT conclude", ""] + [f"- {c}" for c in caveats(results, claims, n_sources)]
     if ev.failures:
         lines += ["", "## Images that failed (skipped)", ""] + [f"- {f}: {msg}" for f, msg in ev.failures]
-    lines += ["", "## Files", "", "- evaluation_results.csv: one row per image x method, every metric "
-              "(deterministic)", "- evaluation_timings.csv: time per image x method (run-dependent, kept apart)",
-              "- summary_statistics.csv: n, mean, std, min, max, 95% t-CI per method x metric",
-              "- statistical_tests.csv: paired t-test and Wilcoxon per pair x metric, Holm-adjusted over all "
-              "pair x metric comparisons of the same test, Cohen's d_z, 95% bootstrap CI of the mean difference",
-              "- comparison_plots.png", ""]
+    lines += ["", "## Files", "", "- evaluation_results.csv: one row per image x method, every metric, the explained "
+              "class, the prediction and whether it is correct (deterministic)",
+              "- evaluation_timings.csv: time per image x method (run-dependent, kept apart)",
+              "- summary_statistics.csv: n, mean, std, min, max, 95% t-CI per method x metric; for the localisation "
+              "metrics also the 95% BCa CI resampling source photos (a composite counts under its object's photo) "
+              "and the mean of per-class means (Zhang et al.'s pointing-game accuracy)",
+              "- statistical_tests.csv: paired t-test and Wilcoxon per pair x metric x subset; `family` says "
+              "confirmatory or exploratory (Holm-adjusted within its family and test), Cohen's d_z, 95% BCa "
+              "bootstrap CI of the mean difference, SD of the differences, smallest difference detectable with "
+              "80% power", "- comparison_plots.png", ""]
     return "\n".join(lines)
 
 

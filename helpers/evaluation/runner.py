@@ -28,9 +28,10 @@ from tqdm.auto import tqdm
 
 from . import metrics as M
 from ..cam.engine import METHODS, compute_cams, method_inputs
+from ..cam.maps import NORMALISATIONS, normalise
 from ..config import RESULTS_DIR, SEED
 from .alpha import read_alpha_json
-from ..cam.models import ModelBundle
+from ..cam.models import ModelBundle, predict_topk
 from .timing import interleaved_medians
 
 FLOORS: tuple[str, ...] = ("random", "gaussian")
@@ -38,7 +39,11 @@ THESIS_ALPHA = 0.7
 #: Metric columns of the results table (higher is better except deletion AUCs, average drop, complexity).
 METRICS: tuple[str, ...] = ("insertion_auc", "deletion_auc", "insertion_auc_thesis", "deletion_auc_thesis",
                             "average_drop", "increase_in_confidence", "coherency", "complexity", "adcc",
-                            "pointing_game", "energy_pointing_game", "box_iou")
+                            "pointing_game", "energy_pointing_game", "energy_pointing_game_small", "box_iou")
+#: Localisation metrics: their CIs resample source photos (:func:`stats.cluster_bootstrap_ci`).
+LOCALISATION: tuple[str, ...] = ("pointing_game", "energy_pointing_game", "energy_pointing_game_small", "box_iou")
+#: The energy pointing game restricted to boxes under this fraction of the image (as Score-CAM's paper).
+SMALL_BOX_FRACTION = 0.5
 LOWER_IS_BETTER: frozenset[str] = frozenset({"deletion_auc", "deletion_auc_thesis", "average_drop", "complexity"})
 
 
@@ -89,9 +94,20 @@ def default_specs(alpha: float) -> list[MethodSpec]:
     return first + others + [MethodSpec(f, f) for f in FLOORS]
 
 
+#: Which class every metric explains: the model's top-1 prediction (as RISE's and the CAM papers'
+#: evaluation code) or the image's label.
+TARGETS: tuple[str, ...] = ("top1", "label")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    """Settings of an evaluation run (all of them key the cache)."""
+    """Settings of an evaluation run (all of them key the cache).
+
+    ``target``: the class explained (:data:`TARGETS`); ``explanation_space``: where Average Drop /
+    Increase in Confidence / ADCC multiply the map into the image (:data:`metrics.EXPLANATION_SPACES`);
+    ``normalise``: the scaling of every map (:data:`helpers.cam.maps.NORMALISATIONS`; "max", the thesis'
+    division by the maximum, by default).
+    """
 
     rise_steps: int = M.PRESETS["rise"]["steps"]
     thesis_steps: int = M.PRESETS["thesis"]["steps"]
@@ -101,10 +117,23 @@ class EvalConfig:
     timing_repeats: int = 3
     timing_warmup: int = 1
     cam_options: tuple[tuple[str, Any], ...] = ()
+    target: str = "top1"
+    explanation_space: str = "normalised"
+    normalise: str = "max"
+
+    def __post_init__(self) -> None:
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(f"unknown normalise {self.normalise!r}; valid: {', '.join(NORMALISATIONS)}")
+        if self.target not in TARGETS:
+            raise ValueError(f"unknown target {self.target!r}; valid: {', '.join(TARGETS)}")
+        if self.explanation_space not in M.EXPLANATION_SPACES:
+            raise ValueError(f"unknown explanation_space {self.explanation_space!r}; valid: "
+                             f"{', '.join(M.EXPLANATION_SPACES)}")
 
 
 def image_seed(file: str) -> int:
-    """A per-image seed for the random floor, from the file name (independent of order and resumes)."""
+    """A per-image seed from the file name (independent of order and resumes): the random floor's
+    map and the tie-breaking order of the pixel ranking (the same for every method on the image)."""
     return SEED + int(hashlib.sha256(file.encode()).hexdigest()[:8], 16)
 
 
@@ -121,20 +150,20 @@ def explain(bundle: ModelBundle, images: torch.Tensor, class_idx: torch.Tensor, 
 
 
 def thesis_aucs(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, class_idx: torch.Tensor,
-                cfg: EvalConfig, rise_deletion: torch.Tensor) -> dict[str, torch.Tensor]:
+                cfg: EvalConfig, rise_deletion: torch.Tensor, tie_seed: int = M.SEED) -> dict[str, torch.Tensor]:
     """Insertion/deletion AUC under the thesis' protocol. Its deletion curve is every r-th point of the
     rise deletion curve when both use the same substrate and rise_steps = r * thesis_steps (the
     same inputs), so it is not run twice."""
     cfg_t = M.PRESETS["thesis"]
     out = {"insertion": M.auc(M.insertion_deletion_curves(bundle, images, maps, class_idx, "insertion",
                                                           cfg.thesis_steps, cfg_t["insertion_substrate"],
-                                                          cfg.chunk_size))}
+                                                          cfg.chunk_size, tie_seed))}
     if cfg.rise_steps % cfg.thesis_steps == 0 and cfg_t["deletion_substrate"] == M.PRESETS["rise"]["deletion_substrate"]:
         out["deletion"] = M.auc(rise_deletion[:, ::cfg.rise_steps // cfg.thesis_steps])
     else:
         out["deletion"] = M.auc(M.insertion_deletion_curves(bundle, images, maps, class_idx, "deletion",
                                                            cfg.thesis_steps, cfg_t["deletion_substrate"],
-                                                           cfg.chunk_size))
+                                                           cfg.chunk_size, tie_seed))
     return out
 
 
@@ -169,33 +198,48 @@ def explain_rows(bundle: ModelBundle, images: torch.Tensor, class_idx: torch.Ten
     return torch.cat(out)
 
 
+def explained_class(bundle: ModelBundle, sample: Any, target: str) -> tuple[int, int]:
+    """(class to explain, the model's top-1 prediction) for a sample under ``target``."""
+    pred = predict_topk(bundle, sample.tensor[None], k=1)[0][0][0]
+    return (pred if target == "top1" else int(sample.label_idx)), pred
+
+
 def evaluate_sample(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec], cfg: EvalConfig,
                     timed: bool = True) -> dict:
     """Every metric (and the time) of every method on one sample; JSON-ready.
 
+    Every metric explains the class ``cfg.target`` picks (the top-1 prediction by default); each
+    row records it (``class_idx``), the prediction (``pred_idx``) and whether it equals the label
+    (``correct``). Localisation uses the boxes of the explained class (NaN when it has none).
     Returns ``{"rows": [...], "curves": {label: {"insertion": [...], "deletion": [...]}},
     "timings": {label: ms}}``. The methods' maps are stacked so all their insertion/deletion
-    steps share chunked forwards.
+    steps share chunked forwards; pixel-ranking ties are broken by the image's seed.
     """
     x, seed, opts = sample.tensor[None], image_seed(sample.file), dict(cfg.cam_options)
-    idx = torch.tensor([sample.label_idx])
+    cls, pred = explained_class(bundle, sample, cfg.target)
+    idx = torch.tensor([cls])
     xs, idxs = x.expand(len(specs), -1, -1, -1), idx.expand(len(specs))
-    maps = explain_rows(bundle, xs, idxs, specs, seed, opts)
-    curves = M.insertion_deletion(bundle, xs, maps, idxs, "rise", steps=cfg.rise_steps, chunk_size=cfg.chunk_size)
-    thesis = thesis_aucs(bundle, xs, maps, idxs, cfg, curves["deletion"])
-    change = M.confidence_change(bundle, xs, maps, idxs, cfg.chunk_size)
-    adcc = M.adcc(bundle, xs, maps, idxs, change=change,
-                  explain=lambda images, classes: explain_rows(bundle, images, classes, specs, seed, opts))
-    boxes = [[b for c, b in sample.boxes_crop if c == sample.label_idx]] * len(specs)
+    maps = normalise(explain_rows(bundle, xs, idxs, specs, seed, opts), cfg.normalise)
+    curves = M.insertion_deletion(bundle, xs, maps, idxs, "rise", seed, steps=cfg.rise_steps,
+                                  chunk_size=cfg.chunk_size)
+    thesis = thesis_aucs(bundle, xs, maps, idxs, cfg, curves["deletion"], seed)
+    change = M.confidence_change(bundle, xs, maps, idxs, cfg.chunk_size, cfg.explanation_space)
+    # the random floor re-explains its explanation image with a fresh seed (a new random map)
+    adcc = M.adcc(bundle, xs, maps, idxs, change=change, space=cfg.explanation_space,
+                  explain=lambda images, classes: normalise(explain_rows(bundle, images, classes, specs, seed + 1, opts),
+                                                            cfg.normalise))
+    boxes = [[b for c, b in sample.boxes_crop if c == cls]] * len(specs)
     columns = {"insertion_auc": M.auc(curves["insertion"]), "deletion_auc": M.auc(curves["deletion"]),
                "insertion_auc_thesis": thesis["insertion"], "deletion_auc_thesis": thesis["deletion"],
                "average_drop": change["average_drop"], "increase_in_confidence": change["increase_in_confidence"],
                "coherency": adcc["coherency"], "complexity": adcc["complexity"], "adcc": adcc["adcc"],
-               "pointing_game": M.pointing_game(maps, boxes, cfg.tolerance),
+               "pointing_game": M.pointing_game(maps, boxes, cfg.tolerance, seed),
                "energy_pointing_game": M.energy_pointing_game(maps, boxes),
+               "energy_pointing_game_small": M.energy_pointing_game(maps, boxes, SMALL_BOX_FRACTION),
                "box_iou": M.box_iou(maps, boxes, cfg.iou_threshold), "prob_full": change["prob_full"]}
     rows = [{"image": sample.file, "method": s.label, "kind": sample.kind, "source": sample.source,
-             "label_idx": sample.label_idx, **{k: float(v[i]) for k, v in columns.items()}}
+             "label_idx": sample.label_idx, "class_idx": cls, "pred_idx": pred,
+             "correct": bool(pred == sample.label_idx), **{k: float(v[i]) for k, v in columns.items()}}
             for i, s in enumerate(specs)]
     timings = {}
     if timed:
@@ -204,6 +248,36 @@ def evaluate_sample(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec
         timings = {label: 1000 * sec for label, sec in medians.items()}
     return {"rows": rows, "timings": timings,
             "curves": {s.label: {m: curves[m][i].tolist() for m in M.MODES} for i, s in enumerate(specs)}}
+
+
+def describe_protocol(cfg: EvalConfig, size: int = 224) -> dict[str, str]:
+    """Plain-language statement of exactly which protocol ``cfg`` runs (for REPORT.md), at ``size`` x ``size``."""
+    rise, thesis = M.PRESETS["rise"], M.PRESETS["thesis"]
+    per_step = size * size // cfg.rise_steps
+    rise_name = "RISE's" if cfg.rise_steps == rise["steps"] else "RISE's substrates but NOT its step count"
+    return {
+        "explained class": ("the model's top-1 prediction (as RISE's and the CAM papers' code); rows record the "
+                            "label and whether the prediction equals it" if cfg.target == "top1"
+                            else "the image's label (not necessarily the prediction)"),
+        "insertion/deletion, rise preset": (
+            f"{rise_name} protocol: {cfg.rise_steps} steps of {per_step} pixels at {size}x{size} (RISE: 28 steps of "
+            f"224*8); deletion to the {rise['deletion_substrate']} tensor of normalised space; insertion over the "
+            "normalised image blurred per channel with scipy's gaussian_filter of an 11x11 delta (sigma 5), zero "
+            "padding; softmax probability; AUC = (sum - first/2 - last/2) / (n - 1)"),
+        "insertion/deletion, thesis preset": (f"{cfg.thesis_steps} steps, insertion over the "
+                                              f"{thesis['insertion_substrate']} tensor, deletion to it"),
+        "pixel ranking": (f"ties (values within {M.TIE_RESOLUTION:g} x the map's maximum) broken by a seeded random "
+                          "permutation per image, the same for every method"),
+        "Average Drop / Increase in Confidence / ADCC": "explanation image = map x the " + (
+            "normalised input (as TorchCAM, pytorch-grad-cam and the ADCC code)" if cfg.explanation_space == "normalised"
+            else "input in pixel space (black where the map is 0)") + "; the random floor re-explains with a fresh seed",
+        "map scaling": ("each map divided by its maximum" if cfg.normalise == "max"
+                        else "each map min-max scaled to [0, 1]"),
+        "localisation": (f"pointing game: one maximiser per map (ties: first in the image's seeded order), "
+                         f"tolerance {cfg.tolerance:g} px in crop pixels; energy pointing game on all boxes and on "
+                         f"boxes under {SMALL_BOX_FRACTION:g} of the image; box IoU threshold {cfg.iou_threshold:g} "
+                         "of the maximum; CIs resample source photos"),
+    }
 
 
 def cache_key(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec], cfg: EvalConfig, timed: bool) -> str:
@@ -224,6 +298,7 @@ class Evaluation:
     curves: dict[str, dict[str, np.ndarray]]
     failures: list[tuple[str, str]] = field(default_factory=list)
     methods: list[MethodSpec] = field(default_factory=list)
+    config: EvalConfig | None = None
 
 
 def evaluate(bundle: ModelBundle, samples: Sequence[Any], specs: Iterable[str | tuple | MethodSpec],
@@ -258,17 +333,18 @@ def evaluate(bundle: ModelBundle, samples: Sequence[Any], specs: Iterable[str | 
         if path is not None:
             path.write_text(json.dumps(result))
         done.append(result)
-    return collect(done, specs, failures)
+    return collect(done, specs, failures, cfg)
 
 
-def collect(done: list[dict], specs: Sequence[MethodSpec], failures: list[tuple[str, str]]) -> Evaluation:
+def collect(done: list[dict], specs: Sequence[MethodSpec], failures: list[tuple[str, str]],
+            cfg: EvalConfig | None = None) -> Evaluation:
     """Per-image results -> the tables: results (image x method), timings, stacked curves."""
     results = pd.DataFrame([row for r in done for row in r["rows"]])
     timings = pd.DataFrame([{"image": r["rows"][0]["image"], "method": label, "ms_per_image": ms}
                             for r in done for label, ms in r["timings"].items()],
                            columns=["image", "method", "ms_per_image"])
     curves = {s.label: {m: np.array([r["curves"][s.label][m] for r in done]) for m in M.MODES} for s in specs}
-    return Evaluation(results, timings, curves, failures, list(specs))
+    return Evaluation(results, timings, curves, failures, list(specs), cfg)
 
 
 def merge(*evaluations: Evaluation) -> Evaluation:
@@ -280,7 +356,10 @@ def merge(*evaluations: Evaluation) -> Evaluation:
     labels = [s.label for s in methods]
     if len(set(labels)) != len(labels):
         raise ValueError(f"evaluations to merge must have disjoint method labels, got {labels}")
+    configs = {ev.config for ev in evaluations}
+    if len(configs) > 1:
+        raise ValueError("evaluations to merge must share one EvalConfig (the same protocol)")
     return Evaluation(pd.concat([ev.results for ev in evaluations], ignore_index=True),
                       pd.concat([ev.timings for ev in evaluations], ignore_index=True),
                       {k: v for ev in evaluations for k, v in ev.curves.items()},
-                      [f for ev in evaluations for f in ev.failures], methods)
+                      [f for ev in evaluations for f in ev.failures], methods, configs.pop())

@@ -107,20 +107,78 @@ def cohens_dz(a: ArrayLike, b: ArrayLike) -> float:
     return float(np.sign(d.mean()) * np.inf) if sd == 0 else float(d.mean() / sd)
 
 
+def _bootstrap(data: tuple[np.ndarray, ...], statistic, level: float, n_boot: int,
+               seed: int) -> tuple[float, float]:
+    """``scipy.stats.bootstrap`` (paired over the arrays of ``data``), BCa; the percentile interval of the
+    same resamples where BCa is undefined (all jackknife values equal, e.g. values equal up to float noise)."""
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # includes scipy's DegenerateDataWarning
+            res = stats.bootstrap(data, statistic, paired=len(data) > 1, vectorized=True, confidence_level=level,
+                                  n_resamples=n_boot, method=method, rng=np.random.default_rng(seed))
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if np.isfinite(lo) and np.isfinite(hi):
+            break
+    return lo, hi
+
+
 def bootstrap_ci(values: ArrayLike, level: float = 0.95, n_boot: int = 10_000,
                  seed: int = SEED) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` (e.g. paired differences), seeded.
-
-    ``n_boot`` resamples of size n with replacement; the CI is the (1 - level) / 2 and
-    (1 + level) / 2 quantiles of their means. NaN for an empty input.
-    """
+    """BCa bootstrap CI of the mean of ``values`` (e.g. paired differences): ``scipy.stats.bootstrap``,
+    ``n_boot`` resamples, seeded. The value twice when all values are equal, NaN for fewer than 2."""
     v = np.asarray(values, dtype=np.float64)
-    if len(v) == 0:
+    if len(v) < 2:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    if np.all(v == v[0]):
+        return float(v[0]), float(v[0])
+    return _bootstrap((v,), np.mean, level, n_boot, seed)
+
+
+def cluster_bootstrap_ci(values: ArrayLike, clusters: Sequence, level: float = 0.95, n_boot: int = 10_000,
+                         seed: int = SEED) -> tuple[float, float]:
+    """BCa bootstrap CI of the mean of ``values`` resampling whole clusters (e.g. source photos), seeded.
+
+    Images that share a source are not independent: a resample draws sources with replacement and
+    takes all their images; the statistic is the mean over the drawn images (sum of cluster sums /
+    sum of cluster sizes). NaN values are dropped; NaN for fewer than 2 clusters.
+    """
+    v, g = np.asarray(values, dtype=np.float64), np.asarray(clusters)
+    if v.shape != g.shape:
+        raise ValueError(f"values and clusters must have the same length, got {v.shape} and {g.shape}")
+    keep = ~np.isnan(v)
+    _, inv = np.unique(g[keep], return_inverse=True)
+    sums, sizes = np.bincount(inv, weights=v[keep]), np.bincount(inv).astype(np.float64)
+    if len(sums) < 2:
+        return float("nan"), float("nan")
+    if np.all(sums / sizes == sums[0] / sizes[0]):
+        return float(sums[0] / sizes[0]), float(sums[0] / sizes[0])
+    return _bootstrap((sums, sizes), lambda s, c, axis=-1: s.sum(axis) / c.sum(axis), level, n_boot, seed)
+
+
+def class_mean(values: ArrayLike, classes: Sequence) -> float:
+    """Mean over classes of the per-class mean (Zhang et al.'s pointing-game accuracy); NaNs dropped."""
+    frame = pd.DataFrame({"v": np.asarray(values, dtype=np.float64), "c": np.asarray(classes)}).dropna()
+    return float(frame.groupby("c").v.mean().mean()) if len(frame) else float("nan")
+
+
+def detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest mean paired difference a two-sided paired t-test at ``alpha`` detects with ``power``,
+    for n pairs whose differences have standard deviation ``sd``.
+
+    Closed form (the normal-approximation formula with t quantiles, df = n - 1):
+    ``(t_{1 - alpha/2} + t_{power}) sd / sqrt(n)``. NaN for n < 2; 0 when sd = 0.
+    """
+    if n < 2 or not np.isfinite(sd):
+        return float("nan")
+    df = n - 1
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * sd / np.sqrt(n))
+
+
+def ttest_power(diff: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Exact power of the two-sided paired t-test for a true mean difference ``diff`` (noncentral t)."""
+    df, crit = n - 1, stats.t.ppf(1 - alpha / 2, n - 1)
+    nc = diff * np.sqrt(n) / sd
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
 
 
 def mean_ci(values: ArrayLike, level: float = 0.95) -> tuple[float, float]:
@@ -132,21 +190,38 @@ def mean_ci(values: ArrayLike, level: float = 0.95) -> tuple[float, float]:
     return float(v.mean() - half), float(v.mean() + half)
 
 
-def summary_table(results: pd.DataFrame, metrics: Sequence[str], method_col: str = "method") -> pd.DataFrame:
-    """n, mean, std, min, max and 95% t-CI of every metric per method (NaNs skipped), long format."""
+def summary_table(results: pd.DataFrame, metrics: Sequence[str], method_col: str = "method",
+                  cluster_col: str | None = None, class_col: str | None = None,
+                  cluster_metrics: Sequence[str] = ()) -> pd.DataFrame:
+    """n, mean, std, min, max and 95% t-CI of every metric per method (NaNs skipped), long format.
+
+    For ``cluster_metrics`` (e.g. the localisation metrics) also ``ci_low_cluster`` /
+    ``ci_high_cluster``, the BCa CI resampling ``cluster_col`` (source photos,
+    :func:`cluster_bootstrap_ci`), and ``class_mean``, the mean of per-``class_col`` means
+    (:func:`class_mean`); NaN for the other metrics.
+    """
     rows = []
     for method, group in results.groupby(method_col, sort=False):
         for metric in metrics:
             v = group[metric].dropna().to_numpy(dtype=np.float64)
             lo, hi = mean_ci(v)
-            rows.append({method_col: method, "metric": metric, "n": len(v),
-                         "mean": v.mean() if len(v) else np.nan, "std": v.std(ddof=1) if len(v) > 1 else np.nan,
-                         "min": v.min() if len(v) else np.nan, "max": v.max() if len(v) else np.nan,
-                         "ci_low": lo, "ci_high": hi})
+            row = {method_col: method, "metric": metric, "n": len(v),
+                   "mean": v.mean() if len(v) else np.nan, "std": v.std(ddof=1) if len(v) > 1 else np.nan,
+                   "min": v.min() if len(v) else np.nan, "max": v.max() if len(v) else np.nan,
+                   "ci_low": lo, "ci_high": hi}
+            if cluster_metrics:
+                wanted = metric in cluster_metrics
+                clo, chi = (cluster_bootstrap_ci(group[metric], group[cluster_col]) if wanted and cluster_col
+                            else (np.nan, np.nan))
+                row |= {"ci_low_cluster": clo, "ci_high_cluster": chi,
+                        "class_mean": class_mean(group[metric], group[class_col]) if wanted and class_col else np.nan}
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
 TESTS = {"paired t-test": paired_ttest, "wilcoxon": wilcoxon}
+#: The family of the pre-registered comparisons (paired t-test only); every other test is exploratory.
+CONFIRMATORY, EXPLORATORY = "confirmatory", "exploratory"
 
 
 def paired_values(results: pd.DataFrame, metric: str, a: str, b: str, id_col: str = "image",
@@ -162,30 +237,40 @@ def paired_values(results: pd.DataFrame, metric: str, a: str, b: str, id_col: st
 
 def comparison_table(results: pd.DataFrame, metrics: Sequence[str],
                      pairs: Sequence[tuple[str, str]] | None = None, id_col: str = "image",
-                     method_col: str = "method", seed: int = SEED) -> pd.DataFrame:
-    """Paired t-test and Wilcoxon for every (pair, metric), Holm-adjusted, with d_z and bootstrap CI.
+                     method_col: str = "method", seed: int = SEED,
+                     confirmatory: Sequence[tuple[str, str, str]] = ()) -> pd.DataFrame:
+    """Paired t-test and Wilcoxon for every (pair, metric), Holm-adjusted per family, with d_z and BCa CI.
 
-    ``pairs`` default: all pairs of methods in order of appearance. One row per pair x metric x
-    test: statistic, p, ``p_holm`` (Holm over all pair x metric comparisons of the same test),
-    mean difference (a - b), Cohen's d_z and the 95% bootstrap CI of the mean difference.
+    ``pairs`` default: all pairs of methods in order of appearance. ``confirmatory``: the
+    (a, b, metric) comparisons fixed before the data; their paired t-tests form the
+    ``"confirmatory"`` family, Holm-adjusted among themselves only. Every other row is
+    ``"exploratory"``, Holm-adjusted over the exploratory rows of the same test. One row per
+    pair x metric x test: statistic, p, ``p_holm``, ``family``, mean difference (a - b), Cohen's
+    d_z, the 95% BCa bootstrap CI of the mean difference, the SD of the differences and the
+    smallest mean difference detectable with 80% power at this n (:func:`detectable_difference`).
     """
     methods = list(dict.fromkeys(results[method_col]))
     pairs = list(pairs) if pairs is not None else list(combinations(methods, 2))
+    planned = set(confirmatory)
     rows = []
     for a, b in pairs:
         for metric in metrics:
             x, y = paired_values(results, metric, a, b, id_col, method_col)
             d = x - y
             lo, hi = bootstrap_ci(d, seed=seed)
+            sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
             for test, fn in TESTS.items():
                 res = fn(x, y)
-                rows.append({"pair": f"{a} vs {b}", "a": a, "b": b, "metric": metric, "test": test, "n": len(d),
-                             "mean_a": x.mean() if len(d) else np.nan, "mean_b": y.mean() if len(d) else np.nan,
-                             "mean_diff": d.mean() if len(d) else np.nan, "statistic": res.statistic, "p": res.p,
-                             "cohens_dz": cohens_dz(x, y), "ci_low": lo, "ci_high": hi, "note": res.note})
+                family = CONFIRMATORY if (a, b, metric) in planned and test == "paired t-test" else EXPLORATORY
+                rows.append({"family": family, "pair": f"{a} vs {b}", "a": a, "b": b, "metric": metric, "test": test,
+                             "n": len(d), "mean_a": x.mean() if len(d) else np.nan,
+                             "mean_b": y.mean() if len(d) else np.nan, "mean_diff": d.mean() if len(d) else np.nan,
+                             "statistic": res.statistic, "p": res.p, "cohens_dz": cohens_dz(x, y),
+                             "ci_low": lo, "ci_high": hi, "sd_diff": sd,
+                             "detectable_diff_80": detectable_difference(sd, len(d)), "note": res.note})
     table = pd.DataFrame(rows)
     if len(table):
         table.insert(table.columns.get_loc("p") + 1, "p_holm", np.nan)
-        for _, idx in table.groupby("test").groups.items():
+        for _, idx in table.groupby(["family", "test"]).groups.items():
             table.loc[idx, "p_holm"] = holm(table.loc[idx, "p"].to_numpy())
     return table

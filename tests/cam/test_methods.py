@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from helpers.cam.engine import METHODS, compute_cams, gradient_methods, noisy_copies
-from helpers.cam.maps import normalise_max
+from helpers.cam.maps import normalise, normalise_max
 from helpers.cam.methods import gradcam_pp, hirescam, normalise_minmax, spatial_masks, xgradcam
 from helpers.cam.models import GapLinearHead, ModelSplit, load_model, register_split, split_at
 from toy import GapLinear, toy_bundle
@@ -93,6 +93,20 @@ def test_scorecam_by_hand() -> None:
     raw = p[0] * A[0, 0] + p[1] * A[0, 1]
     maps = compute_cams(toy(), A, methods=("scorecam",), class_idx=1, top_k=None, scorecam_weights="probability")
     assert torch.allclose(maps["scorecam"][0], raw / raw.max(), atol=1e-6)
+    # "official" (the authors' code): probability weights and ALL channels, whatever top_k says
+    official = compute_cams(toy(), A, methods=("scorecam",), class_idx=1, top_k=1, scorecam_weights="official")
+    assert torch.allclose(official["scorecam"][0], raw / raw.max(), atol=1e-6)
+    # ... and a constant channel is skipped: with A1 = 2 everywhere only A0 is weighted -> A0 / max A0;
+    # the "probability" variant instead adds p(class 1 | zero input) * 2 = sigmoid(0) * 2 = 1 everywhere
+    flat = A.clone()
+    flat[0, 1] = 2.0
+    official = compute_cams(toy(), flat, methods=("scorecam",), class_idx=1, top_k=None, scorecam_weights="official")
+    assert torch.allclose(official["scorecam"][0], A[0, 0] / 4, atol=1e-6)
+    h0 = (A[0, 0] - 1) / 3
+    p0 = torch.sigmoid((0.5 - 1.0) * (A[0, 0] * h0).mean() + (3.0 + 2.0) * (2.0 * h0).mean())
+    prob = compute_cams(toy(), flat, methods=("scorecam",), class_idx=1, top_k=None, scorecam_weights="probability")
+    expected = p0 * A[0, 0] + 1.0
+    assert torch.allclose(prob["scorecam"][0], expected / expected.max(), atol=1e-6)
     # top_k=1 keeps the channel with the larger mean (A0: 2.5 > 1.25); its weight is softmax of one = 1
     maps = compute_cams(toy(), A, methods=("scorecam",), class_idx=1, top_k=1, batch_size=1)
     assert torch.allclose(maps["scorecam"][0], A[0, 0] / 4)
@@ -117,6 +131,14 @@ def test_spatial_masks() -> None:
     assert torch.equal(gauss[0], torch.tensor([[1.0, 0.5, 0.0], [0.5, 0.25, 0.0], [0.0, 0.0, 0.0]]))
     with pytest.raises(ValueError, match="unknown recipro_kernel 'box'"):
         spatial_masks(2, 2, "box")
+
+
+def test_normalise_max_or_minmax() -> None:
+    m = torch.tensor([[[1.0, 2.0], [3.0, 5.0]]])
+    assert torch.allclose(normalise(m), m / 5) and torch.allclose(normalise(m, "minmax"), (m - 1) / 4)
+    assert torch.equal(normalise(torch.zeros(1, 2, 2), "minmax"), torch.zeros(1, 2, 2))
+    with pytest.raises(ValueError, match="unknown normalisation 'sum'"):
+        normalise(m, "sum")
 
 
 def test_normalise_minmax_constant_map_is_zero() -> None:

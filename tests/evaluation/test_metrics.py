@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from scipy import ndimage
 
 from helpers.evaluation import metrics as M
 from toy import GapLinear, toy_bundle
@@ -54,22 +55,66 @@ def test_black_means_pixel_zero_in_normalised_space() -> None:
         M.make_substrate(x, "grey", (0.5,) * 3, (0.5,) * 3)
 
 
-def test_blur_keeps_constants_and_damps_stripes_by_the_kernel_sum() -> None:
+def test_rise_kernel_by_hand() -> None:
+    # scipy's gaussian_filter (sigma 5, radius 4 sigma = 20, reflect mode) of an 11-long delta at 5:
+    # the reflected input repeats with period 22 and holds the delta at 5 + 22 m and 16 + 22 m, so
+    # within reach of i in 0..10 at c = 5, -6, 16, 27, -17; weight g(t) = exp(-t^2 / 50) / sum_{|t|<=20} g
+    z = sum(math.exp(-t * t / 50) for t in range(-20, 21))
+    k1 = [sum(math.exp(-(i - c) ** 2 / 50) for c in (5, -6, 16, 27, -17) if abs(i - c) <= 20) / z
+          for i in range(11)]
+    kern = M.rise_kernel()
+    assert kern.shape == (11, 11) and kern.sum() == pytest.approx(1.0)
+    assert kern[5, 5] == pytest.approx(k1[5] ** 2) and kern[0, 0] == pytest.approx(k1[0] ** 2)
+    assert kern[0, 3] == pytest.approx(k1[0] * k1[3])
+    assert kern[0, 0] / kern[5, 5] == pytest.approx(0.876, abs=1e-3)  # nearly flat
+
+
+def test_blur_zero_pads_like_rise() -> None:
+    # RISE: conv2d(x, kern, padding=klen // 2) on the normalised image -- zero padding, per channel
     const = torch.full((1, 3, 16, 16), 0.3)
-    assert torch.allclose(M.gaussian_blur(const), const, atol=1e-6)
-    stripes = torch.zeros(1, 1, 32, 32)
-    stripes[..., ::2] = 1.0
-    # 1-D weights g(x) = exp(-x^2 / 50), x = -5..5; a column with value 1 keeps sum_{x even} g / sum g
-    g = [math.exp(-x * x / 50) for x in range(-5, 6)]
-    on = sum(w for x, w in zip(range(-5, 6), g) if x % 2 == 0) / sum(g)
-    blurred = M.gaussian_blur(stripes)
-    assert torch.allclose(blurred[..., 0::2], torch.full_like(blurred[..., 0::2], on), atol=1e-6)
-    assert torch.allclose(blurred[..., 1::2], torch.full_like(blurred[..., 1::2], 1 - on), atol=1e-6)
+    blurred = M.gaussian_blur(const)
+    assert torch.allclose(blurred[..., 5:11, 5:11], const[..., 5:11, 5:11], atol=1e-6)
+    assert blurred[0, 0, 0, 0] == pytest.approx(0.3 * M.rise_kernel()[5:, 5:].sum(), abs=1e-6)
+    x = torch.randn(1, 3, 13, 9, generator=torch.Generator().manual_seed(0))
+    by_hand = torch.stack([torch.from_numpy(ndimage.correlate(x[0, c].double().numpy(), M.rise_kernel(),
+                                                              mode="constant", cval=0.0)) for c in range(3)])
+    assert torch.allclose(M.gaussian_blur(x)[0], by_hand.float(), atol=1e-5)
 
 
-def test_ranks_break_ties_in_row_major_order() -> None:
-    ranks = M.pixel_ranks(torch.tensor([[[0.0, 1.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]))
-    assert ranks.tolist() == [[2, 0, 1, 3], [0, 1, 2, 3]]
+def test_rise_preset_is_224_times_8_pixels_per_step() -> None:
+    rise = M.PRESETS["rise"]
+    assert (rise["steps"], rise["insertion_substrate"], rise["deletion_substrate"]) == (28, "blur", "zero")
+    assert set(M.step_counts(224 * 224, rise["steps"]).diff().tolist()) == {224 * 8}
+
+
+def test_ties_are_broken_by_a_seeded_permutation_not_raster_order() -> None:
+    # a map with a big zero plateau: after its one positive pixel, the plateau must not be removed
+    # top rows first (raster order would take the first 64 plateau pixels from rows 0-3 only)
+    m = torch.zeros(1, 16, 16)
+    m[0, 15, 15] = 1.0
+    ranks = M.pixel_ranks(m, tie_seed=5)[0].view(16, 16)
+    assert ranks[15, 15] == 0
+    first = (ranks >= 1) & (ranks <= 64)
+    assert first[:4].sum() < 32
+    assert torch.equal(ranks, M.pixel_ranks(m, tie_seed=5)[0].view(16, 16))  # seeded: same seed, same order
+    assert not torch.equal(ranks, M.pixel_ranks(m, tie_seed=6)[0].view(16, 16))
+    per_row = M.pixel_ranks(m.expand(2, 16, 16), tie_seed=[5, 6])
+    assert torch.equal(per_row[0], M.pixel_ranks(m, 5)[0]) and torch.equal(per_row[1], M.pixel_ranks(m, 6)[0])
+    with pytest.raises(ValueError, match="tie_seed has 1 entries for 2 maps"):
+        M.pixel_ranks(m.expand(2, 16, 16), tie_seed=[5])
+
+
+def test_float_noise_does_not_change_the_auc(toy) -> None:
+    # the evidence (channel 0) grows row by row; the map is a bump in one corner on a zero plateau
+    x = torch.zeros(1, 3, 16, 16)
+    x[0, 0] = torch.arange(16.0)[:, None].expand(16, 16) / 4
+    m = torch.zeros(1, 16, 16)
+    m[0, 10:, 10:] = torch.rand(6, 6, generator=torch.Generator().manual_seed(0)) + 0.1
+    noisy = m + 1e-7 * torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(1))
+    for mode in M.MODES:
+        a, b = (M.auc(M.insertion_deletion_curves(toy, x, mp, 0, mode, steps=16, substrate="zero", tie_seed=3))
+                for mp in (m, noisy))
+        assert abs(float(a - b)) <= 1e-4
 
 
 def test_step_counts() -> None:
@@ -81,6 +126,8 @@ def test_step_counts() -> None:
 def test_auc_of_known_curves() -> None:
     curves = torch.tensor([[0.3, 0.3, 0.3], [0.0, 0.5, 1.0], [0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
     assert torch.allclose(M.auc(curves), torch.tensor([0.3, 0.5, 0.75, 0.25]))
+    # RISE's auc: (sum - first / 2 - last / 2) / (n - 1) = (1.75 - 0.5 - 0.125) / 2
+    assert M.auc(torch.tensor([[1.0, 0.5, 0.25]])).item() == pytest.approx(0.5625)
     with pytest.raises(ValueError, match="K >= 1"):
         M.auc(torch.ones(2, 1))
 
@@ -140,11 +187,21 @@ def test_bad_shapes_and_modes(toy) -> None:
 
 # ---------------------------------------------------------------- confidence-based metrics
 
+def test_explanation_images_multiply_in_normalised_space_by_default() -> None:
+    # TorchCAM / pytorch-grad-cam / the ADCC code: map x normalised input (0 = the mean colour)
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    x = torch.full((1, 3, 2, 2), 0.6)
+    maps = torch.tensor([[[1.0, 0.5], [0.0, 0.25]]])
+    assert torch.allclose(M.explanation_images(x, maps, mean, std)[0, 1], torch.tensor([[0.6, 0.3], [0.0, 0.15]]))
+    with pytest.raises(ValueError, match="unknown explanation space 'rgb'"):
+        M.explanation_images(x, maps, mean, std, space="rgb")
+
+
 def test_explanation_images_multiply_in_pixel_space() -> None:
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     x = torch.full((1, 3, 2, 2), 0.6)  # pixel value 0.8
     maps = torch.tensor([[[1.0, 0.5], [0.0, 0.25]]])
-    pixels = M.to_pixels(M.explanation_images(x, maps, mean, std), mean, std)
+    pixels = M.to_pixels(M.explanation_images(x, maps, mean, std, space="pixel"), mean, std)
     assert torch.allclose(pixels[0, 1], torch.tensor([[0.8, 0.4], [0.0, 0.2]]))
 
 
@@ -199,10 +256,16 @@ def test_pointing_game_tolerance_and_ties() -> None:
     maps = torch.zeros(3, 40, 40)
     maps[0, 10, 30] = 1.0  # centre (30.5, 10.5): 10.5 px right of the box -> hit with 15 px tolerance
     maps[1, 10, 36] = 1.0  # 16.5 px right -> miss
-    maps[2, 5, 5] = maps[2, 35, 35] = 1.0  # tie: one max inside, one far outside -> miss
+    maps[2, 5, 5] = maps[2, 35, 35] = 1.0  # tie: one max inside, one far outside
     boxes = [[(0.0, 0.0, 20.0, 20.0)]] * 3
-    assert M.pointing_game(maps, boxes).tolist() == [1.0, 0.0, 0.0]
-    assert M.pointing_game(maps, boxes, tolerance=0.0).tolist() == [0.0, 0.0, 0.0]
+    assert M.pointing_game(maps[:2], boxes[:2]).tolist() == [1.0, 0.0]
+    assert M.pointing_game(maps[:2], boxes[:2], tolerance=0.0).tolist() == [0.0, 0.0]
+    # ONE maximiser per map: of the tied maxima, the first in the seeded order decides
+    for seed in range(20):
+        order = M.tie_orders(1600, [seed])[0].tolist()
+        inside_first = order.index(5 * 40 + 5) < order.index(35 * 40 + 35)
+        assert M.pointing_game(maps[2:], boxes[2:], tie_seed=seed).tolist() == [float(inside_first)]
+    assert {M.pointing_game(maps[2:], boxes[2:], tie_seed=s).item() for s in range(20)} == {0.0, 1.0}
     # a second box of the class catches the other maximum
     assert M.pointing_game(maps[2:], [[(0.0, 0.0, 20.0, 20.0), (30.0, 30.0, 40.0, 40.0)]]).tolist() == [1.0]
     assert torch.isnan(M.pointing_game(maps[:1], [[]])).all()
@@ -215,6 +278,10 @@ def test_energy_pointing_game_by_hand() -> None:
     # box (0, 0, 2, 2) holds the four ones: energy 4 of 6; pixel centres decide (1.9 excludes column 1)
     assert torch.allclose(M.energy_pointing_game(m, [[(0.0, 0.0, 2.0, 2.0)]]), torch.tensor([4 / 6], dtype=torch.float64))
     assert torch.allclose(M.energy_pointing_game(m, [[(0.0, 0.0, 1.4, 2.0)]]), torch.tensor([2 / 6], dtype=torch.float64))
+    # boxes under half the image only: the 2x2 box covers 4 of 16 pixels, a 4x2 box exactly half (NaN)
+    assert torch.allclose(M.energy_pointing_game(m, [[(0.0, 0.0, 2.0, 2.0)]], max_box_fraction=0.5),
+                          torch.tensor([4 / 6], dtype=torch.float64))
+    assert torch.isnan(M.energy_pointing_game(m, [[(0.0, 0.0, 4.0, 2.0)]], max_box_fraction=0.5)).all()
 
 
 def test_largest_region_box_and_iou_by_hand() -> None:

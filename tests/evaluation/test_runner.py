@@ -1,6 +1,7 @@
 """Evaluation loop on a toy model and fake samples: table shape, cache/resume, failures, specs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -10,6 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from helpers.cam.engine import compute_cams
+from helpers.cam.models import predict_topk
 from helpers.evaluation import runner as E
 from helpers.evaluation import metrics as M
 from toy import GapLinear, toy_bundle
@@ -54,6 +57,8 @@ def test_one_row_per_image_and_method_with_every_metric(bundle, tmp_path) -> Non
     assert metrics[no_box][loc].isna().all().all() and metrics[~no_box].notna().all().all()
     assert metrics[~no_box].ge(0).all().all() and metrics[~no_box].le(1).all().all()
     assert len(ev.timings) == 15 and (ev.timings.ms_per_image > 0).all()
+    # the boxes (2, 2, 8, 8) cover a quarter of the 12 x 12 image: the small-box energy game scores them
+    assert ev.results.energy_pointing_game_small.equals(ev.results.energy_pointing_game)
     assert ev.curves["gradcam"]["insertion"].shape == (3, 5) and not ev.failures
     # the Gaussian floor does not look at the image: the same map for every image
     gauss = ev.results[ev.results.method == "gaussian"]
@@ -109,6 +114,47 @@ def test_specs_and_chosen_alpha(tmp_path) -> None:
         E.evaluate(None, [], ["gradcam", "gradcam"])
 
 
+def test_metrics_explain_the_top1_prediction_by_default(bundle) -> None:
+    samples = make_samples()
+    preds = [predict_topk(bundle, smp.tensor[None], 1)[0][0][0] for smp in samples]
+    for smp, p in zip(samples, preds):
+        smp.label_idx = 1 - p  # every label disagrees with the model
+    top1 = E.evaluate(bundle, samples, ["gradcam", "random"], CFG, cache_dir=None, progress=False).results
+    assert top1.class_idx.tolist() == [p for p in preds for _ in range(2)] and top1.pred_idx.equals(top1.class_idx)
+    assert not top1.correct.any()
+    label = E.evaluate(bundle, samples, ["gradcam", "random"], dataclasses.replace(CFG, target="label"),
+                       cache_dir=None, progress=False).results
+    assert label.class_idx.equals(label.label_idx) and not label.insertion_auc.equals(top1.insertion_auc)
+    # the rise curve of a row is the metric run on the explained class, ties broken by the image's seed
+    x = samples[2].tensor[None]
+    gc = compute_cams(bundle, x, ("gradcam",), class_idx=preds[2])["gradcam"].cpu()
+    by_hand = M.insertion_deletion_auc(bundle, x, gc, preds[2], tie_seed=E.image_seed("im2.png"),
+                                       steps=CFG.rise_steps, chunk_size=CFG.chunk_size)["insertion"]
+    assert top1.insertion_auc.iloc[4] == pytest.approx(float(by_hand), abs=1e-6)
+    with pytest.raises(ValueError, match="unknown target 'guess'"):
+        E.EvalConfig(target="guess")
+    with pytest.raises(ValueError, match="unknown explanation_space"):
+        E.EvalConfig(explanation_space="rgb")
+
+
+def test_minmax_scaling_changes_only_the_value_based_metrics(bundle) -> None:
+    samples = make_samples(2)
+    base = E.evaluate(bundle, samples, ["gaussian"], CFG, cache_dir=None, progress=False).results
+    mm = E.evaluate(bundle, samples, ["gaussian"], dataclasses.replace(CFG, normalise="minmax"),
+                    cache_dir=None, progress=False).results
+    # the Gaussian floor's minimum is above 0: min-max lowers its complexity; rankings are unchanged
+    assert (mm.complexity < base.complexity - 0.01).all()
+    assert np.allclose(mm.insertion_auc, base.insertion_auc) and np.allclose(mm.deletion_auc, base.deletion_auc)
+    with pytest.raises(ValueError, match="unknown normalise"):
+        E.EvalConfig(normalise="sum")
+
+
+def test_random_floor_re_explains_with_a_fresh_seed(bundle) -> None:
+    ev = E.evaluate(bundle, make_samples(), SPECS, CFG, cache_dir=None, progress=False).results
+    rand = ev[ev.method == "random"]
+    assert (rand.coherency < 0.75).all()  # a new random map: correlation near 0, not 1 by construction
+
+
 def test_random_floor_is_seeded_by_file_name() -> None:
     assert E.image_seed("a.png") == E.image_seed("a.png") != E.image_seed("b.png")
     assert np.isfinite(E.image_seed("a.png"))
@@ -117,6 +163,7 @@ def test_random_floor_is_seeded_by_file_name() -> None:
 # ---------------------------------------------------------------- report: verdicts from synthetic tables
 
 from helpers.evaluation import report as R  # noqa: E402
+from helpers.evaluation import stats as S  # noqa: E402
 from helpers.evaluation.stats import comparison_table  # noqa: E402
 
 LABELS = ["gradcam", "layercam", "hybrid@val", "hybrid@0.7", "random", "gaussian"]
@@ -144,24 +191,24 @@ def synthetic(hybrid_gain: float, n: int = 12, slow: float = 1.0) -> E.Evaluatio
 
 def verdicts(ev: E.Evaluation) -> dict[str, bool]:
     auc_metrics = [m for cols in R.PRESET_COLUMNS.values() for m in cols]  # all that the claims read
-    tests = comparison_table(ev.results, auc_metrics, R.comparison_pairs(LABELS))
+    tests = comparison_table(ev.results, auc_metrics, R.comparison_pairs(LABELS), confirmatory=R.CONFIRMATORY_TESTS)
     return {c.claim: c.holds for c in R.thesis_claims(ev.results, tests, ev.timings)}
 
 
 def test_verdicts_follow_the_numbers() -> None:
     good = verdicts(synthetic(hybrid_gain=0.03))
     assert good["[rise protocol] hybrid@0.7 has a higher mean insertion AUC than Grad-CAM and LayerCAM"]
-    assert good["[rise protocol] hybrid@0.7 beats gradcam on insertion AUC, p < 0.05 (paired t-test)"]
+    assert good["[rise protocol] hybrid@0.7 beats gradcam on insertion AUC, Holm-adjusted p < 0.05 (paired t-test, confirmatory)"]
     assert good["hybrid@0.7 costs no extra time over Grad-CAM (median ratio <= 1.1)"]
     assert all(v for k, v in good.items() if "deletion" in k)
     bad = verdicts(synthetic(hybrid_gain=-0.03, slow=1.5))
     assert not bad["[rise protocol] hybrid@0.7 has a higher mean insertion AUC than Grad-CAM and LayerCAM"]
-    assert not bad["[thesis protocol] hybrid@0.7 beats gradcam on insertion AUC, p < 0.05 (paired t-test)"]
+    assert not bad["[thesis protocol] hybrid@0.7 beats gradcam on insertion AUC, Holm-adjusted p < 0.05 (paired t-test, confirmatory)"]
     assert not bad["hybrid@0.7 costs no extra time over Grad-CAM (median ratio <= 1.1)"]
     # layercam is 0.01 below Grad-CAM: equal to Grad-CAM means the hybrid is best only on a tie, and not
     # significantly better than Grad-CAM (the differences are +-0.002 around zero)
     tie = verdicts(synthetic(hybrid_gain=0.0))
-    assert not tie["[rise protocol] hybrid@0.7 beats gradcam on insertion AUC, p < 0.05 (paired t-test)"]
+    assert not tie["[rise protocol] hybrid@0.7 beats gradcam on insertion AUC, Holm-adjusted p < 0.05 (paired t-test, confirmatory)"]
 
 
 def test_ranking_compares_only_methods_on_the_same_images() -> None:
@@ -187,6 +234,33 @@ def test_report_and_tables_are_generated_and_deterministic(tmp_path) -> None:
     assert (tmp_path / "plots.png").is_file()
     tests = pd.read_csv(tmp_path / "a" / "statistical_tests.csv")
     assert {"pair", "metric", "test", "statistic", "p", "p_holm", "cohens_dz", "ci_low", "ci_high"} <= set(tests.columns)
+
+
+def test_confirmatory_family_of_four_and_no_identical_pairs(tmp_path) -> None:
+    ev = synthetic(hybrid_gain=0.03)
+    same = ev.results.method == "hybrid@val"
+    ev.results.loc[same, E.METRICS] = ev.results.loc[ev.results.method == "hybrid@0.7", E.METRICS].to_numpy()
+    ev.results["correct"] = ev.results.image.isin([f"im{i}" for i in range(8)])
+    ev.config = E.EvalConfig()
+    assert R.aliases(ev.results) == {"hybrid@val": "hybrid@0.7"}
+    assert not [p for p in R.comparison_pairs(LABELS, ev.results) if "hybrid@val" in p]
+    written = R.write_tables(ev, tmp_path)
+    tests, summary = written["statistical_tests"], written["summary_statistics"]
+    pg = summary[(summary.method == "gradcam") & (summary.metric == "pointing_game")].iloc[0]
+    assert (pg.ci_low_cluster, pg.ci_high_cluster, pg.class_mean) == (0.5, 0.5, 0.5)
+    assert summary[summary.metric == "insertion_auc"].ci_low_cluster.isna().all()
+    conf = tests[tests.family == "confirmatory"]
+    assert len(conf) == 4 and set(zip(conf.b, conf.metric)) == {
+        ("gradcam", "insertion_auc"), ("layercam", "insertion_auc"),
+        ("gradcam", "insertion_auc_thesis"), ("layercam", "insertion_auc_thesis")}
+    assert np.allclose(conf.p_holm, S.holm(conf.p)) and (conf.subset == "all").all()
+    correct = tests[tests.subset == "correct"]
+    assert len(correct) == 8 and (correct.n == 8).all() and (correct.family == "exploratory").all()
+    report = R.render_report(ev, R.write_tables(ev, tmp_path), alpha=0.7, facts={})
+    assert "## Protocol that ran" in report and "28 steps of 1792 pixels at 224x224" in report
+    assert "top-1 prediction" in report and "Confirmatory family (fixed before the data, 4 paired t-tests" in report
+    assert "8 of 12 images have top-1 prediction = label" in report
+    assert "hybrid@val gives the same numbers as hybrid@0.7" in report
 
 
 def test_comparison_pairs() -> None:

@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scipy import stats
+
 from helpers.evaluation import stats as S
 
 
@@ -64,6 +66,44 @@ def test_bootstrap_ci_by_hand_and_seeded() -> None:
     assert lo < v.mean() < hi
 
 
+def test_bootstrap_ci_is_scipys_bca() -> None:
+    # a skewed sample: BCa shifts the interval against the percentile one; the CI is scipy's BCa, seeded
+    v = np.random.default_rng(2).exponential(size=25)
+    ref = stats.bootstrap((v,), np.mean, n_resamples=10_000, method="BCa", rng=np.random.default_rng(7))
+    assert S.bootstrap_ci(v, seed=7) == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high))
+    means = v[np.random.default_rng(7).integers(0, 25, size=(10_000, 25))].mean(axis=1)
+    assert S.bootstrap_ci(v, seed=7)[1] > np.quantile(means, 0.975) + 0.01  # not the percentile interval
+    assert math.isnan(S.bootstrap_ci([1.0])[0])
+
+
+def test_cluster_bootstrap_resamples_sources_not_images() -> None:
+    # each source photo appears 5 times with the same value: resampling sources gives the CI of the
+    # 10 per-source values, however often they repeat; an image-level bootstrap would be ~sqrt(5) narrower
+    v = np.random.default_rng(3).normal(size=10)
+    dup, ids = np.repeat(v, 5), np.repeat([f"photo{i}" for i in range(10)], 5)
+    assert S.cluster_bootstrap_ci(dup, ids) == pytest.approx(S.bootstrap_ci(v))
+    lo, hi = S.bootstrap_ci(dup)
+    assert hi - lo < 0.6 * np.subtract(*S.cluster_bootstrap_ci(dup, ids)[::-1])
+    assert math.isnan(S.cluster_bootstrap_ci([1.0, 2.0], ["a", "a"])[0])
+    with pytest.raises(ValueError, match="same length"):
+        S.cluster_bootstrap_ci([1.0, 2.0], ["a"])
+
+
+def test_class_mean_is_the_mean_of_per_class_means() -> None:
+    # class 0: hits 1, 1, 1 (mean 1); class 1: 0 (mean 0) -> 0.5, while the per-image mean is 0.75
+    assert S.class_mean([1.0, 1.0, 1.0, 0.0, np.nan], [0, 0, 0, 1, 1]) == 0.5
+
+
+def test_detectable_difference_by_hand() -> None:
+    # n = 10, sd = 1: t_{0.975, 9} = 2.262157, t_{0.80, 9} = 0.883404 (tables) -> 3.145561 / sqrt(10) = 0.994714
+    assert S.detectable_difference(1.0, 10) == pytest.approx(0.994714, abs=1e-6)
+    assert S.detectable_difference(0.02, 10) == pytest.approx(0.02 * 0.994714, abs=1e-7)
+    # the exact (noncentral t) power at that difference is the nominal 80%
+    assert S.ttest_power(S.detectable_difference(1.0, 10), 1.0, 10) == pytest.approx(0.8, abs=0.005)
+    assert S.ttest_power(S.detectable_difference(0.1, 800), 0.1, 800) == pytest.approx(0.8, abs=0.001)
+    assert math.isnan(S.detectable_difference(1.0, 1)) and S.detectable_difference(0.0, 5) == 0.0
+
+
 def test_mean_ci_by_hand() -> None:
     # (1, 2, 3): mean 2, sd 1, t_{0.975, 2} = 4.302653 -> 2 +- 4.302653 / sqrt 3
     lo, hi = S.mean_ci([1.0, 2.0, 3.0])
@@ -87,6 +127,20 @@ def test_comparison_table_pairs_images_and_adjusts() -> None:
     t_rows = table[table.test == "paired t-test"]
     assert np.allclose(t_rows.p_holm, S.holm(t_rows.p))
     assert (table.p_holm >= table.p).all()
+
+
+def test_confirmatory_family_is_holm_adjusted_on_its_own() -> None:
+    planned = [("A", "B", "ins"), ("A", "C", "ins")]
+    table = S.comparison_table(results_table(), ["ins"], confirmatory=planned)
+    conf = table[table.family == "confirmatory"]
+    assert sorted(conf.pair) == ["A vs B", "A vs C"] and (conf.test == "paired t-test").all()
+    assert np.allclose(conf.p_holm, S.holm(conf.p))  # a family of 2, not of all 6 tests
+    expl = table[(table.family == "exploratory") & (table.test == "paired t-test")]
+    assert list(expl.pair) == ["B vs C"] and expl.p_holm.iloc[0] == pytest.approx(expl.p.iloc[0])
+    ab = conf[conf.pair == "A vs B"].iloc[0]
+    d = np.array([0.1, 0.2, 0.2, 0.3])
+    assert ab.sd_diff == pytest.approx(d.std(ddof=1))
+    assert ab.detectable_diff_80 == pytest.approx(S.detectable_difference(d.std(ddof=1), 4))
 
 
 def test_summary_table() -> None:
