@@ -279,21 +279,22 @@ def accuracy(manifest: pd.DataFrame) -> dict[str, float]:
 
 def load_imagenet_samples(bundle: Any, split: str | None = "test", limit: int | None = None,
                           root: str | Path | None = None, manifest: str | Path = IMAGENET_MANIFEST,
-                          **locate_kwargs: Any) -> list[Sample]:
+                          spread: bool = False, **locate_kwargs: Any) -> list[Sample]:
     """The real photos of ``split`` as :class:`Sample` objects (no boxes), read from the dataset folder.
 
-    Raises :class:`DatasetUnavailable` when the photos cannot be had (see :func:`locate`).
+    ``limit`` keeps the first photos (class order), or with ``spread`` evenly spaced ones (many
+    kinds of class). Raises :class:`DatasetUnavailable` when the photos cannot be had (:func:`locate`).
     """
     folder = locate(root, **locate_kwargs)
-    return load_samples(bundle, split=split, limit=limit, manifest=manifest, root=folder)
+    return load_samples(bundle, split=split, limit=limit, manifest=manifest, root=folder, spread=spread)
 
 
-def study_samples(bundle: Any, split: str = "test", limit: int | None = None, **locate_kwargs: Any
-                  ) -> tuple[str, list[Sample]]:
+def study_samples(bundle: Any, split: str = "test", limit: int | None = None, spread: bool = False,
+                  **locate_kwargs: Any) -> tuple[str, list[Sample]]:
     """``(dataset name, samples)``: the real photos when available, else (after printing why) the
     packaged dataset's samples of the same split. A checksum mismatch is still an error."""
     try:
-        return IMAGENET, load_imagenet_samples(bundle, split, limit, **locate_kwargs)
+        return IMAGENET, load_imagenet_samples(bundle, split, limit, spread=spread, **locate_kwargs)
     except DatasetUnavailable as err:
         print(err)
-        return PACKAGED, load_samples(bundle, split=split, limit=limit, manifest=MANIFEST)
+        return PACKAGED, load_samples(bundle, split=split, limit=limit, manifest=MANIFEST, spread=spread)

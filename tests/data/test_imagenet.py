@@ -185,3 +185,12 @@ def test_real_photos_give_the_committed_top5_and_samples(lite0):
     assert samples[0].tensor.shape == (3, 224, 224) and samples[0].tensor.dtype == torch.float32
     name, same = inet.study_samples(lite0, "test", limit=2, download_missing=False, progress=False)
     assert name == inet.IMAGENET and [s.file for s in same] == [s.file for s in samples]
+
+
+def test_load_samples_spread_keeps_evenly_spaced_rows(lite0):
+    from helpers.config import MANIFEST
+    from helpers.data.images import load_samples
+    files = read_manifest(MANIFEST).query("split == 'test'")["file"].tolist()
+    spread = load_samples(lite0, split="test", limit=3, spread=True)
+    assert [s.file for s in spread] == [files[0], files[round((len(files) - 1) / 2)], files[-1]]
+    assert [s.file for s in load_samples(lite0, split="test", limit=3)] == files[:3]
