@@ -191,12 +191,14 @@ def parse_boxes(boxes_json: str) -> list[tuple[int, Box]]:
 
 
 def load_samples(bundle: Any, split: str | None = None, limit: int | None = None,
-                 manifest: str | Path = MANIFEST) -> list[Sample]:
+                 manifest: str | Path = MANIFEST, root: str | Path | None = None,
+                 spread: bool = False) -> list[Sample]:
     """The manifest's images as :class:`Sample` objects, in manifest order.
 
     ``split`` selects ``"val"`` or ``"test"`` (None: all); ``limit`` keeps the first ``limit``
-    rows (quick mode). File paths are relative to the manifest's folder. A file that fails to
-    load is skipped and reported on stderr, never fatal.
+    rows (quick mode), or with ``spread`` ``limit`` rows evenly spaced over the selection (e.g.
+    examples from many classes). File paths are relative to ``root`` (default: the manifest's
+    folder). A file that fails to load is skipped and reported on stderr, never fatal.
     """
     df = read_manifest(manifest)
     if split is not None:
@@ -204,8 +206,9 @@ def load_samples(bundle: Any, split: str | None = None, limit: int | None = None
             raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
         df = df[df["split"] == split]
     if limit is not None:
-        df = df.head(limit)
-    root = Path(manifest).parent
+        df = df.iloc[np.linspace(0, len(df) - 1, min(limit, len(df))).round().astype(int)] if spread and len(df) \
+            else df.head(limit)
+    root = Path(root) if root is not None else Path(manifest).parent
     images, rejected = load_images(root / f for f in df["file"])
     if rejected:
         print(f"load_samples: skipped {len(rejected)} file(s):\n  " + "\n  ".join(rejected), file=sys.stderr)

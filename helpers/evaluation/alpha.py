@@ -75,8 +75,11 @@ Metric = Callable[[ModelBundle, torch.Tensor, torch.Tensor, torch.Tensor], Mappi
 
 
 def sweep(bundle: ModelBundle, images: torch.Tensor, class_idx: Sequence[int], metric: Metric,
-          plan: Sequence[tuple[str, float]] | None = None, batch_size: int = 4, progress: bool = True) -> pd.DataFrame:
+          plan: Sequence[tuple[str, float]] | None = None, batch_size: int = 4, progress: bool = True,
+          layer: str | None = None) -> pd.DataFrame:
     """Score every (fusion, alpha) of ``plan`` on every image: rows (image, fusion, alpha, insertion, deletion).
+
+    ``layer``: the layer whose raw maps are fused (default the bundle's target layer).
 
     Per batch: ONE forward/backward for the raw maps, then all fused maps of the plan are scored
     by ONE call of ``metric(bundle, images, maps, class_idx) -> {"insertion": (M,), "deletion": (M,)}``.
@@ -88,7 +91,7 @@ def sweep(bundle: ModelBundle, images: torch.Tensor, class_idx: Sequence[int], m
     rows = []
     for start in tqdm(range(0, len(images), batch_size), desc="alpha sweep", disable=not progress):
         x, c = images[start:start + batch_size], idx[start:start + batch_size]
-        raw = raw_maps(bundle, x, c)
+        raw = raw_maps(bundle, x, c, layer)
         maps = torch.cat([fused_maps(raw, 0.5 if math.isnan(a) else a, f, tuple(x.shape[-2:])) for f, a in plan])
         scores = metric(bundle, x.repeat(len(plan), 1, 1, 1), maps, c.repeat(len(plan)))
         ins, dele = (scores[k].detach().cpu().view(len(plan), len(x)) for k in ("insertion", "deletion"))

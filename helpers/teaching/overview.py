@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from ..config import MANIFEST
+from ..config import MANIFEST, SEED
 from ..data.images import CROP, load_image, model_view, read_manifest
 
 #: Box colours in order of the boxes in a manifest row (the asserted label's box first).
@@ -33,10 +33,18 @@ def class_counts(manifest: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def contact_sheet(out: str | Path, manifest: str | Path = MANIFEST, cols: int = 10, thumb: int = 128) -> Path:
-    """Thumbnails of what the model sees (224 centre crop) with every box and the label; saved to ``out``."""
+def contact_sheet(out: str | Path, manifest: str | Path = MANIFEST, cols: int = 10, thumb: int = 128,
+                  root: str | Path | None = None, sample: int | None = None, seed: int = SEED) -> Path:
+    """Thumbnails of what the model sees (224 centre crop) with every box and the label; saved to ``out``.
+
+    Files are read relative to ``root`` (default: the manifest's folder); ``sample`` keeps that
+    many seeded random rows (in manifest order) instead of all.
+    """
     manifest = Path(manifest)
     df = read_manifest(manifest)
+    if sample is not None and sample < len(df):
+        df = df.sample(n=sample, random_state=seed).sort_index()
+    folder = Path(root) if root is not None else manifest.parent
     font = ImageFont.load_default(size=11)
     cell_h = thumb + 28
     rows = (len(df) + cols - 1) // cols
@@ -45,7 +53,7 @@ def contact_sheet(out: str | Path, manifest: str | Path = MANIFEST, cols: int = 
     scale = thumb / CROP
     for k, row in enumerate(df.itertuples()):
         x, y = (k % cols) * thumb, (k // cols) * cell_h
-        sheet.paste(model_view(load_image(manifest.parent / row.file)).resize((thumb, thumb), Image.BILINEAR), (x, y))
+        sheet.paste(model_view(load_image(folder / row.file)).resize((thumb, thumb), Image.BILINEAR), (x, y))
         boxes = json.loads(row.boxes)
         for j, box in enumerate(boxes):
             x0, y0, x1, y1 = (v * scale for v in box["crop"])

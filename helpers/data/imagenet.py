@@ -1,0 +1,300 @@
+"""Real ImageNet photos (800, one per class): locating, verifying, downloading, their manifest and samples.
+
+The photos are never part of the repository (ImageNet's terms allow non-commercial research and
+teaching use only, no redistribution). They are read from where they are:
+
+1. ``root`` if given, else ``$XAI_IMAGENET_SAMPLE``, else ``../shared/data/imagenet-sample``
+   beside the repository (:data:`helpers.config.IMAGENET_SAMPLE_DEFAULT`); every file is checked
+   against the packaged checksum list (``imagenet_sample.sha256``, a copy of the dataset's
+   ``SHA256SUMS``);
+2. where that folder does not exist, the same files are downloaded from the source repository at
+   a fixed commit (:data:`BASE_URL`) into a cache folder (``$XAI_DATA_CACHE``, default
+   ``~/.cache/xai-cam``), each file checked against its sha256 before it is kept;
+3. where that fails too (offline), :class:`DatasetUnavailable` says in one message what is
+   missing and where to put it, and :func:`available_dataset` tells callers to fall back to the
+   packaged photos (``input_images/manifest.csv``).
+
+The manifest (``input_images/imagenet_manifest.csv``, committed) uses the standard columns of
+:mod:`helpers.data.images` plus ``wnid`` and ``orig_size``; its ``file`` is relative to the
+dataset folder, so :func:`load_imagenet_samples` reads the photos from there, never from
+``input_images/``. Real photos have no boxes (``boxes`` is ``[]``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..config import (DATA_CACHE_DEFAULT, DATA_CACHE_ENV, IMAGENET_MANIFEST, IMAGENET_SAMPLE_DEFAULT,
+                      IMAGENET_SAMPLE_ENV, MANIFEST, ROOT, SEED)
+from .dataset import assign_splits
+from .images import Sample, load_image, load_samples, read_manifest, top5_of, write_manifest
+
+SOURCE_REPO = "EliSchwartz/imagenet-sample-images"
+SOURCE_COMMIT = "bc69043e2862758a1906c6a24a792bb28c6bb2ff"
+#: Download address of the files (``BASE_URL + file name``), pinned to the commit above.
+BASE_URL = f"https://raw.githubusercontent.com/{SOURCE_REPO}/{SOURCE_COMMIT}/"
+LICENCE = ("ImageNet terms of access: non-commercial research and educational use only; photos belong to "
+           "their authors; not redistributed")
+#: The packaged checksum list: ``<sha256>  <file name>`` per photo.
+REGISTRY = Path(__file__).with_name("imagenet_sample.sha256")
+#: Photos per split (seeded; one photo per class, so the splits are disjoint by class).
+SPLIT_SIZES: dict[str, int] = {"val": 200, "test": 600}
+#: Names :func:`available_dataset` returns.
+IMAGENET, PACKAGED = "imagenet-sample", "packaged"
+#: Published ImageNet-validation top-1 accuracy of EfficientNet-Lite0 (TF Lite model card).
+LITE0_PUBLISHED_TOP1 = 0.751
+
+
+class DatasetUnavailable(RuntimeError):
+    """The real photos are neither at the configured folder nor downloadable; the message says what to do."""
+
+
+class ChecksumError(ValueError):
+    """A file whose sha256 differs from the checksum list (or that is missing); the message names it."""
+
+
+def read_checksums(path: str | Path = REGISTRY) -> dict[str, str]:
+    """``{file name: sha256}`` from a ``sha256sum``-style list (``<hex>  <name>`` per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checksum list")
+    sums = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            digest, _, name = line.strip().partition(" ")
+            name = name.strip().lstrip("*")
+            if len(digest) != 64 or not name:
+                raise ValueError(f"{path}, line {n}: not '<sha256>  <file name>': {line!r}")
+            sums[name] = digest.lower()
+    return sums
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(root: str | Path, checksums: dict[str, str] | None = None, progress: bool = True) -> Path:
+    """Check every listed file in ``root`` against its sha256; :class:`ChecksumError` names the bad files."""
+    root = Path(root)
+    checksums = read_checksums() if checksums is None else checksums
+    bad = []
+    for name, digest in tqdm(checksums.items(), desc="verifying photos", disable=not progress, leave=False):
+        path = root / name
+        if not path.is_file():
+            bad.append(f"{path}: missing")
+        elif (got := sha256_of(path)) != digest:
+            bad.append(f"{path}: sha256 {got} differs from the listed {digest}")
+    if bad:
+        more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise ChecksumError(f"{len(bad)} of {len(checksums)} photos in {root} fail verification:\n  "
+                            + "\n  ".join(bad[:10]) + more)
+    return root
+
+
+def configured_root(root: str | Path | None = None) -> Path:
+    """The dataset folder: ``root``, else ``$XAI_IMAGENET_SAMPLE`` (relative to the repository root), else the default."""
+    chosen = root if root is not None else os.environ.get(IMAGENET_SAMPLE_ENV) or IMAGENET_SAMPLE_DEFAULT
+    path = Path(chosen).expanduser()
+    return path if path.is_absolute() else ROOT / path
+
+
+def cache_dir(cache: str | Path | None = None) -> Path:
+    """The download folder: ``cache``, else ``$XAI_DATA_CACHE``, else ``~/.cache/xai-cam``; photos go to ``imagenet-sample/``."""
+    chosen = cache if cache is not None else os.environ.get(DATA_CACHE_ENV) or DATA_CACHE_DEFAULT
+    return Path(chosen).expanduser() / IMAGENET
+
+
+def fetch(url: str, dest: Path, sha256: str, timeout: float = 30.0) -> Path:
+    """Download ``url`` to ``dest`` (via a ``.part`` file), kept only if its sha256 matches."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
+        shutil.copyfileobj(response, out)
+    if (got := sha256_of(part)) != sha256:
+        part.unlink()
+        raise ChecksumError(f"{url}: downloaded file's sha256 {got} differs from the listed {sha256}; not kept")
+    part.replace(dest)
+    return dest
+
+
+def download(dest: str | Path, checksums: dict[str, str] | None = None, base_url: str = BASE_URL,
+             progress: bool = True) -> Path:
+    """Download every listed file missing from ``dest`` (``base_url + name``), each sha256-checked.
+
+    Files already there with the right sha256 are kept. A network failure raises
+    :class:`DatasetUnavailable` at the first file that cannot be fetched; a checksum mismatch
+    raises :class:`ChecksumError` naming the file.
+    """
+    dest = Path(dest)
+    checksums = read_checksums() if checksums is None else checksums
+    todo = [n for n, d in checksums.items() if not ((dest / n).is_file() and sha256_of(dest / n) == d)]
+    for name in tqdm(todo, desc=f"downloading {len(todo)} photos", disable=not progress or not todo):
+        try:
+            fetch(base_url + urllib.request.pathname2url(name), dest / name, checksums[name])
+        except (urllib.error.URLError, OSError) as err:
+            raise DatasetUnavailable(f"could not download {base_url}{name} ({err})") from err
+    return dest
+
+
+def unavailable_message(root: Path, cache: Path, n_missing: int, n_total: int, reason: str) -> str:
+    """The one message of an offline failure: what is missing, where to put it, what happens instead."""
+    return (f"The real ImageNet photos are not available: {n_missing} of {n_total} files missing.\n"
+            f"  Put the folder imagenet-sample (the photos and SHA256SUMS, see its PROVENANCE.md) at {root},\n"
+            f"  or set {IMAGENET_SAMPLE_ENV}=/path/to/imagenet-sample. The download from {SOURCE_REPO} "
+            f"(commit {SOURCE_COMMIT[:12]}) into {cache} failed: {reason}.\n"
+            f"  Notebooks fall back to the packaged photos (input_images/manifest.csv).")
+
+
+def locate(root: str | Path | None = None, download_missing: bool = True, cache: str | Path | None = None,
+           checksums: dict[str, str] | None = None, base_url: str = BASE_URL, progress: bool = True) -> Path:
+    """The folder holding every photo, verified (see the module docstring for the order of places).
+
+    Raises :class:`ChecksumError` when a present file is wrong (never silently re-downloaded) and
+    :class:`DatasetUnavailable` when the folder is absent and the download fails or is not allowed.
+    """
+    checksums = read_checksums() if checksums is None else checksums
+    folder = configured_root(root)
+    if folder.is_dir():
+        return verify(folder, checksums, progress)
+    target = cache_dir(cache)
+    if not download_missing:
+        n_missing = sum(not (target / n).is_file() for n in checksums)
+        if n_missing == 0:
+            return verify(target, checksums, progress)
+        raise DatasetUnavailable(unavailable_message(folder, target, n_missing, len(checksums),
+                                                     "downloads were not allowed"))
+    try:
+        download(target, checksums, base_url, progress)
+    except DatasetUnavailable as err:
+        n_missing = sum(not (target / n).is_file() for n in checksums)
+        raise DatasetUnavailable(unavailable_message(folder, target, n_missing, len(checksums), str(err))) from err
+    return target
+
+
+def available_dataset(root: str | Path | None = None, download_missing: bool = True, **kwargs: Any) -> str:
+    """:data:`IMAGENET` when the real photos can be had (locally or by download), else :data:`PACKAGED`
+    (after printing why). A checksum mismatch is still an error: wrong data is never used quietly."""
+    try:
+        locate(root, download_missing, **kwargs)
+    except DatasetUnavailable as err:
+        print(err)
+        return PACKAGED
+    return IMAGENET
+
+
+# ---------------------------------------------------------------- the manifest
+
+def wnid_index() -> dict[str, int]:
+    """ImageNet-1k WordNet id -> class index (position in the sorted list of the 1000 wnids,
+    the order of torchvision's class names), from timm's packaged ImageNet metadata."""
+    from timm.data import ImageNetInfo
+    wnids = ImageNetInfo().label_names()
+    if len(wnids) != 1000 or wnids != sorted(wnids):
+        raise RuntimeError("timm's ImageNet-1k wnid list is not the 1000 sorted wnids")
+    return {w: i for i, w in enumerate(wnids)}
+
+
+def parse_name(file: str) -> tuple[str, str]:
+    """``"n01440764_tench.JPEG"`` -> ``("n01440764", "tench")`` (the file name's wnid and class name)."""
+    stem = Path(file).stem
+    wnid, _, name = stem.partition("_")
+    if not (wnid.startswith("n") and wnid[1:].isdigit() and name):
+        raise ValueError(f"{file}: not '<wnid>_<class name>.<ext>'")
+    return wnid, name.replace("_", " ")
+
+
+def label_table(checksums: dict[str, str], class_names: Sequence[str], seed: int = SEED) -> pd.DataFrame:
+    """One row per photo without the model's top-5: file, sha256, wnid, label, source, licence, seeded split.
+
+    The class index is the wnid's position in the sorted wnids; the class name it gives in
+    ``class_names`` must equal the name in the file name (any mismatch is an error naming the file).
+    """
+    index = wnid_index()
+    files = sorted(checksums)
+    if sum(SPLIT_SIZES.values()) != len(files):
+        raise ValueError(f"the splits {SPLIT_SIZES} need {sum(SPLIT_SIZES.values())} photos, the list has {len(files)}")
+    splits = assign_splits(files, SPLIT_SIZES["val"], seed)
+    rows = []
+    for file in files:
+        wnid, name = parse_name(file)
+        if wnid not in index:
+            raise ValueError(f"{file}: {wnid} is not an ImageNet-1k class")
+        idx = index[wnid]
+        if class_names[idx].lower() != name.lower():
+            raise ValueError(f"{file}: class {idx} is {class_names[idx]!r} in the model's class list, "
+                             f"the file name says {name!r}")
+        rows.append({"file": file, "sha256": checksums[file], "source": f"{SOURCE_REPO}@{SOURCE_COMMIT[:12]}/{file}",
+                     "licence": LICENCE, "kind": "photo", "split": splits[file], "label_idx": idx,
+                     "label_name": class_names[idx], "boxes": "[]", "top5": "[]", "wnid": wnid})
+    return pd.DataFrame(rows)
+
+
+def build_imagenet_manifest(bundle: Any, root: str | Path | None = None, out: str | Path | None = IMAGENET_MANIFEST,
+                            limit: int | None = None, batch: int = 32, seed: int = SEED, **locate_kwargs: Any
+                            ) -> pd.DataFrame:
+    """The real-photo manifest with the model's top-5 of every photo, written to ``out`` (None: not written).
+
+    ``limit`` scores only the first ``limit`` photos (quick mode); such a partial table is never
+    written. The splits do not depend on ``limit``.
+    """
+    if limit is not None and out is not None:
+        raise ValueError("a partial manifest (limit) is never written; pass out=None")
+    folder = locate(root, **locate_kwargs)
+    df = label_table(read_checksums(), bundle.class_names, seed)
+    if limit is not None:
+        df = df.head(limit).copy()
+    top5, sizes = [], []
+    for start in tqdm(range(0, len(df), batch), desc="top-5 of the photos", disable=len(df) <= batch):
+        images = [load_image(folder / f) for f in df["file"].iloc[start:start + batch]]
+        sizes += [f"{im.size[0]}x{im.size[1]}" for im in images]
+        top5 += [json.dumps([[i, n, round(p, 4)] for i, n, p in t]) for t in top5_of(bundle, images, batch)]
+    df["top5"], df["orig_size"] = top5, sizes
+    if out is not None:
+        write_manifest(df, out)
+    return df
+
+
+def accuracy(manifest: pd.DataFrame) -> dict[str, float]:
+    """Top-1 and top-5 accuracy of the manifest's recorded top-5 against its labels, and n."""
+    hits = [[i for i, _, _ in json.loads(t)] for t in manifest["top5"]]
+    labels = manifest["label_idx"].astype(int).tolist()
+    n = len(labels)
+    return {"n": n, "top1": sum(h[:1] == [y] for h, y in zip(hits, labels)) / n,
+            "top5": sum(y in h for h, y in zip(hits, labels)) / n}
+
+
+def load_imagenet_samples(bundle: Any, split: str | None = "test", limit: int | None = None,
+                          root: str | Path | None = None, manifest: str | Path = IMAGENET_MANIFEST,
+                          spread: bool = False, **locate_kwargs: Any) -> list[Sample]:
+    """The real photos of ``split`` as :class:`Sample` objects (no boxes), read from the dataset folder.
+
+    ``limit`` keeps the first photos (class order), or with ``spread`` evenly spaced ones (many
+    kinds of class). Raises :class:`DatasetUnavailable` when the photos cannot be had (:func:`locate`).
+    """
+    folder = locate(root, **locate_kwargs)
+    return load_samples(bundle, split=split, limit=limit, manifest=manifest, root=folder, spread=spread)
+
+
+def study_samples(bundle: Any, split: str = "test", limit: int | None = None, spread: bool = False,
+                  **locate_kwargs: Any) -> tuple[str, list[Sample]]:
+    """``(dataset name, samples)``: the real photos when available, else (after printing why) the
+    packaged dataset's samples of the same split. A checksum mismatch is still an error."""
+    try:
+        return IMAGENET, load_imagenet_samples(bundle, split, limit, spread=spread, **locate_kwargs)
+    except DatasetUnavailable as err:
+        print(err)
+        return PACKAGED, load_samples(bundle, split=split, limit=limit, manifest=MANIFEST, spread=spread)

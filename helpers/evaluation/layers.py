@@ -1,0 +1,158 @@
+"""The study below the head: Grad-CAM, LayerCAM and the hybrid at single layers and fused over layers.
+
+A *setting* is one layer (``"stages.5"``) or several fused by the engine's multi-layer rule
+(``("stages.4", "stages.5", "head")``, shallow to deep; :func:`helpers.cam.maps.fuse_layers`).
+The hybrid's alpha is chosen per setting on validation samples (:func:`sweep_layers`, then
+:func:`choose_layer_alphas`, which apply :func:`helpers.evaluation.alpha.choose_alpha`'s rule),
+and every setting is then scored on test samples (:func:`layer_table`: one row per image x
+setting x method), summarised with t-intervals (:func:`summarise_layers`) and plotted
+(:func:`plot_layers`).
+
+For one layer the sweep is :func:`helpers.evaluation.alpha.sweep` (one pass per batch, every alpha
+fused from the same raw maps). For a fused setting each alpha is one :func:`compute_cams` call of
+the ``"hybrid"`` method over the layers (each layer's hybrid map, then the fusion), so the sweep's
+maps are exactly the maps the test table scores.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..cam.engine import compute_cams
+from ..cam.models import ModelBundle
+from .alpha import ALPHAS, Metric, choose_alpha, mean_ci, summarise, sweep, sweep_plan
+
+#: The layers of the study per model, shallow to deep (Lite0: 14x14, 7x7 and the 1280x7x7 head map).
+STUDY_LAYERS: dict[str, tuple[str, ...]] = {"efficientnet_lite0": ("stages.4", "stages.5", "head")}
+#: The methods scored at every setting (all three from one pass).
+LAYER_METHODS: tuple[str, ...] = ("gradcam", "layercam", "hybrid")
+
+Setting = str | tuple[str, ...]
+
+
+def layer_settings(bundle: ModelBundle, layers: Sequence[str] | None = None) -> dict[str, Setting]:
+    """``{label: setting}``: each layer alone (deepest first) and all of them fused (label ``a+b+c``)."""
+    if layers is None:
+        if bundle.name not in STUDY_LAYERS:
+            raise ValueError(f"no study layers for model {bundle.name!r}; pass layers=[...] (shallow to deep)")
+        layers = STUDY_LAYERS[bundle.name]
+    layers = tuple(layers)
+    settings: dict[str, Setting] = {name: name for name in reversed(layers)}
+    if len(layers) > 1:
+        settings["+".join(layers)] = layers
+    return settings
+
+
+def _batch(samples: Sequence, start: int, size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    chunk = samples[start:start + size]
+    return (torch.stack([s.tensor for s in chunk]), torch.tensor([s.label_idx for s in chunk]),
+            [s.file for s in chunk])
+
+
+def _fused_sweep(bundle: ModelBundle, samples: Sequence, setting: tuple[str, ...], metric: Metric,
+                 alphas: Sequence[float], batch_size: int) -> pd.DataFrame:
+    """:func:`sweep`'s table for a multi-layer setting: the engine's fused hybrid at every alpha."""
+    rows = []
+    for start in range(0, len(samples), batch_size):
+        x, c, _ = _batch(samples, start, batch_size)
+        maps = torch.cat([compute_cams(bundle, x, ("hybrid",), class_idx=c, alpha=a, layer=list(setting))["hybrid"]
+                          for a in alphas])
+        scores = metric(bundle, x.repeat(len(alphas), 1, 1, 1), maps, c.repeat(len(alphas)))
+        ins, dele = (scores[k].detach().cpu().view(len(alphas), len(x)) for k in ("insertion", "deletion"))
+        rows += [(start + i, "geometric", float(a), float(ins[p, i]), float(dele[p, i]))
+                 for p, a in enumerate(alphas) for i in range(len(x))]
+    return pd.DataFrame(rows, columns=["image", "fusion", "alpha", "insertion", "deletion"])
+
+
+def sweep_layers(bundle: ModelBundle, samples: Sequence, metric: Metric, settings: Mapping[str, Setting] | None = None,
+                 alphas: Sequence[float] = ALPHAS, batch_size: int = 4, progress: bool = True) -> pd.DataFrame:
+    """The hybrid's geometric fusion at every alpha, every setting, every sample (use validation samples).
+
+    Rows: layer (the setting's label), image (the sample's file), fusion, alpha, insertion, deletion.
+    ``metric(bundle, images, maps, class_idx) -> {"insertion": (M,), "deletion": (M,)}`` as for
+    :func:`helpers.evaluation.alpha.sweep`.
+    """
+    settings = dict(settings) if settings is not None else layer_settings(bundle)
+    files = [s.file for s in samples]
+    tables = []
+    for label, setting in tqdm(settings.items(), desc="alpha sweep per layer", disable=not progress):
+        if isinstance(setting, str):
+            images = torch.stack([s.tensor for s in samples])
+            table = sweep(bundle, images, [s.label_idx for s in samples], metric,
+                          sweep_plan(alphas, with_max=False), batch_size, progress=False, layer=setting)
+        else:
+            table = _fused_sweep(bundle, samples, setting, metric, alphas, batch_size)
+        tables.append(table.assign(layer=label, image=[files[i] for i in table["image"]]))
+    return pd.concat(tables, ignore_index=True)[["layer", "image", "fusion", "alpha", "insertion", "deletion"]]
+
+
+def choose_layer_alphas(sweep_table: pd.DataFrame) -> dict[str, dict]:
+    """Per setting: :func:`choose_alpha` on the :func:`summarise` table of its sweep (the notebook-4 rule)."""
+    return {label: choose_alpha(summarise(g.drop(columns="layer")))
+            for label, g in sweep_table.groupby("layer", sort=False)}
+
+
+def layer_table(bundle: ModelBundle, samples: Sequence, metric: Metric, alphas: Mapping[str, float],
+                settings: Mapping[str, Setting] | None = None, batch_size: int = 4,
+                progress: bool = True) -> pd.DataFrame:
+    """Insertion and deletion AUC of Grad-CAM, LayerCAM and the hybrid (at ``alphas[setting label]``)
+    at every setting, on every sample (use test samples).
+
+    Long table, one row per image x setting x method: image, layer, method, alpha (the hybrid's;
+    NaN for the others), insertion_auc, deletion_auc. Per batch and setting ONE pass gives all
+    three maps and ONE metric call scores them.
+    """
+    settings = dict(settings) if settings is not None else layer_settings(bundle)
+    missing = [label for label in settings if label not in alphas]
+    if missing:
+        raise ValueError(f"no alpha for the setting(s) {missing}; choose them with choose_layer_alphas first")
+    rows = []
+    n_methods = len(LAYER_METHODS)
+    steps = [(label, start) for label in settings for start in range(0, len(samples), batch_size)]
+    for label, start in tqdm(steps, desc="layers x batches", disable=not progress):
+        x, c, files = _batch(samples, start, batch_size)
+        setting = settings[label]
+        maps = compute_cams(bundle, x, LAYER_METHODS, class_idx=c, alpha=float(alphas[label]),
+                            layer=setting if isinstance(setting, str) else list(setting))
+        scores = metric(bundle, x.repeat(n_methods, 1, 1, 1), torch.cat([maps[m].cpu() for m in LAYER_METHODS]),
+                        c.repeat(n_methods))
+        ins, dele = (scores[k].detach().cpu().view(n_methods, len(x)) for k in ("insertion", "deletion"))
+        rows += [(files[i], label, m, float(alphas[label]) if m == "hybrid" else np.nan,
+                  float(ins[p, i]), float(dele[p, i])) for p, m in enumerate(LAYER_METHODS) for i in range(len(x))]
+    return pd.DataFrame(rows, columns=["image", "layer", "method", "alpha", "insertion_auc", "deletion_auc"])
+
+
+def summarise_layers(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (layer, method) in table order: n, and mean with 95% t-interval of insertion and deletion AUC."""
+    rows = []
+    for (layer, method), g in table.groupby(["layer", "method"], sort=False):
+        row = {"layer": layer, "method": method, "n": len(g)}
+        for metric in ("insertion_auc", "deletion_auc"):
+            row[f"{metric}_mean"], row[f"{metric}_lo"], row[f"{metric}_hi"] = mean_ci(g[metric])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_layers(summary: pd.DataFrame) -> plt.Figure:
+    """Insertion and deletion AUC by setting (x) and method (marker), mean with 95% CI."""
+    layers = list(dict.fromkeys(summary["layer"]))
+    methods = list(dict.fromkeys(summary["method"]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    width = 0.8 / max(len(methods), 1)
+    for ax, metric, better in zip(axes, ("insertion_auc", "deletion_auc"), ("higher", "lower")):
+        for j, method in enumerate(methods):
+            g = summary[summary["method"] == method].set_index("layer").reindex(layers)
+            mean = g[f"{metric}_mean"].to_numpy()
+            err = np.abs(np.vstack([mean - g[f"{metric}_lo"].to_numpy(), g[f"{metric}_hi"].to_numpy() - mean]))
+            ax.errorbar(np.arange(len(layers)) + (j - (len(methods) - 1) / 2) * width, mean, yerr=err, fmt="o",
+                        capsize=3, label=method)
+        ax.set_xticks(np.arange(len(layers)), layers, rotation=15, fontsize=8)
+        ax.set_title(f"{metric} ({better} is better), mean and 95% CI", fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
