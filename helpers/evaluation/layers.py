@@ -139,7 +139,7 @@ def summarise_layers(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_layers(summary: pd.DataFrame) -> plt.Figure:
-    """Insertion and deletion AUC by setting (x) and method (marker), mean with 95% CI."""
+    """Insertion and deletion AUC by setting (x) and method (marker), mean with 95% CI (clipped to [0, 1])."""
     layers = list(dict.fromkeys(summary["layer"]))
     methods = list(dict.fromkeys(summary["method"]))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -148,10 +148,11 @@ def plot_layers(summary: pd.DataFrame) -> plt.Figure:
         for j, method in enumerate(methods):
             g = summary[summary["method"] == method].set_index("layer").reindex(layers)
             mean = g[f"{metric}_mean"].to_numpy()
-            err = np.abs(np.vstack([mean - g[f"{metric}_lo"].to_numpy(), g[f"{metric}_hi"].to_numpy() - mean]))
+            lo, hi = (np.clip(g[f"{metric}_{s}"].to_numpy(), 0, 1) for s in ("lo", "hi"))  # AUCs lie in [0, 1]
+            err = np.abs(np.vstack([mean - lo, hi - mean]))
             ax.errorbar(np.arange(len(layers)) + (j - (len(methods) - 1) / 2) * width, mean, yerr=err, fmt="o",
                         capsize=3, label=method)
-        ax.set_xticks(np.arange(len(layers)), layers, rotation=15, fontsize=8)
+        ax.set_xticks(np.arange(len(layers)), layers, rotation=15, ha="right", fontsize=8)
         ax.set_title(f"{metric} ({better} is better), mean and 95% CI", fontsize=10)
         ax.legend(fontsize=8)
     fig.tight_layout()
