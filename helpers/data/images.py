@@ -218,6 +218,16 @@ def load_samples(bundle: Any, split: str | None = None, limit: int | None = None
             for row in df.itertuples() if root / row.file in images]
 
 
+def seeded_subset(samples: Sequence[Sample], n: int | None, seed: int) -> list[Sample]:
+    """The first ``n`` samples of a seeded random order (all when ``n`` is None), in that order.
+
+    Subsets of one seed are nested: the first 100 are among the first 200, so methods evaluated
+    on fewer images are still paired with the others on exactly those images.
+    """
+    order = np.random.default_rng(seed).permutation(len(samples))
+    return [samples[i] for i in order[:n]]
+
+
 def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
     """Write a manifest deterministically: the standard columns first, ``\\n`` line ends."""
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]

@@ -76,10 +76,12 @@ Metric = Callable[[ModelBundle, torch.Tensor, torch.Tensor, torch.Tensor], Mappi
 
 def sweep(bundle: ModelBundle, images: torch.Tensor, class_idx: Sequence[int], metric: Metric,
           plan: Sequence[tuple[str, float]] | None = None, batch_size: int = 4, progress: bool = True,
-          layer: str | None = None) -> pd.DataFrame:
+          layer: str | None = None, tie_seeds: Sequence[int] | None = None) -> pd.DataFrame:
     """Score every (fusion, alpha) of ``plan`` on every image: rows (image, fusion, alpha, insertion, deletion).
 
-    ``layer``: the layer whose raw maps are fused (default the bundle's target layer).
+    ``layer``: the layer whose raw maps are fused (default the bundle's target layer). ``tie_seeds``:
+    one pixel-ranking tie seed per image (the evaluation uses ``runner.image_seed(file)``), passed to
+    ``metric`` as ``tie_seed``; None leaves the metric's default.
 
     Per batch: ONE forward/backward for the raw maps, then all fused maps of the plan are scored
     by ONE call of ``metric(bundle, images, maps, class_idx) -> {"insertion": (M,), "deletion": (M,)}``.
@@ -93,7 +95,8 @@ def sweep(bundle: ModelBundle, images: torch.Tensor, class_idx: Sequence[int], m
         x, c = images[start:start + batch_size], idx[start:start + batch_size]
         raw = raw_maps(bundle, x, c, layer)
         maps = torch.cat([fused_maps(raw, 0.5 if math.isnan(a) else a, f, tuple(x.shape[-2:])) for f, a in plan])
-        scores = metric(bundle, x.repeat(len(plan), 1, 1, 1), maps, c.repeat(len(plan)))
+        seeds = {} if tie_seeds is None else {"tie_seed": list(tie_seeds[start:start + batch_size]) * len(plan)}
+        scores = metric(bundle, x.repeat(len(plan), 1, 1, 1), maps, c.repeat(len(plan)), **seeds)
         ins, dele = (scores[k].detach().cpu().view(len(plan), len(x)) for k in ("insertion", "deletion"))
         rows += [(start + i, f, a, float(ins[p, i]), float(dele[p, i]))
                  for p, (f, a) in enumerate(plan) for i in range(len(x))]

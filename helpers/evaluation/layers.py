@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ..cam.engine import compute_cams
 from ..cam.models import ModelBundle
 from .alpha import ALPHAS, Metric, choose_alpha, mean_ci, summarise, sweep, sweep_plan
+from .runner import explained_class, image_seed
 
 #: The layers of the study per model, shallow to deep (Lite0: 14x14, 7x7 and the 1280x7x7 head map).
 STUDY_LAYERS: dict[str, tuple[str, ...]] = {"efficientnet_lite0": ("stages.4", "stages.5", "head")}
@@ -48,21 +49,29 @@ def layer_settings(bundle: ModelBundle, layers: Sequence[str] | None = None) -> 
     return settings
 
 
-def _batch(samples: Sequence, start: int, size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def explained_classes(bundle: ModelBundle, samples: Sequence) -> list[int]:
+    """The class every map of the study explains: the model's top-1 prediction (as the evaluation's default)."""
+    return [explained_class(bundle, s, "top1")[0] for s in samples]
+
+
+def _batch(samples: Sequence, classes: Sequence[int], start: int, size: int
+           ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Images, explained classes and pixel-ranking tie seeds (:func:`image_seed`) of one batch."""
     chunk = samples[start:start + size]
-    return (torch.stack([s.tensor for s in chunk]), torch.tensor([s.label_idx for s in chunk]),
-            [s.file for s in chunk])
+    return (torch.stack([s.tensor for s in chunk]), torch.tensor(list(classes[start:start + size])),
+            [image_seed(s.file) for s in chunk])
 
 
 def _fused_sweep(bundle: ModelBundle, samples: Sequence, setting: tuple[str, ...], metric: Metric,
                  alphas: Sequence[float], batch_size: int) -> pd.DataFrame:
     """:func:`sweep`'s table for a multi-layer setting: the engine's fused hybrid at every alpha."""
     rows = []
+    classes = explained_classes(bundle, samples)
     for start in range(0, len(samples), batch_size):
-        x, c, _ = _batch(samples, start, batch_size)
+        x, c, seeds = _batch(samples, classes, start, batch_size)
         maps = torch.cat([compute_cams(bundle, x, ("hybrid",), class_idx=c, alpha=a, layer=list(setting))["hybrid"]
                           for a in alphas])
-        scores = metric(bundle, x.repeat(len(alphas), 1, 1, 1), maps, c.repeat(len(alphas)))
+        scores = metric(bundle, x.repeat(len(alphas), 1, 1, 1), maps, c.repeat(len(alphas)), tie_seed=seeds * len(alphas))
         ins, dele = (scores[k].detach().cpu().view(len(alphas), len(x)) for k in ("insertion", "deletion"))
         rows += [(start + i, "geometric", float(a), float(ins[p, i]), float(dele[p, i]))
                  for p, a in enumerate(alphas) for i in range(len(x))]
@@ -74,17 +83,19 @@ def sweep_layers(bundle: ModelBundle, samples: Sequence, metric: Metric, setting
     """The hybrid's geometric fusion at every alpha, every setting, every sample (use validation samples).
 
     Rows: layer (the setting's label), image (the sample's file), fusion, alpha, insertion, deletion.
-    ``metric(bundle, images, maps, class_idx) -> {"insertion": (M,), "deletion": (M,)}`` as for
-    :func:`helpers.evaluation.alpha.sweep`.
+    ``metric(bundle, images, maps, class_idx, tie_seed=...) -> {"insertion": (M,), "deletion": (M,)}``
+    as for :func:`helpers.evaluation.alpha.sweep`; every map explains the model's top-1 class and
+    breaks pixel-ranking ties by its image's seed, as the evaluation does.
     """
     settings = dict(settings) if settings is not None else layer_settings(bundle)
     files = [s.file for s in samples]
+    classes = explained_classes(bundle, samples)
     tables = []
     for label, setting in tqdm(settings.items(), desc="alpha sweep per layer", disable=not progress):
         if isinstance(setting, str):
             images = torch.stack([s.tensor for s in samples])
-            table = sweep(bundle, images, [s.label_idx for s in samples], metric,
-                          sweep_plan(alphas, with_max=False), batch_size, progress=False, layer=setting)
+            table = sweep(bundle, images, classes, metric, sweep_plan(alphas, with_max=False), batch_size,
+                          progress=False, layer=setting, tie_seeds=[image_seed(f) for f in files])
         else:
             table = _fused_sweep(bundle, samples, setting, metric, alphas, batch_size)
         tables.append(table.assign(layer=label, image=[files[i] for i in table["image"]]))
@@ -113,14 +124,16 @@ def layer_table(bundle: ModelBundle, samples: Sequence, metric: Metric, alphas: 
         raise ValueError(f"no alpha for the setting(s) {missing}; choose them with choose_layer_alphas first")
     rows = []
     n_methods = len(LAYER_METHODS)
+    classes = explained_classes(bundle, samples)
     steps = [(label, start) for label in settings for start in range(0, len(samples), batch_size)]
     for label, start in tqdm(steps, desc="layers x batches", disable=not progress):
-        x, c, files = _batch(samples, start, batch_size)
+        x, c, seeds = _batch(samples, classes, start, batch_size)
+        files = [s.file for s in samples[start:start + batch_size]]
         setting = settings[label]
         maps = compute_cams(bundle, x, LAYER_METHODS, class_idx=c, alpha=float(alphas[label]),
                             layer=setting if isinstance(setting, str) else list(setting))
         scores = metric(bundle, x.repeat(n_methods, 1, 1, 1), torch.cat([maps[m].cpu() for m in LAYER_METHODS]),
-                        c.repeat(n_methods))
+                        c.repeat(n_methods), tie_seed=seeds * n_methods)
         ins, dele = (scores[k].detach().cpu().view(n_methods, len(x)) for k in ("insertion", "deletion"))
         rows += [(files[i], label, m, float(alphas[label]) if m == "hybrid" else np.nan,
                   float(ins[p, i]), float(dele[p, i])) for p, m in enumerate(LAYER_METHODS) for i in range(len(x))]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -244,9 +244,28 @@ def correct_lines(tests: pd.DataFrame, results: pd.DataFrame) -> list[str]:
     return lines
 
 
-def render_report(ev: Evaluation, tables: dict[str, pd.DataFrame], alpha: float, facts: dict[str, str]) -> str:
+def markdown_table(df: pd.DataFrame, digits: int = 4) -> list[str]:
+    """A table as Markdown lines, floats rounded to ``digits`` (no extra dependency)."""
+    def cell(v: object) -> str:
+        return f"{v:.{digits}f}" if isinstance(v, (float, np.floating)) else str(v)
+    return ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)] + \
+        ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+
+
+def interval_table(summary: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+    """``mean [lo, hi]`` strings per metric from a summary with ``<metric>_mean/_lo/_hi`` columns."""
+    out = summary[list(keys) + (["n"] if "n" in summary else [])].copy()
+    for m in metrics:
+        out[m] = [f"{a:.4f} [{lo:.4f}, {hi:.4f}]" for a, lo, hi in
+                  zip(summary[f"{m}_mean"], summary[f"{m}_lo"], summary[f"{m}_hi"])]
+    return out
+
+
+def render_report(ev: Evaluation, tables: dict[str, pd.DataFrame], alpha: float, facts: dict[str, str],
+                  sections: Mapping[str, Sequence[str]] | None = None) -> str:
     """REPORT.md text: setup, the protocol that ran, each claim with our numbers and verdict, the
-    correctly classified subset, floors, caveats, files."""
+    correctly classified subset, further ``sections`` (title -> Markdown lines, e.g. other layers or
+    a separate experiment), floors, caveats, files."""
     results, tests = tables["evaluation_results"], tables["statistical_tests"]
     n_sources = distinct_sources(results)
     claims = thesis_claims(results, tests, tables["evaluation_timings"])
@@ -271,6 +290,8 @@ def render_report(ev: Evaluation, tables: dict[str, pd.DataFrame], alpha: float,
                   "its comparisons are not repeated.)"]
     else:
         lines += _claim_lines(thesis_claims(results, tests, tables["evaluation_timings"], hybrid=HYBRID_VAL))
+    for title, body in (sections or {}).items():
+        lines += ["", f"## {title}", ""] + list(body)
     lines += ["", "## Against the sanity floors (mean over images; does the method beat the floor?)", ""]
     for metric in ("insertion_auc", "deletion_auc", "pointing_game", "energy_pointing_game"):
         beat = {m: floor_beaten(results, metric, m) for m in (GC, LC, HYBRID, HYBRID_VAL)}
@@ -335,9 +356,10 @@ def plot_comparison(ev: Evaluation, metrics: Sequence[str] = METRICS, path: str 
     return fig
 
 
-def write_all(ev: Evaluation, out_dir: str | Path, alpha: float, facts: dict[str, str]) -> dict[str, pd.DataFrame]:
+def write_all(ev: Evaluation, out_dir: str | Path, alpha: float, facts: dict[str, str],
+              sections: Mapping[str, Sequence[str]] | None = None) -> dict[str, pd.DataFrame]:
     """Every output: the four CSVs, comparison_plots.png and REPORT.md in ``out_dir``."""
     tables = write_tables(ev, out_dir)
     plt.close(plot_comparison(ev, path=Path(out_dir) / "comparison_plots.png"))
-    (Path(out_dir) / "REPORT.md").write_text(render_report(ev, tables, alpha, facts))
+    (Path(out_dir) / "REPORT.md").write_text(render_report(ev, tables, alpha, facts, sections))
     return tables

@@ -13,6 +13,7 @@ from helpers.cam.engine import compute_cams, forward_backward
 from helpers.evaluation.alpha import ALPHAS
 from helpers.evaluation.layers import (LAYER_METHODS, choose_layer_alphas, layer_settings, layer_table, plot_layers,
                                        summarise_layers, sweep_layers)
+from helpers.evaluation.runner import explained_class, image_seed
 from toy import GapLinear, toy_bundle
 
 LAYERS = ("features.1", "features.3")
@@ -25,8 +26,12 @@ class FakeSample:
     label_idx: int
 
 
-def fake_metric(bundle, images, maps, class_idx):
-    """Insertion = mean of the map, deletion = its top-left value: easy to recompute."""
+SEEN_SEEDS: list = []
+
+
+def fake_metric(bundle, images, maps, class_idx, tie_seed=None):
+    """Insertion = mean of the map, deletion = its top-left value: easy to recompute. Records the tie seeds."""
+    SEEN_SEEDS.append(tie_seed)
     return {"insertion": maps.mean(dim=(1, 2)), "deletion": maps[:, 0, 0]}
 
 
@@ -56,7 +61,9 @@ def test_sweep_layers_matches_the_engine_at_the_ends(toy):
     table = sweep_layers(bundle, samples, fake_metric, settings, batch_size=2, progress=False)
     assert len(table) == len(settings) * len(ALPHAS) * len(samples)
     assert list(table["layer"].unique()) == ["features.3", "features.1", "features.1+features.3"]
-    x, c = torch.stack([s.tensor for s in samples]), [s.label_idx for s in samples]
+    x = torch.stack([s.tensor for s in samples])
+    c = [explained_class(bundle, s, "top1")[0] for s in samples]   # the study explains the top-1 class
+    assert c != [s.label_idx for s in samples]                     # ... which is not the label here
     for label, setting in settings.items():
         layer = setting if isinstance(setting, str) else list(setting)
         engine = compute_cams(bundle, x, ("gradcam", "layercam"), class_idx=c, layer=layer)
@@ -113,3 +120,13 @@ def test_summary_by_hand_and_plot():
     assert summary.loc[1, "deletion_auc_lo"] == summary.loc[1, "deletion_auc_hi"] == pytest.approx(0.2)
     fig = plot_layers(summary)
     assert len(fig.axes) == 2 and [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["head", "s5"]
+
+
+def test_every_metric_call_breaks_ties_by_the_images_seeds(toy):
+    bundle, samples = toy
+    settings = layer_settings(bundle, LAYERS)
+    SEEN_SEEDS.clear()
+    sweep_layers(bundle, samples[:2], fake_metric, settings, alphas=(0.5, 1.0), batch_size=2, progress=False)
+    layer_table(bundle, samples[:2], fake_metric, {k: 0.5 for k in settings}, settings, batch_size=2, progress=False)
+    seeds = [image_seed(s.file) for s in samples[:2]]
+    assert SEEN_SEEDS and all(s is not None and s[:2] == seeds and set(s) == set(seeds) for s in SEEN_SEEDS)

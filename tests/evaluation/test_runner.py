@@ -301,3 +301,20 @@ def test_merge_keeps_methods_with_fewer_images(bundle) -> None:
     assert (tests.n == 2).all()
     with pytest.raises(ValueError, match="disjoint"):
         E.merge(core, core)
+
+
+def test_report_sections_and_markdown_tables(tmp_path) -> None:
+    summary = pd.DataFrame({"layer": ["head", "stages.5"], "method": ["gradcam", "gradcam"], "n": [3, 3],
+                            "insertion_auc_mean": [0.5, 0.25], "insertion_auc_lo": [0.4, 0.125],
+                            "insertion_auc_hi": [0.6, 0.375]})
+    table = R.interval_table(summary, ["layer", "method"], ["insertion_auc"])
+    assert table["insertion_auc"].tolist() == ["0.5000 [0.4000, 0.6000]", "0.2500 [0.1250, 0.3750]"]
+    lines = R.markdown_table(table)
+    assert lines[:2] == ["| layer | method | n | insertion_auc |", "|---|---|---|---|"]
+    assert lines[3] == "| stages.5 | gradcam | 3 | 0.2500 [0.1250, 0.3750] |"
+    ev = synthetic(hybrid_gain=0.03)
+    report = R.render_report(ev, R.write_tables(ev, tmp_path), alpha=0.7, facts={},
+                             sections={"Below the head": lines})
+    head, _, tail = report.partition("## Below the head")
+    assert tail and "## The thesis' claims on our data" in head and "## Against the sanity floors" in tail
+    assert lines[3] in tail
