@@ -261,6 +261,16 @@ def interval_table(summary: pd.DataFrame, keys: Sequence[str], metrics: Sequence
     return out
 
 
+def localisation_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The localisation rows of a summary table: per metric x method, n, the mean with its BCa CI
+    resampling source photos, and the mean of per-class means."""
+    loc = summary[summary["metric"].isin(LOCALISATION)].sort_values("metric", kind="stable")
+    return pd.DataFrame({"metric": loc["metric"].to_numpy(), "method": loc["method"].to_numpy(), "n": loc["n"].to_numpy(),
+                         "mean [95% CI, source photos]": [f"{m:.4f} [{lo:.4f}, {hi:.4f}]" for m, lo, hi in
+                                                          zip(loc["mean"], loc["ci_low_cluster"], loc["ci_high_cluster"])],
+                         "mean of class means": loc["class_mean"].round(4).to_numpy()})
+
+
 def render_report(ev: Evaluation, tables: dict[str, pd.DataFrame], alpha: float, facts: dict[str, str],
                   sections: Mapping[str, Sequence[str]] | None = None) -> str:
     """REPORT.md text: setup, the protocol that ran, each claim with our numbers and verdict, the

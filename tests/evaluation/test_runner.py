@@ -318,3 +318,13 @@ def test_report_sections_and_markdown_tables(tmp_path) -> None:
     head, _, tail = report.partition("## Below the head")
     assert tail and "## The thesis' claims on our data" in head and "## Against the sanity floors" in tail
     assert lines[3] in tail
+
+
+def test_localisation_table_takes_the_source_photo_intervals() -> None:
+    summary = pd.DataFrame({"method": ["gradcam", "gradcam"], "metric": ["insertion_auc", "pointing_game"],
+                            "n": [4, 4], "mean": [0.3, 0.75], "ci_low_cluster": [np.nan, 0.5],
+                            "ci_high_cluster": [np.nan, 1.0], "class_mean": [np.nan, 0.625]})
+    table = R.localisation_table(summary)
+    assert table.to_dict("records") == [{"metric": "pointing_game", "method": "gradcam", "n": 4,
+                                         "mean [95% CI, source photos]": "0.7500 [0.5000, 1.0000]",
+                                         "mean of class means": 0.625}]
