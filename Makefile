@@ -22,11 +22,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# All notebooks in order, headless, outputs stored in the notebooks and written to results/.
+# All notebooks in order, headless, outputs stored in the notebooks and written to results/; pictures of the
+# licence-restricted ImageNet photos are then dropped from the stored notebooks (helpers.teaching.restricted).
 reproduce: $(STAMP)
 	for nb in $(NOTEBOOKS); do \
 	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=-1 "$$nb" || exit 1; \
+	  $(PY) -m helpers.teaching.restricted "$$nb" || exit 1; \
 	done
 
 # Unit tests, then every notebook through nbval in quick mode (XAI_QUICK=1).
