@@ -78,7 +78,7 @@ def rise_kernel(klen: int = 11, sigma: float = 5.0) -> np.ndarray:
     truncation at 4 sigma and reflect mode) applied to a ``klen`` x ``klen`` delta at the centre.
 
     With sigma 5 the filter's reach (20 px) exceeds the 11 x 11 array, so the reflected copies of
-    the delta add up: the kernel is nearly flat (corner / centre ~ 0.8) and sums to 1.
+    the delta add up: the kernel is nearly flat (corner / centre = 0.88) and sums to 1.
     """
     delta = np.zeros((klen, klen))
     delta[klen // 2, klen // 2] = 1.0
@@ -186,7 +186,8 @@ def insertion_deletion_curves(bundle: ModelBundle, images: torch.Tensor, maps: t
     """Insertion or deletion curves (Petsiuk et al., BMVC 2018, Sec. 4.1), shape (N, steps + 1).
 
     Pixels are ranked by the map (:func:`pixel_ranks`, ties broken by ``tie_seed``). Point k is
-    the class probability after the top ``floor(k HW / steps)`` pixels were changed (all channels of a pixel together):
+    the class probability after the top ``floor(k HW / steps)`` pixels were changed (all channels
+    of a pixel together):
     *deletion* replaces them in the image by the substrate (default ``"zero"``, as RISE's
     reference code), *insertion* copies them from the image onto the substrate (default
     ``"blur"``). Point 0 is the intact image (deletion) or the bare substrate (insertion).

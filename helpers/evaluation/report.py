@@ -34,18 +34,25 @@ CONFIRMATORY_TESTS: tuple[tuple[str, str, str], ...] = tuple(
     (HYBRID, other, PRESET_COLUMNS[preset][0]) for preset in ("rise", "thesis") for other in (GC, LC))
 #: The subsets the tests run on: every image, and (the main comparison only) the correctly classified ones.
 SUBSETS = ("all", "correct")
+#: Two methods whose metrics differ by less than this on every image and metric are the same method.
+ALIAS_TOLERANCE = 1e-6
 
 
 def aliases(results: pd.DataFrame) -> dict[str, str]:
-    """Methods whose every metric equals an earlier method's on every image: {alias: original}
-    (e.g. hybrid@val when the validation split chose a = 0.7). Comparing them would test nothing.
-    The confirmatory methods (hybrid@0.7, Grad-CAM, LayerCAM) count as earliest: they are never aliases."""
+    """Methods whose every metric equals an earlier method's on every image, up to ``ALIAS_TOLERANCE``
+    (float noise of batched forwards): {alias: original}, e.g. hybrid@val when the validation split
+    chose a = 0.7. Comparing them would test nothing. The confirmatory methods (hybrid@0.7, Grad-CAM,
+    LayerCAM) count as earliest: they are never aliases."""
     wide = {m: g.set_index("image")[list(METRICS)].sort_index() for m, g in results.groupby("method", sort=False)}
     out: dict[str, str] = {}
     names = sorted(wide, key=lambda m: m not in (HYBRID, GC, LC))
+
+    def same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+        return a.shape == b.shape and a.index.equals(b.index) and bool(np.allclose(
+            a.to_numpy(dtype=np.float64), b.to_numpy(dtype=np.float64), rtol=0, atol=ALIAS_TOLERANCE, equal_nan=True))
     for i, m in enumerate(names):
         for earlier in names[:i]:
-            if earlier not in out and wide[m].shape == wide[earlier].shape and wide[m].equals(wide[earlier]):
+            if earlier not in out and same(wide[m], wide[earlier]):
                 out[m] = earlier
                 break
     return out

@@ -254,13 +254,14 @@ def describe_protocol(cfg: EvalConfig, size: int = 224) -> dict[str, str]:
     """Plain-language statement of exactly which protocol ``cfg`` runs (for REPORT.md), at ``size`` x ``size``."""
     rise, thesis = M.PRESETS["rise"], M.PRESETS["thesis"]
     per_step = size * size // cfg.rise_steps
-    rise_name = "RISE's" if cfg.rise_steps == rise["steps"] else "RISE's substrates but NOT its step count"
+    rise_name = ("RISE's protocol" if cfg.rise_steps == rise["steps"]
+                 else "RISE's protocol EXCEPT its step count (a shortened curve: not RISE's numbers)")
     return {
         "explained class": ("the model's top-1 prediction (as RISE's and the CAM papers' code); rows record the "
                             "label and whether the prediction equals it" if cfg.target == "top1"
                             else "the image's label (not necessarily the prediction)"),
         "insertion/deletion, rise preset": (
-            f"{rise_name} protocol: {cfg.rise_steps} steps of {per_step} pixels at {size}x{size} (RISE: 28 steps of "
+            f"{rise_name}: {cfg.rise_steps} steps of {per_step} pixels at {size}x{size} (RISE: 28 steps of "
             f"224*8); deletion to the {rise['deletion_substrate']} tensor of normalised space; insertion over the "
             "normalised image blurred per channel with scipy's gaussian_filter of an 11x11 delta (sigma 5), zero "
             "padding; softmax probability; AUC = (sum - first/2 - last/2) / (n - 1)"),

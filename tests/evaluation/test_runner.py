@@ -239,7 +239,8 @@ def test_report_and_tables_are_generated_and_deterministic(tmp_path) -> None:
 def test_confirmatory_family_of_four_and_no_identical_pairs(tmp_path) -> None:
     ev = synthetic(hybrid_gain=0.03)
     same = ev.results.method == "hybrid@val"
-    ev.results.loc[same, E.METRICS] = ev.results.loc[ev.results.method == "hybrid@0.7", E.METRICS].to_numpy()
+    # equal up to the float noise of batched forwards (seen on real runs: 4e-7 in average_drop)
+    ev.results.loc[same, E.METRICS] = ev.results.loc[ev.results.method == "hybrid@0.7", E.METRICS].to_numpy() + 4e-7
     ev.results["correct"] = ev.results.image.isin([f"im{i}" for i in range(8)])
     ev.config = E.EvalConfig()
     assert R.aliases(ev.results) == {"hybrid@val": "hybrid@0.7"}
