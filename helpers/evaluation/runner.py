@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import metrics as M
+from ..cam.checks import check_images
 from ..cam.engine import METHODS, compute_cams, method_inputs
 from ..config import RESULTS_DIR, SEED
 from .alpha import read_alpha_json
@@ -237,6 +238,8 @@ def evaluate(bundle: ModelBundle, samples: Sequence[Any], specs: Iterable[str | 
     ``cache_dir=None`` disables the cache. ``time_first`` times only the first that many images
     (None: all). A failing image is reported on stderr and skipped.
     """
+    for sample in samples:
+        check_images(sample.tensor[None], bundle, what=f"image {sample.file}")
     specs = [as_spec(s) for s in specs]
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
