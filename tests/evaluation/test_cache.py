@@ -17,7 +17,7 @@ import cache_worker as W
 from helpers.evaluation import cache as C
 from helpers.evaluation import runner as E
 
-N = 12  # images of the kill test's workload
+N = 24  # images of the kill test's workload: more than four killed runs get through
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -96,10 +96,10 @@ def test_killed_runs_resume_to_the_csv_of_an_uninterrupted_run(ctx, tmp_path) ->
     for round_ in range(4):
         # even rounds: killed after a seeded time (anywhere); odd rounds: killed inside a seeded write
         kill_at = None if round_ % 2 == 0 else rng.randint(1, 30)
-        p = ctx.Process(target=W.child, args=(N, range(N), cache, tmp_path / "out.csv", 0.002, kill_at))
+        p = ctx.Process(target=W.child, args=(N, range(N), cache, tmp_path / "out.csv", 0.004, kill_at))
         p.start()
         if kill_at is None:
-            time.sleep(rng.uniform(0.2, 0.6))
+            time.sleep(rng.uniform(0.05, 0.3))
             p.kill()
         p.join(timeout=60)
         assert p.exitcode == -signal.SIGKILL, f"round {round_}: the run was not killed while running"
