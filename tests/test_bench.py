@@ -1,18 +1,26 @@
-"""The benchmark runs end to end on a tiny input (its numbers are not checked: speed is its own job)."""
+"""The benchmark runs end to end on a tiny input (its speed numbers are not checked: speed is its own job);
+its memory check tells a leak from flat memory."""
 from __future__ import annotations
 
 import pandas as pd
 
 from helpers import bench
+from helpers.evaluation.runner import MethodSpec
 
 
-def test_benchmark_runs_on_a_tiny_input(tmp_path, capsys) -> None:
+def few_methods(alpha: float) -> list[MethodSpec]:
+    """Stands in for every method in the memory check's evaluation, to keep the test short."""
+    return [MethodSpec("gradcam", "gradcam"), MethodSpec("random", "random")]
+
+
+def test_benchmark_runs_on_a_tiny_input(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(bench, "default_specs", few_methods)
     out = tmp_path / "bench.csv"
     table = bench.run(repeats=1, calls=10, eval_images=2, out=out, device="cpu", batches=(1, 2), curve_steps=2,
-                      curve_images=1, eval_batch=3)
+                      curve_images=1, eval_batch=3, leak_images=2)
     written = pd.read_csv(out)
     assert list(written.columns) == list(table.columns) and len(written) == len(table)
-    checks = table.dropna(subset=["target"])
+    checks = table[table.measure.isin([name for name, _, _ in bench.TARGETS])]
     assert [name for name, _, _ in bench.TARGETS] == checks.measure.tolist()
     # the curves ran on one image, the evaluation forwards on 3, the peak RSS is of a 2-image evaluation
     assert (checks.value > 0).all() and checks.batch.tolist() == [2, 2, 1, 3, 3, 2, 2]
@@ -20,3 +28,19 @@ def test_benchmark_runs_on_a_tiny_input(tmp_path, capsys) -> None:
     assert {"forward only", "gc+lc+hybrid one pass", "gc, lc, hybrid as three passes"} <= set(table.measure)
     assert (table[table.batch == 1].measure == "forward only").any()
     assert table.taken.iloc[0].endswith("cpu") and "written to" in capsys.readouterr().out
+
+
+def test_memory_check_flags_a_leak_and_passes_flat_memory(lite0, monkeypatch) -> None:
+    monkeypatch.setattr(bench, "default_specs", few_methods)
+    flat = bench.rss_flat(lite0, calls=10, eval_images=3)
+    assert [r["met"] for r in flat] == [True, True] and "2 evaluated images, every method" in flat[1]["measure"]
+    kept = []
+    real = bench.compute_cams
+
+    def leaking(*args, **kwargs):
+        kept.append(b"x" * 30 * 2**20)  # 30 MB kept per call, written
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "compute_cams", leaking)
+    cams, _ = bench.rss_flat(lite0, calls=10, eval_images=3)
+    assert cams["value"] > bench.RSS_LIMIT_MB and not cams["met"] and cams["target"] == "<= 50"

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ..config import SEED
 from .backend import forward_fn, infer, resolve_backend
+from .checks import check_images
 from .hooks import LayerCapture
 from .maps import fuse_layers, geometric_fusion, normalise_max, upsample
 from .models import GapLinearHead, ModelBundle, ModelSplit, check_class_idx, split_at
@@ -86,6 +87,7 @@ def forward_backward(bundle: ModelBundle, images: torch.Tensor, class_idx: int |
     ``"probability"``. ``class_idx=None`` explains each image's predicted class. ``layers`` lists
     the layers in forward order in the result (default: the bundle's target layer).
     """
+    check_images(images, bundle)
     return capture(bundle, images, class_idx, layers, score, backward=True)
 
 
@@ -274,7 +276,9 @@ def compute_cams(bundle: ModelBundle, images: torch.Tensor, methods: Sequence[st
     ``recipro_kernel`` ("onehot" or "gaussian"). ``"smooth-<method>"`` averages a gradient
     method's raw maps over ``smooth_n`` noisy copies (noise ``smooth_noise`` x the image's value
     range, seeded by ``seed``) that share the pass with the clean batch.
+    Bad input (:func:`helpers.cam.checks.check_images`) is a ValueError before any forward.
     """
+    check_images(images, bundle)
     plan = [(name, *_resolve(name)) for name in methods]
     n = len(images)
     batch = images

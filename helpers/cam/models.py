@@ -55,6 +55,8 @@ class ModelBundle:
     #: (:mod:`helpers.cam.backend`). ``precision`` "fp32" (None) or the opt-in "bf16".
     backend: str | None = None
     precision: str | None = None
+    #: The network's total downsampling factor: smaller inputs are rejected (:mod:`helpers.cam.checks`).
+    stride: int = 1
 
 
 def imagenet_class_names() -> list[str]:
@@ -193,7 +195,7 @@ def load_model(name: str = "auto", weights: str | Path | None = None,
     return ModelBundle(model=model, preprocess=make_preprocess(mean, std),
                        class_names=imagenet_class_names(), target_layer=target, layers=layers, name=name,
                        weights_source=source, device=device, mean=mean, std=std, pretrained=not random_init,
-                       multi_layers=multi)
+                       multi_layers=multi, stride=32)
 
 
 def get_layer(model: nn.Module, name: str, recommended: Sequence[str] = ()) -> nn.Module:

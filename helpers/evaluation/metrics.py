@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ..cam.backend import infer
+from ..cam.checks import check_images
 from ..cam.models import ModelBundle, check_class_idx
 from ..config import SEED
 
@@ -198,6 +199,7 @@ def insertion_deletion_curves(bundle: ModelBundle, images: torch.Tensor, maps: t
     -- always at the two end points, and at every step for maps that rank alike (e.g. several
     methods' maps of one image, or maps equal up to float noise).
     """
+    check_images(images, bundle, maps)
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use 'insertion' or 'deletion'")
     _check_batch(images, maps)
@@ -245,6 +247,7 @@ def insertion_deletion(bundle: ModelBundle, images: torch.Tensor, maps: torch.Te
                        class_idx: int | Sequence[int], preset: str = "rise", tie_seed: int | Sequence[int] = SEED,
                        **overrides) -> dict[str, torch.Tensor]:
     """Both curves of a preset (options overridable): ``{"insertion": (N, K+1), "deletion": (N, K+1)}``."""
+    check_images(images, bundle, maps)
     cfg = _preset(preset, overrides)
     return {mode: insertion_deletion_curves(bundle, images, maps, class_idx, mode, cfg["steps"],
                                             cfg[f"{mode}_substrate"], cfg["chunk_size"], tie_seed) for mode in MODES}
@@ -258,6 +261,7 @@ def insertion_deletion_auc(bundle: ModelBundle, images: torch.Tensor, maps: torc
     Higher insertion and lower deletion AUC mean a more faithful map. ``preset`` is a key of
     :data:`PRESETS`; ``overrides`` replace its options (steps, *_substrate, chunk_size).
     """
+    check_images(images, bundle, maps)
     return {mode: auc(c) for mode, c in insertion_deletion(bundle, images, maps, class_idx, preset, tie_seed,
                                                              **overrides).items()}
 
@@ -300,6 +304,7 @@ def confidence_change(bundle: ModelBundle, images: torch.Tensor, maps: torch.Ten
     fraction, not %) is returned, so their mean over images is the paper's number / 100.
     Returns ``{"average_drop", "increase_in_confidence", "prob_full", "prob_explanation"}``, each (N,).
     """
+    check_images(images, bundle, maps)
     idx = check_class_idx(class_idx, len(images), len(bundle.class_names))
     full = _probs(bundle, images, idx, chunk_size)
     masked = _probs(bundle, explanation_images(images, maps, bundle.mean, bundle.std, space), idx, chunk_size)
@@ -351,6 +356,7 @@ def adcc(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, class_id
     two forwards).
     Returns ``{"coherency", "complexity", "average_drop", "adcc"}``, each (N,).
     """
+    check_images(images, bundle, maps)
     idx = check_class_idx(class_idx, len(images), len(bundle.class_names))
     change = change if change is not None else confidence_change(bundle, images, maps, idx, chunk_size, space)
     again = explain(explanation_images(images, maps, bundle.mean, bundle.std, space), idx)

@@ -4,7 +4,8 @@ A method is a :class:`MethodSpec` -- a label, a registered CAM method (or a sani
 ``"random"`` / ``"gaussian"``) and its options, e.g. ``("hybrid@0.7", "hybrid", {"alpha": 0.7})``.
 :func:`evaluate` runs every method on every sample and returns one row per image x method.
 Each image's results go to a JSON file in the cache folder as soon as they exist, keyed by the
-image, the methods, the settings and the model, so an interrupted run resumes where it stopped;
+image, the methods, the settings and the model, so an interrupted run resumes where it stopped
+(:mod:`helpers.evaluation.cache`: atomic entries, bad ones recomputed, concurrent runs safe);
 an image that fails is reported and skipped, the others are kept.
 
 Timing (:data:`helpers.timing.interleaved_medians`) is kept apart from the metrics (its own
@@ -18,6 +19,7 @@ import json
 import sys
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -27,10 +29,12 @@ import torch
 from tqdm.auto import tqdm
 
 from . import metrics as M
+from ..cam.checks import check_images
 from ..cam.engine import METHODS, compute_cams, method_inputs
 from ..cam.maps import NORMALISATIONS, normalise
 from ..config import RESULTS_DIR, SEED
 from .alpha import read_alpha_json
+from .cache import cached
 from ..cam.models import ModelBundle, predict_topk
 from .timing import interleaved_medians
 
@@ -310,6 +314,8 @@ def evaluate(bundle: ModelBundle, samples: Sequence[Any], specs: Iterable[str | 
     ``cache_dir=None`` disables the cache. ``time_first`` times only the first that many images
     (None: all). A failing image is reported on stderr and skipped.
     """
+    for sample in samples:
+        check_images(sample.tensor[None], bundle, what=f"image {sample.file}")
     specs = [as_spec(s) for s in specs]
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
@@ -320,19 +326,15 @@ def evaluate(bundle: ModelBundle, samples: Sequence[Any], specs: Iterable[str | 
     done, failures = [], []
     for i, sample in enumerate(tqdm(samples, desc="evaluating images", disable=not progress)):
         timed = time_first is None or i < time_first
-        path = cache / f"{Path(sample.file).stem}-{cache_key(bundle, sample, specs, cfg, timed)}.json" if cache else None
+        compute = partial(evaluate_sample, bundle, sample, specs, cfg, timed)
         try:
-            if path is not None and path.is_file():
-                done.append(json.loads(path.read_text()))
-                continue
-            result = evaluate_sample(bundle, sample, specs, cfg, timed)
+            result = compute() if cache is None else \
+                cached(cache, cache_key(bundle, sample, specs, cfg, timed), sample.file, compute)
         except Exception as err:  # one bad image must not stop the others
             failures.append((sample.file, f"{type(err).__name__}: {err}"))
             print(f"evaluate: skipped {sample.file}: {type(err).__name__}: {err}\n"
                   + "".join(traceback.format_exception(err)[-3:]), file=sys.stderr)
             continue
-        if path is not None:
-            path.write_text(json.dumps(result))
         done.append(result)
     return collect(done, specs, failures, cfg)
 

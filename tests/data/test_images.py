@@ -285,3 +285,68 @@ def test_import_folder_labels_csv_and_unknown_wnid(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'file' and 'label'"):
         (tmp_path / "bad.csv").write_text("name,class\n")
         import_folder(tmp_path, labels_csv=tmp_path / "bad.csv")
+
+
+# ---------------------------------------------------------------- every other rejection path, built on the fly
+
+@pytest.mark.parametrize("name, writer, reason", [
+    ("empty.png", lambda p: p.write_bytes(b""), "not an image"),
+    ("a_folder.png", lambda p: p.mkdir(), "no such file"),
+    ("cut_in_data.png", lambda p: p.write_bytes(_png_header_only(p, 64, 64).read_bytes()[:45]), "corrupt or truncated"),
+    ("bad_crc.png", lambda p: p.write_bytes(_png_header_only(p, 64, 64).read_bytes().replace(b"IEND", b"IENX")),
+     "corrupt or truncated"),
+    ("png_named.jpg", lambda p: _png_header_only(p, 20_000, 20_000), "too large"),
+])
+def test_more_bad_files_raise_naming_file_and_reason(tmp_path: Path, name: str, writer, reason: str) -> None:
+    path = tmp_path / name
+    writer(path)
+    with pytest.raises(ImageLoadError, match=reason) as info:
+        load_image(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_pixel_format_that_cannot_become_rgb_is_rejected(tmp_path: Path, monkeypatch) -> None:
+    # no file Pillow reads decodes to such a mode (every mode was tried): the guard is exercised by a
+    # file whose conversion fails
+    path = tmp_path / "odd.tif"
+    Image.new("CMYK", (40, 40)).save(path)
+    real = Image.Image.convert
+
+    def convert(self, mode=None, *args, **kwargs):
+        if self.mode == "CMYK":
+            raise ValueError("conversion from CMYK to RGB not supported")
+        return real(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", convert)
+    with pytest.raises(ImageLoadError, match=f"{path}: cannot convert pixel format CMYK to RGB"):
+        load_image(path)
+
+
+def test_import_folder_reports_every_bad_row_and_box_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for i, name in enumerate("abcdefg"):
+        _rgb(64, 64, seed=i).save(tmp_path / f"{name}.png")
+    (tmp_path / "b.xml").write_text("<annotation><object>")                                  # not XML
+    _voc(tmp_path / "c.xml", (64, 64), [("no such class", (1, 1, 10, 10))])                  # unknown box class
+    (tmp_path / "d.xml").write_text("<annotation><object><name>tabby</name><bndbox><xmin>1</xmin>"
+                                    "</bndbox></object></annotation>")                       # box lacks corners
+    _rgb(8, 8).save(tmp_path / "tiny.png")
+    (tmp_path / "labels.csv").write_text("file,label,split\na.png,tabby,\nb.png,tabby,\nc.png,tabby,\n"
+                                         "d.png,tabby,\ne.png,tabby,train\nmissing.png,tabby,\ntiny.png,tabby,\n"
+                                         "f.png,,\n")
+    df = import_folder(tmp_path, labels_csv=tmp_path / "labels.csv")
+    assert list(df["file"]) == ["a.png"]
+    rejected = df.attrs["rejected"]
+    expected = {"b.png": "", "c.png": "unknown ImageNet class 'no such class'", "d.png": "",
+                "e.png": "unknown split 'train'", "missing.png": "no such file", "tiny.png": "too small",
+                "f.png": "unknown ImageNet class ''"}
+    assert len(rejected) == len(expected)
+    for (file, reason), message in zip(expected.items(), rejected):
+        assert file in message and reason in message, message
+    assert f"skipped {len(expected)} file(s)" in capsys.readouterr().out
+
+
+def test_import_folder_rejects_a_bad_split_or_folder_before_reading(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown split 'train'; valid: val, test"):
+        import_folder(tmp_path, split="train")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        import_folder(tmp_path / "nowhere")

@@ -87,10 +87,20 @@ def test_cache_resumes_and_gives_identical_tables(bundle, tmp_path) -> None:
 
 def test_a_failing_image_is_reported_and_skipped(bundle, tmp_path, capsys) -> None:
     samples = make_samples()
-    samples[1].tensor = torch.randn(5, 12, 12)  # wrong channel count
+    samples[1].label_idx = 7  # the toy model has 2 classes: fails inside the evaluation
     ev = E.evaluate(bundle, samples, SPECS, CFG, cache_dir=tmp_path, progress=False)
     assert [f for f, _ in ev.failures] == ["im1.png"] and set(ev.results.image) == {"im0.png", "im2.png"}
     assert "skipped im1.png" in capsys.readouterr().err
+
+
+def test_a_bad_image_tensor_is_rejected_before_any_forward(bundle, tmp_path) -> None:
+    samples = make_samples()
+    samples[2].tensor = torch.randn(5, 12, 12)  # wrong channel count
+    calls: list[int] = []
+    bundle.model.register_forward_hook(lambda *_: calls.append(1))
+    with pytest.raises(ValueError, match="image im2.png must have 3 channels"):
+        E.evaluate(bundle, samples, SPECS, CFG, cache_dir=tmp_path, progress=False)
+    assert not calls and not list(tmp_path.iterdir())
 
 
 def test_time_first_times_only_the_first_images(bundle) -> None:

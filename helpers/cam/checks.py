@@ -1,0 +1,99 @@
+"""Input checks of the public entry points: a bad batch or map is a clear ValueError before any forward runs.
+
+:func:`check_images` is called first thing by :func:`helpers.cam.engine.compute_cams`,
+:func:`helpers.cam.engine.forward_backward`, the metrics that run the model
+(:mod:`helpers.evaluation.metrics`) and :func:`helpers.evaluation.runner.evaluate`. It rejects,
+saying what was expected and what came: a non-tensor; a single image without batch axis
+(``images[None]``) or any other number of dims; a channels-last batch (N, H, W, C); a wrong
+channel count; integer or boolean pixels (not preprocessed); a batch on another accelerator than
+the model (CPU batches are accepted: the engine moves them); images smaller than the network's
+downsampling factor ``bundle.stride`` (32 for both real models: a 16 x 16 image would leave the CAM
+layer less than one cell); NaN or infinite values. With ``maps`` it also checks them: (N, H, W)
+like the images, finite.
+
+The channel count expected is the ``in_channels`` of the model's first ``nn.Conv2d`` (in
+registration order, the stem of every model here); a model without one (e.g. a toy network) is
+not checked for channels.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .models import ModelBundle
+
+
+def expected_channels(model: nn.Module) -> int | None:
+    """Input channels of the model's first convolution, None if it has none."""
+    return next((m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def _non_finite(t: torch.Tensor, what: str) -> None:
+    if t.is_floating_point() or t.is_complex():
+        bad = ~torch.isfinite(t)
+        if bad.any():
+            nan, first = int(torch.isnan(t).sum()), tuple(int(i) for i in bad.nonzero()[0])
+            raise ValueError(f"{what} must be finite; got {nan} NaN and {int(bad.sum()) - nan} infinite values "
+                             f"(the first at index {first}) in shape {tuple(t.shape)}")
+
+
+def _not_a_tensor(x: Any, what: str, layout: str) -> ValueError:
+    shape = getattr(x, "shape", None)
+    got = f"{type(x).__name__}" + (f" of shape {tuple(shape)}" if shape is not None else "")
+    return ValueError(f"{what} must be a torch.Tensor {layout}; got {got} "
+                      f"(convert with torch.as_tensor, channels first, then preprocess)")
+
+
+def check_maps(maps: Any, images: torch.Tensor, what: str = "maps") -> None:
+    """Maps must be a finite (N, H, W) tensor matching the images' N, H, W."""
+    want = (images.shape[0], *images.shape[-2:])
+    if not isinstance(maps, torch.Tensor):
+        raise _not_a_tensor(maps, what, f"(N, H, W) = {want}")
+    if tuple(maps.shape) != want:
+        raise ValueError(f"{what} must be (N, H, W) = {want} to match images {tuple(images.shape)}; "
+                         f"got shape {tuple(maps.shape)}")
+    _non_finite(maps, what)
+
+
+def check_images(images: Any, bundle: ModelBundle, maps: Any = None, what: str = "images") -> None:
+    """Raise a ValueError naming the problem if ``images`` is not a batch ``bundle``'s model can take
+    (see the module docstring); with ``maps``, check those too. Runs no forward."""
+    channels = expected_channels(bundle.model)
+    c = "C" if channels is None else str(channels)
+    layout = f"(N, {c}, H, W)"
+    if not isinstance(images, torch.Tensor):
+        raise _not_a_tensor(images, what, layout)
+    shape = tuple(images.shape)
+    if images.dim() == 3:
+        raise ValueError(f"{what} must be a batch {layout}; got a single image of shape {shape}: "
+                         f"add a batch axis: images[None]")
+    if images.dim() != 4:
+        raise ValueError(f"{what} must be a batch {layout} (4 dims); got {images.dim()} dims, shape {shape}")
+    if shape[0] == 0:
+        raise ValueError(f"{what} is an empty batch, shape {shape}")
+    if channels is not None and shape[1] != channels:
+        if shape[-1] == channels:
+            raise ValueError(f"{what} must be channels-first {layout}; got shape {shape}, which looks "
+                             f"channels-last (N, H, W, {c}): use images.permute(0, 3, 1, 2)")
+        raise ValueError(f"{what} must have {channels} channels {layout} for {bundle.name}; got {shape[1]} "
+                         f"in shape {shape}")
+    if not images.is_floating_point():
+        raise ValueError(f"{what} must be floats, preprocessed for the model (bundle.preprocess, or "
+                         f"images.float() / 255 then normalised with bundle.mean / bundle.std); got dtype "
+                         f"{images.dtype}")
+    if images.device.type != "cpu" and not _same_device(images.device, bundle.device):
+        raise ValueError(f"{what} are on {images.device} but the model is on {bundle.device}: "
+                         f"use images.to(bundle.device)")
+    if min(shape[-2:]) < bundle.stride:
+        raise ValueError(f"{what} are {shape[-2]} x {shape[-1]} pixels: too small for {bundle.name}, which "
+                         f"downsamples by {bundle.stride}; give at least {bundle.stride} x {bundle.stride} "
+                         f"(bundle.preprocess gives {bundle.input_size} x {bundle.input_size})")
+    _non_finite(images, what)
+    if maps is not None:
+        check_maps(maps, images)
