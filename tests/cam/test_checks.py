@@ -16,9 +16,11 @@ from toy import GapLinear, toy_bundle
 
 @pytest.fixture
 def counted():
-    """A toy bundle (3 input channels, downsampling factor 4) and the list its forwards append to."""
+    """A toy bundle (3 input channels, downsampling factor 4) and the list its forwards append to
+    (on the PyTorch backend, so that every forward, gradient-free ones included, passes the hook)."""
     torch.manual_seed(0)
-    bundle = dataclasses.replace(toy_bundle(GapLinear(torch.randn(2, 4), features=nn.Conv2d(3, 4, 1))), stride=4)
+    bundle = dataclasses.replace(toy_bundle(GapLinear(torch.randn(2, 4), features=nn.Conv2d(3, 4, 1))), stride=4,
+                                 backend="torch")
     calls: list[int] = []
     bundle.model.register_forward_hook(lambda *_: calls.append(1))
     return bundle, calls

@@ -87,8 +87,8 @@ def test_cache_resumes_and_gives_identical_tables(bundle, tmp_path) -> None:
 
 def test_a_failing_image_is_reported_and_skipped(bundle, tmp_path, capsys) -> None:
     samples = make_samples()
-    samples[1].label_idx = 7  # the toy model has 2 classes: fails inside the evaluation
-    ev = E.evaluate(bundle, samples, SPECS, CFG, cache_dir=tmp_path, progress=False)
+    samples[1].label_idx = 7  # the toy model has 2 classes: explaining the label fails inside the evaluation
+    ev = E.evaluate(bundle, samples, SPECS, dataclasses.replace(CFG, target="label"), cache_dir=tmp_path, progress=False)
     assert [f for f, _ in ev.failures] == ["im1.png"] and set(ev.results.image) == {"im0.png", "im2.png"}
     assert "skipped im1.png" in capsys.readouterr().err
 
