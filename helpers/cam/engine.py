@@ -246,6 +246,9 @@ def compute_cams(bundle: ModelBundle | nn.Module, images: torch.Tensor,
     """
     plan = [(name, *_resolve(name)) for name in methods]
     bundle = ensure_bundle(bundle, images.shape[-2:], layer, reshape)
+    if any("tail" in method_inputs(fn) for _, fn, _ in plan):  # no split for this model: say so before any forward
+        for lay in [bundle.target_layer] if layer is None else [layer] if isinstance(layer, str) else layer:
+            split_at(bundle, lay)
     n = len(images)
     batch = images
     if any(smooth for _, _, smooth in plan):

@@ -126,7 +126,7 @@ def trace_layers(model: nn.Module, example: torch.Tensor, reshape: Reshape | Non
             logits = model(x)
             score = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
             names = [n for n, t in outputs.items() if t.requires_grad]
-            grads = torch.autograd.grad(score, [outputs[n] for n in names], allow_unused=True)
+            grads = torch.autograd.grad(score, [outputs[n] for n in names], allow_unused=True) if names else ()
     finally:
         for handle in handles:
             handle.remove()
