@@ -7,7 +7,7 @@ imports the data, evaluation or teaching packages.
 from . import methods as _methods  # noqa: F401  (registers CAM, Grad-CAM++, XGrad-CAM, ..., Recipro-CAM)
 from .engine import METHODS, CamMaps, compute_cams, forward_backward, register
 from .maps import fuse_layers, geometric_fusion, normalise_max, upsample
-from .models import ModelBundle, load_model, predict_topk, split_at
+from .models import ModelBundle, as_bundle, load_model, predict_topk, split_at
 
 __all__ = ["METHODS", "CamMaps", "ModelBundle", "compute_cams", "forward_backward", "fuse_layers",
-           "geometric_fusion", "load_model", "normalise_max", "predict_topk", "register", "split_at", "upsample"]
+           "as_bundle", "geometric_fusion", "load_model", "normalise_max", "predict_topk", "register", "split_at", "upsample"]

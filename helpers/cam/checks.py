@@ -17,6 +17,7 @@ not checked for channels.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -61,9 +62,13 @@ def check_maps(maps: Any, images: torch.Tensor, what: str = "maps") -> None:
     _non_finite(maps, what)
 
 
-def check_images(images: Any, bundle: ModelBundle, maps: Any = None, what: str = "images") -> None:
+def check_images(images: Any, bundle: ModelBundle | nn.Module, maps: Any = None, what: str = "images") -> None:
     """Raise a ValueError naming the problem if ``images`` is not a batch ``bundle``'s model can take
-    (see the module docstring); with ``maps``, check those too. Runs no forward."""
+    (see the module docstring); with ``maps``, check those too. Runs no forward. A plain module is
+    checked as a bundle with no known downsampling factor."""
+    if not isinstance(bundle, ModelBundle):
+        device = next(iter(bundle.parameters()), torch.empty(0)).device
+        bundle = SimpleNamespace(model=bundle, name=type(bundle).__name__, device=device, stride=1)
     channels = expected_channels(bundle.model)
     c = "C" if channels is None else str(channels)
     layout = f"(N, {c}, H, W)"

