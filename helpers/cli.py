@@ -213,24 +213,10 @@ def run_evaluate(args: argparse.Namespace) -> None:
           f"{len(ev.failures)} failed; metrics: {', '.join(M.MODES)})")
 
 
-def join_images(parts: Sequence) -> object:
-    """One evaluation from evaluations of the same methods on disjoint images, in the given order."""
-    import pandas as pd
-
-    from .evaluation.runner import Evaluation
-    first = parts[0]
-    if any([s.label for s in p.methods] != [s.label for s in first.methods] for p in parts):
-        raise UserError("the shards evaluated different methods")
-    curves = {label: {mode: np.concatenate([p.curves[label][mode] for p in parts]) for mode in first.curves[label]}
-              for label in first.curves}
-    return Evaluation(pd.concat([p.results for p in parts], ignore_index=True),
-                      pd.concat([p.timings for p in parts], ignore_index=True), curves,
-                      [f for p in parts for f in p.failures], list(first.methods))
-
-
 def run_merge(args: argparse.Namespace) -> None:
     """The ``merge`` sub-command."""
     from .evaluation.report import write_all
+    from .evaluation.runner import join_images
 
     shards = []
     for folder in args.shards:
@@ -245,7 +231,7 @@ def run_merge(args: argparse.Namespace) -> None:
         raise UserError(f"need shards 1..{n} of {n} exactly once, got {', '.join('%d/%d' % s['shard'] for s in shards)}")
     if any(s["facts"] != shards[0]["facts"] or s["alpha"] != shards[0]["alpha"] for s in shards):
         raise UserError("the shards differ in model, images or settings")
-    write_all(join_images([s["evaluation"] for s in shards]), args.out, shards[0]["alpha"], shards[0]["facts"])
+    write_all(join_images(*[s["evaluation"] for s in shards]), args.out, shards[0]["alpha"], shards[0]["facts"])
     print(f"merged {n} shards into {args.out}")
 
 

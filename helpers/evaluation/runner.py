@@ -366,3 +366,18 @@ def merge(*evaluations: Evaluation) -> Evaluation:
                       pd.concat([ev.timings for ev in evaluations], ignore_index=True),
                       {k: v for ev in evaluations for k, v in ev.curves.items()},
                       [f for ev in evaluations for f in ev.failures], methods, configs.pop())
+
+
+def join_images(*parts: Evaluation) -> Evaluation:
+    """One evaluation from evaluations of the same methods and protocol on disjoint images (e.g. the
+    shards of one run), in the given order: identical to a single run over all the images."""
+    first = parts[0]
+    if any([s.label for s in p.methods] != [s.label for s in first.methods] for p in parts):
+        raise ValueError("the evaluations to join ran different methods")
+    if any(p.config != first.config for p in parts):
+        raise ValueError("the evaluations to join ran different protocols (EvalConfig)")
+    curves = {label: {mode: np.concatenate([p.curves[label][mode] for p in parts]) for mode in first.curves[label]}
+              for label in first.curves}
+    return Evaluation(pd.concat([p.results for p in parts], ignore_index=True),
+                      pd.concat([p.timings for p in parts], ignore_index=True), curves,
+                      [f for p in parts for f in p.failures], list(first.methods), first.config)

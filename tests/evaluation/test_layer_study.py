@@ -11,7 +11,7 @@ from torch import nn
 
 from helpers.cam.engine import compute_cams, forward_backward
 from helpers.evaluation.alpha import ALPHAS
-from helpers.evaluation.layers import (LAYER_METHODS, choose_layer_alphas, layer_settings, layer_table, plot_layers,
+from helpers.evaluation.layer_study import (LAYER_METHODS, choose_layer_alphas, layer_settings, layer_table, plot_layers,
                                        summarise_layers, sweep_layers)
 from helpers.evaluation.runner import explained_class, image_seed
 from toy import GapLinear, toy_bundle
