@@ -5,7 +5,8 @@ Gradient methods are pure functions of the layer's activations ``acts`` = A and 
 forward + backward of :func:`helpers.cams.compute_cams`. CAM reads the classifier weights instead
 (``head_weight``); Score-CAM and Recipro-CAM are gradient-free and run batched forwards under
 ``torch.inference_mode()`` (``images``/``forward`` -- the model on the inference backend -- and
-``tail`` are supplied by the engine). Every method returns a raw non-negative map (N, h, w); the engine upsamples it and scales it to [0, 1].
+``tail`` are supplied by the engine). Every method returns a raw non-negative map (N, h, w); the
+engine upsamples it and scales it to [0, 1].
 """
 from __future__ import annotations
 
