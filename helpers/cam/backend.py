@@ -113,6 +113,10 @@ def ort_session(path: Path, threads: int | None = None) -> Any:
     # Idle workers must not spin: autograd in torch often runs right after (the CAM pass).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Buffers from malloc, not a private arena that only grows: the curves' chunks vary in size, and
+    # freed memory is then shared with PyTorch (peak RSS of a 32-image evaluation 1.80 -> 1.77 GB,
+    # 16 images 1.79 -> 1.53 GB, measured with the Makefile's malloc settings).
+    options.enable_cpu_mem_arena = False
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

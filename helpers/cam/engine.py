@@ -9,10 +9,11 @@ input size and scales each map to [0, 1] by its maximum.
 
 Methods that need more than (activations, gradients) say so by their parameter names and the
 engine supplies those inputs (see :data:`INPUTS`): CAM asks for ``head_weight``, Score-CAM for
-``images``/``classes``/``forward``, Recipro-CAM for ``tail``. Below the first hooked layer nothing
-needs autograd, so that part of the network runs on the inference backend
-(:mod:`helpers.cam.backend`, :func:`engine_split`) and only the rest in PyTorch. Only when some requested method asks
-for ``grads`` does the pass take a backward; all gradient methods share that one pass.
+``images``/``classes``/``forward``, Recipro-CAM for ``tail``. Only when some requested method asks
+for ``grads`` does the pass take a backward; all gradient methods share that one pass. Below the
+hooked layer nothing needs autograd, so where the layer is followed by pooling + a linear
+classifier that part of the network runs on the inference backend (:mod:`helpers.cam.backend`,
+:func:`engine_split`) and only the rest in PyTorch.
 ``"smooth-<method>"`` wraps any gradient method in SmoothGrad (:func:`noisy_copies`); the noisy
 copies ride in the same single pass. The further methods live in :mod:`helpers.cam.methods`.
 """
@@ -177,8 +178,8 @@ class CamMaps(dict):
 #: ``alpha`` or ``top_k`` are passed the same way): ``acts``/``grads`` (N, K, h, w) of the layer;
 #: ``classes`` (N,) explained classes; ``images`` the input batch on the model's device;
 #: ``model`` the network; ``forward`` its gradient-free forward, images -> logits, on the
-#: inference backend (:func:`helpers.cam.backend.infer`); ``tail`` the network after the layer (feature map -> logits,
-#: :func:`helpers.models.split_at`); ``head_weight`` (N, K) the linear classifier's weights of the
+#: inference backend (:func:`helpers.cam.backend.infer`); ``tail`` the network after the layer
+#: (feature map -> logits, :func:`helpers.models.split_at`); ``head_weight`` (N, K) the linear classifier's weights of the
 #: explained classes (only where global average pooling + linear follow the layer directly).
 INPUTS: tuple[str, ...] = ("acts", "grads", "classes", "images", "model", "forward", "tail", "head_weight")
 SMOOTH_PREFIX = "smooth-"

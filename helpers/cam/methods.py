@@ -5,8 +5,8 @@ Gradient methods are pure functions of the layer's activations ``acts`` = A and 
 forward + backward of :func:`helpers.cams.compute_cams`. CAM reads the classifier weights instead
 (``head_weight``); Score-CAM and Recipro-CAM are gradient-free and run batched forwards under
 ``torch.inference_mode()`` (``images``/``forward`` -- the model on the inference backend -- and
-``tail`` are supplied by the engine). Every
-method returns a raw non-negative map (N, h, w); the engine upsamples it and scales it to [0, 1].
+``tail`` are supplied by the engine). Every method returns a raw non-negative map (N, h, w); the
+engine upsamples it and scales it to [0, 1].
 """
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ def hirescam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     return F.relu((grads * acts).sum(dim=1))
 
 
-def _class_scores(net: Callable[[torch.Tensor], torch.Tensor], inputs: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], total: int,
+def _class_scores(net: Callable[[torch.Tensor], torch.Tensor],
+                  inputs: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], total: int,
                   batch_size: int, kind: str) -> torch.Tensor:
     """Class scores of ``total`` perturbed inputs built chunk by chunk: ``inputs(rows) -> (x, classes)``.
 
@@ -102,8 +103,8 @@ SCORECAM_VARIANTS: tuple[str, ...] = ("softmax", "probability", "official")
 
 
 @register("scorecam")
-def scorecam(acts: torch.Tensor, images: torch.Tensor, classes: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor],
-             top_k: int | None = SCORECAM_TOP_K, batch_size: int = FORWARD_BATCH, scorecam_weights: str = "softmax") -> torch.Tensor:
+def scorecam(acts: torch.Tensor, images: torch.Tensor, classes: torch.Tensor,
+             forward: Callable[[torch.Tensor], torch.Tensor], top_k: int | None = SCORECAM_TOP_K, batch_size: int = FORWARD_BATCH, scorecam_weights: str = "softmax") -> torch.Tensor:
     """Score-CAM (Wang et al. 2020, Sec. 4 and Algorithm 1), gradient-free.
 
     Each kept channel A^k is upsampled to the input size and min-max scaled to [0, 1] (H^k); the
