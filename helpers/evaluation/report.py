@@ -39,7 +39,8 @@ ALIAS_TOLERANCE = 1e-6
 
 
 def aliases(results: pd.DataFrame) -> dict[str, str]:
-    """Methods whose every metric equals an earlier method's on every image, up to ``ALIAS_TOLERANCE``
+    """Methods whose every metric equals an earlier method's on every image they share (the alias's
+    images all among the earlier method's), up to ``ALIAS_TOLERANCE``
     (float noise of batched forwards): {alias: original}, e.g. hybrid@val when the validation split
     chose a = 0.7. Comparing them would test nothing. The confirmatory methods (hybrid@0.7, Grad-CAM,
     LayerCAM) count as earliest: they are never aliases."""
@@ -47,9 +48,10 @@ def aliases(results: pd.DataFrame) -> dict[str, str]:
     out: dict[str, str] = {}
     names = sorted(wide, key=lambda m: m not in (HYBRID, GC, LC))
 
-    def same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
-        return a.shape == b.shape and a.index.equals(b.index) and bool(np.allclose(
-            a.to_numpy(dtype=np.float64), b.to_numpy(dtype=np.float64), rtol=0, atol=ALIAS_TOLERANCE, equal_nan=True))
+    def same(a: pd.DataFrame, b: pd.DataFrame) -> bool:   # a equals b on every image of a (b may have more)
+        return bool(a.index.isin(b.index).all()) and bool(np.allclose(
+            a.to_numpy(dtype=np.float64), b.loc[a.index].to_numpy(dtype=np.float64), rtol=0, atol=ALIAS_TOLERANCE,
+            equal_nan=True))
     for i, m in enumerate(names):
         for earlier in names[:i]:
             if earlier not in out and same(wide[m], wide[earlier]):
@@ -133,15 +135,17 @@ def _fmt_test(t: pd.Series, w: pd.Series) -> str:
             f"difference detectable with 80% power at this n: {t.detectable_diff_80:.4f}")
 
 
-def comparable_means(results: pd.DataFrame, metric: str, method: str) -> tuple[pd.Series, pd.Series]:
-    """Mean ``metric`` of every method, and of only those evaluated on exactly ``method``'s images.
+def comparable_means(results: pd.DataFrame, metric: str, method: str) -> pd.Series:
+    """Mean ``metric`` over ``method``'s images, of ``method`` and every method evaluated on all of them.
 
-    Methods run on a subset of the images (the further methods in full mode) are left out of the
-    second, so a ranking never compares means over different images.
+    Methods run on fewer images are left out and the others are averaged on ``method``'s images
+    only, so a comparison or ranking never sets means over different images side by side.
     """
-    means = results.groupby("method", sort=False)[metric].mean()
-    images = results.groupby("method", sort=False).image.apply(frozenset)
-    return means, means[images == images[method]]
+    own = frozenset(results.loc[results["method"] == method, "image"])
+    images = results.groupby("method", sort=False)["image"].apply(frozenset)
+    peers = [m for m in images.index if own <= images[m]]
+    shared = results[results["image"].isin(own) & results["method"].isin(peers)]
+    return shared.groupby("method", sort=False)[metric].mean()
 
 
 def thesis_claims(results: pd.DataFrame, tests: pd.DataFrame, timings: pd.DataFrame,
@@ -149,13 +153,14 @@ def thesis_claims(results: pd.DataFrame, tests: pd.DataFrame, timings: pd.DataFr
     """The thesis' four claims, each checked for both insertion/deletion presets (rise and thesis)."""
     claims = []
     for preset, (ins, dele) in PRESET_COLUMNS.items():
-        means, peers = comparable_means(results, ins, hybrid)
-        best = peers.idxmax()
+        means = comparable_means(results, ins, hybrid)
+        best = means.idxmax()
+        n = results.loc[results["method"] == hybrid, "image"].nunique()
         claims.append(Claim(
             f"[{preset} protocol] {hybrid} has a higher mean insertion AUC than Grad-CAM and LayerCAM",
-            f"{hybrid} {means[hybrid]:.4f}; Grad-CAM {means[GC]:.4f}; LayerCAM {means[LC]:.4f} (best of the "
-            f"{len(peers)} methods evaluated on the same images: {best} {peers[best]:.4f}; {hybrid} ranks "
-            f"{int((peers > peers[hybrid]).sum()) + 1})",
+            f"on {hybrid}'s {n} images: {hybrid} {means[hybrid]:.4f}; Grad-CAM {means[GC]:.4f}; LayerCAM "
+            f"{means[LC]:.4f} (best of the {len(means)} methods evaluated on all of them: {best} {means[best]:.4f}; "
+            f"{hybrid} ranks {int((means > means[hybrid]).sum()) + 1})",
             bool(means[hybrid] > means[GC] and means[hybrid] > means[LC])))
         for other in (GC, LC):
             t, w = _test(tests, hybrid, other, ins), _test(tests, hybrid, other, ins, "wilcoxon")

@@ -225,9 +225,26 @@ def test_ranking_compares_only_methods_on_the_same_images() -> None:
     ev = synthetic(hybrid_gain=0.03)
     extra = ev.results[ev.results.method == "gradcam"].head(2).assign(method="reciprocam", insertion_auc=0.99)
     results = pd.concat([ev.results, extra], ignore_index=True)
-    means, peers = R.comparable_means(results, "insertion_auc", "hybrid@0.7")
-    assert means["reciprocam"] == 0.99 and "reciprocam" not in peers.index
-    assert list(peers.index) == LABELS and peers.equals(means[LABELS])
+    means = R.comparable_means(results, "insertion_auc", "hybrid@0.7")
+    assert "reciprocam" not in means.index and list(means.index) == LABELS
+    assert means.equals(results[results.method.isin(LABELS)].groupby("method", sort=False).insertion_auc.mean())
+    # a method on a subset is compared with the others on ITS images only (nested subsets of a study)
+    sub = R.comparable_means(results, "insertion_auc", "reciprocam")
+    two = set(extra.image)
+    assert sub["reciprocam"] == 0.99 and set(sub.index) == {*LABELS, "reciprocam"}
+    assert sub["gradcam"] == pytest.approx(results[(results.method == "gradcam") & results.image.isin(two)].insertion_auc.mean())
+    assert sub["gradcam"] != pytest.approx(means["gradcam"])
+
+
+def test_a_method_equal_to_another_on_a_subset_of_its_images_is_an_alias() -> None:
+    ev = synthetic(hybrid_gain=0.03)
+    first = ev.results[ev.results.method == "hybrid@0.7"].head(3)
+    results = pd.concat([ev.results[ev.results.method != "hybrid@val"], first.assign(method="hybrid@val")],
+                        ignore_index=True)
+    assert R.aliases(results) == {"hybrid@val": "hybrid@0.7"}
+    changed = results.copy()
+    changed.loc[changed.method == "hybrid@val", "insertion_auc"] += 0.01
+    assert R.aliases(changed) == {}
 
 
 def test_report_and_tables_are_generated_and_deterministic(tmp_path) -> None:
