@@ -53,6 +53,8 @@ class ModelBundle:
     std: tuple[float, float, float]
     pretrained: bool = True
     input_size: int = 224
+    #: The shorter side's length before the centre crop; None: ``round(input_size * 256 / 224)``.
+    resize: int | None = None
     #: Layers for multi-layer maps (LayerCAM's hierarchical fusion), shallow to deep.
     multi_layers: tuple[str, ...] = ()
     #: How gradient-free forwards run: "auto", "onnxruntime" or "torch"; None reads XAI_BACKEND
@@ -67,11 +69,21 @@ class ModelBundle:
     #: ViT-style models: the patch size, which fixes the token grid.
     patch_size: int | None = None
 
+    @property
+    def resize_size(self) -> int:
+        """The shorter side's length after the resize, before the centre crop of ``input_size``."""
+        return self.resize if self.resize is not None else default_resize(self.input_size)
+
+
+def default_resize(size: int) -> int:
+    """The resize before a centre crop of ``size``: the ImageNet convention 256 -> 224."""
+    return round(size * 256 / 224)
+
 
 def make_preprocess(mean: Sequence[float], std: Sequence[float], size: int = 224) -> transforms.Compose:
     """PIL image -> normalised tensor: resize the shorter side to 256, centre-crop 224, normalise."""
     return transforms.Compose([
-        transforms.Resize(round(size * 256 / 224)),
+        transforms.Resize(default_resize(size)),
         transforms.CenterCrop(size),
         transforms.ToTensor(),
         transforms.Normalize(mean, std),
@@ -196,21 +208,24 @@ def load_model(name: str = "auto", weights: str | Path | None = None, device: st
     model = loaded.model.eval().to(device, memory_format=torch.channels_last)
     return as_bundle(model, class_names=loaded.class_names, preprocess=loaded.preprocess, layer=layer,
                      input_size=loaded.input_size, mean=loaded.mean, std=loaded.std, name=name,
-                     weights_source=loaded.source, pretrained=not random_init)
+                     weights_source=loaded.source, pretrained=not random_init, resize=loaded.resize)
 
 
 def as_bundle(model: nn.Module, class_names: Sequence[str] | None = None,
               preprocess: Callable[..., torch.Tensor] | None = None, layer: str | Sequence[str] | None = None,
               input_size: int | tuple[int, int] = 224, mean: Sequence[float] = IMAGENET_MEAN,
               std: Sequence[float] = IMAGENET_STD, reshape: Reshape | None = None, name: str | None = None,
-              weights_source: str = "your own module", pretrained: bool = True) -> ModelBundle:
+              weights_source: str = "your own module", pretrained: bool = True,
+              resize: int | None = None) -> ModelBundle:
     """Wrap any classifier ``nn.Module`` (put it in eval mode first) into a :class:`ModelBundle`.
 
     One traced forward + backward on a dummy input of ``input_size`` finds the layers whose
     outputs are maps; without ``layer`` the last of them that the class score uses becomes the
     CAM layer (printed on stderr). ViT-style tokens and channels-last maps are reshaped
     (:func:`helpers.cam.layers.as_map`) unless ``reshape`` is given. Class names default to the
-    output indices; preprocessing to resize / centre-crop / ``mean``/``std`` normalisation.
+    output indices; preprocessing to resize / centre-crop / ``mean``/``std`` normalisation. ``resize``:
+    the shorter side before ``preprocess``'s centre crop (None: the 256 -> 224 convention), which maps
+    boxes into the crop.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module or a ModelBundle, got {type(model).__name__}")
@@ -236,7 +251,8 @@ def as_bundle(model: nn.Module, class_names: Sequence[str] | None = None,
     return ModelBundle(model=model, preprocess=preprocess or make_preprocess(mean, std, hw[0]),
                        class_names=list(class_names), target_layer=target, layers=layers, name=name,
                        weights_source=weights_source, device=device, mean=mean, std=std, pretrained=pretrained,
-                       input_size=hw[0], multi_layers=tuple(layers[-3:]), reshape=reshape, patch_size=patch)
+                       input_size=hw[0], multi_layers=tuple(layers[-3:]), reshape=reshape, patch_size=patch,
+                       resize=resize)
 
 
 #: Bundles made by :func:`ensure_bundle` for plain modules, per module, input size, layer and reshape.

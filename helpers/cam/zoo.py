@@ -9,6 +9,7 @@ file expected and its folder. ``random_init=True`` builds the untrained architec
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,6 +32,8 @@ class Loaded:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     input_size: int
+    #: The shorter side's length before the centre crop, from the library's preprocessing.
+    resize: int
 
 
 def imagenet_class_names() -> list[str]:
@@ -120,14 +123,15 @@ def load_torchvision(name: str, weights: str | Path | None = None, random_init: 
                                     f"({type(err).__name__}); put the file there or pass weights=PATH") from None
         source = f"{chosen} ({folder / file})"
     tf = chosen.transforms()
-    return Loaded(model, tf, list(chosen.meta["categories"]), source, tuple(tf.mean), tuple(tf.std), tf.crop_size[0])
+    return Loaded(model, tf, list(chosen.meta["categories"]), source, tuple(tf.mean), tuple(tf.std), tf.crop_size[0],
+                  tf.resize_size[0])
 
 
 def load_timm(name: str, weights: str | Path | None = None, random_init: bool = False,
               download: bool = True) -> Loaded:
     """A timm classifier, ``name`` = ``"timm/<architecture>[.<pretrained tag>]"``."""
     import timm
-    from timm.data import create_transform, resolve_data_config
+    from timm.data import DEFAULT_CROP_PCT, create_transform, resolve_data_config
 
     arch = name[len(TIMM_PREFIX):]
     if not timm.is_model(arch):
@@ -159,8 +163,9 @@ def load_timm(name: str, weights: str | Path | None = None, random_init: bool = 
             source = f"{hub_id} (downloaded to {folder})"
     cfg = resolve_data_config({}, model=model)
     classes = imagenet_class_names() if model.num_classes == 1000 else [str(i) for i in range(model.num_classes)]
-    return Loaded(model, create_transform(**cfg), classes, source, tuple(cfg["mean"]), tuple(cfg["std"]),
-                  cfg["input_size"][-1])
+    size = cfg["input_size"][-1]
+    return Loaded(model, create_transform(**cfg), classes, source, tuple(cfg["mean"]), tuple(cfg["std"]), size,
+                  math.floor(size / (cfg.get("crop_pct") or DEFAULT_CROP_PCT)))
 
 
 def load_by_name(name: str, weights: str | Path | None = None, random_init: bool = False,

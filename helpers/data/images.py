@@ -170,6 +170,9 @@ class Sample:
     #: Pasted objects whose classes were all required in the top-5 (2 for two-object composites).
     #: Other boxes (a background photo's own object) may add classes without counting here.
     n_objects: int = 1
+    #: Crop pixels per original pixel (the resize's scale): distances stated in the original image's
+    #: pixels, such as the pointing game's tolerance, are multiplied by it.
+    crop_scale: float = 1.0
 
 
 def read_manifest(path: str | Path = MANIFEST) -> pd.DataFrame:
@@ -185,9 +188,25 @@ def read_manifest(path: str | Path = MANIFEST) -> pd.DataFrame:
     return df.astype({"label_idx": int})
 
 
-def parse_boxes(boxes_json: str) -> list[tuple[int, Box]]:
-    """The manifest's ``boxes`` JSON as ``[(class_idx, (x0, y0, x1, y1) in crop pixels), ...]``."""
-    return [(int(b["class_idx"]), tuple(float(v) for v in b["crop"])) for b in json.loads(boxes_json)]
+def parse_boxes(boxes_json: str, size: tuple[int, int] | None = None, resize: int = RESIZE,
+                crop: int = CROP) -> list[tuple[int, Box]]:
+    """The manifest's ``boxes`` JSON as ``[(class_idx, (x0, y0, x1, y1) in crop pixels), ...]``.
+
+    With the image's ``size`` (w, h), each box's ``orig`` coordinates are mapped through the model's
+    ``resize`` + centre ``crop`` (:func:`to_crop_box`), so a model with another input size gets its
+    own crop boxes; a box left outside that crop is dropped. Without ``size``: the stored ``crop``
+    coordinates (of the 256 -> 224 preprocessing).
+    """
+    boxes = []
+    for b in json.loads(boxes_json):
+        if size is None or "orig" not in b:
+            boxes.append((int(b["class_idx"]), tuple(float(v) for v in b["crop"])))
+            continue
+        try:
+            boxes.append((int(b["class_idx"]), to_crop_box(b["orig"], size, resize, crop)))
+        except ValueError:  # outside what this model sees
+            continue
+    return boxes
 
 
 def load_samples(bundle: Any, split: str | None = None, limit: int | None = None,
@@ -198,7 +217,9 @@ def load_samples(bundle: Any, split: str | None = None, limit: int | None = None
     ``split`` selects ``"val"`` or ``"test"`` (None: all); ``limit`` keeps the first ``limit``
     rows (quick mode), or with ``spread`` ``limit`` rows evenly spaced over the selection (e.g.
     examples from many classes). File paths are relative to ``root`` (default: the manifest's
-    folder). A file that fails to load is skipped and reported on stderr, never fatal.
+    folder). A file that fails to load is skipped and reported on stderr, never fatal. Boxes and
+    ``crop_scale`` follow the bundle's own resize and crop (``resize_size``, ``input_size``; default
+    256 and 224).
     """
     df = read_manifest(manifest)
     if split is not None:
@@ -212,10 +233,15 @@ def load_samples(bundle: Any, split: str | None = None, limit: int | None = None
     images, rejected = load_images(root / f for f in df["file"])
     if rejected:
         print(f"load_samples: skipped {len(rejected)} file(s):\n  " + "\n  ".join(rejected), file=sys.stderr)
-    return [Sample(file=row.file, tensor=bundle.preprocess(images[root / row.file]), label_idx=int(row.label_idx),
-                   label_name=row.label_name, boxes_crop=parse_boxes(row.boxes), kind=row.kind, split=row.split,
-                   source=row.source, n_objects=int(getattr(row, "n_objects", 1) or 1))
-            for row in df.itertuples() if root / row.file in images]
+    resize, crop = getattr(bundle, "resize_size", RESIZE), getattr(bundle, "input_size", CROP)
+
+    def sample(row: Any, image: Image.Image) -> Sample:
+        sx, sy, _, _ = crop_geometry(image.size, resize, crop)
+        return Sample(file=row.file, tensor=bundle.preprocess(image), label_idx=int(row.label_idx),
+                      label_name=row.label_name, boxes_crop=parse_boxes(row.boxes, image.size, resize, crop),
+                      kind=row.kind, split=row.split, source=row.source,
+                      n_objects=int(getattr(row, "n_objects", 1) or 1), crop_scale=min(sx, sy))
+    return [sample(row, images[root / row.file]) for row in df.itertuples() if root / row.file in images]
 
 
 def seeded_subset(samples: Sequence[Sample], n: int | None, seed: int) -> list[Sample]:

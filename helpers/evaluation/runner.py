@@ -116,7 +116,7 @@ class EvalConfig:
     rise_steps: int = M.PRESETS["rise"]["steps"]
     thesis_steps: int = M.PRESETS["thesis"]["steps"]
     chunk_size: int = 32
-    tolerance: float = 15.0
+    tolerance: float = 15.0  # pointing game, in the original image's pixels (x sample.crop_scale in the crop)
     iou_threshold: float = 0.2
     timing_repeats: int = 3
     timing_warmup: int = 1
@@ -133,6 +133,11 @@ class EvalConfig:
         if self.explanation_space not in M.EXPLANATION_SPACES:
             raise ValueError(f"unknown explanation_space {self.explanation_space!r}; valid: "
                              f"{', '.join(M.EXPLANATION_SPACES)}")
+
+
+def crop_scale(sample: Any) -> float:
+    """Crop pixels per original pixel of ``sample`` (1 for samples that do not say)."""
+    return float(getattr(sample, "crop_scale", 1.0))
 
 
 def image_seed(file: str) -> int:
@@ -237,7 +242,7 @@ def evaluate_sample(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec
                "insertion_auc_thesis": thesis["insertion"], "deletion_auc_thesis": thesis["deletion"],
                "average_drop": change["average_drop"], "increase_in_confidence": change["increase_in_confidence"],
                "coherency": adcc["coherency"], "complexity": adcc["complexity"], "adcc": adcc["adcc"],
-               "pointing_game": M.pointing_game(maps, boxes, cfg.tolerance, seed),
+               "pointing_game": M.pointing_game(maps, boxes, cfg.tolerance * crop_scale(sample), seed),
                "energy_pointing_game": M.energy_pointing_game(maps, boxes),
                "energy_pointing_game_small": M.energy_pointing_game(maps, boxes, SMALL_BOX_FRACTION),
                "box_iou": M.box_iou(maps, boxes, cfg.iou_threshold), "prob_full": change["prob_full"]}
@@ -279,7 +284,8 @@ def describe_protocol(cfg: EvalConfig, size: int = 224) -> dict[str, str]:
         "map scaling": ("each map divided by its maximum" if cfg.normalise == "max"
                         else "each map min-max scaled to [0, 1]"),
         "localisation": (f"pointing game: one maximiser per map (ties: first in the image's seeded order), "
-                         f"tolerance {cfg.tolerance:g} px in crop pixels; energy pointing game on all boxes and on "
+                         f"tolerance {cfg.tolerance:g} px in the original image's pixels (times the resize's "
+                         f"scale in the crop); energy pointing game on all boxes and on "
                          f"boxes under {SMALL_BOX_FRACTION:g} of the image; box IoU threshold {cfg.iou_threshold:g} "
                          "of the maximum; CIs resample source photos"),
     }
@@ -289,7 +295,7 @@ def cache_key(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec], cfg
     """Hash of everything an image's results depend on: model, image content, label, methods, settings."""
     content = hashlib.sha256(sample.tensor.contiguous().numpy().tobytes()).hexdigest()
     facts = {"model": bundle.name, "weights": bundle.weights_source, "file": sample.file, "content": content,
-             "label": sample.label_idx, "boxes": sample.boxes_crop, "specs": [dataclasses.astuple(s) for s in specs],
+             "label": sample.label_idx, "boxes": sample.boxes_crop, "crop_scale": crop_scale(sample), "specs": [dataclasses.astuple(s) for s in specs],
              "config": dataclasses.asdict(cfg), "timed": timed}
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -107,6 +107,7 @@ def test_timm_model_by_name_with_its_data_config() -> None:
     assert bundle.target_layer == "layer4" and bundle.input_size == 224 and len(bundle.class_names) == 1000
     # timm's config for this tag: bicubic resize to 224 / 0.95 = 235, centre crop 224
     assert "235" in repr(bundle.preprocess) and "bicubic" in repr(bundle.preprocess)
+    assert bundle.resize_size == 235  # the same geometry maps the manifest's boxes into the crop
     maps = compute_cams(bundle, torch.randn(1, 3, 64, 64), methods=("gradcam",))
     assert maps["gradcam"].shape == (1, 64, 64) and torch.isfinite(maps["gradcam"]).all()
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers.data.images import (ImageLoadError, crop_geometry, import_folder, load_image, load_images, load_samples, read_manifest, to_crop_box, write_manifest)
+from helpers.data.images import (ImageLoadError, crop_geometry, import_folder, load_image, load_images, load_samples, parse_boxes, read_manifest, to_crop_box, write_manifest)
 from helpers.cam.models import make_preprocess
 
 
@@ -202,7 +202,8 @@ def _tiny_manifest(folder: Path) -> Path:
     rows = []
     for i, split in enumerate(["test", "val", "test"]):
         _rgb(300, 256, seed=i).save(folder / f"im{i}.png")
-        boxes = [{"class_idx": 281 + i, "class_name": f"c{i}", "crop": [1, 2, 30 + i, 40], "orig": [0, 0, 9, 9]}]
+        # 300 x 256 at 256 -> 224: scale 1, crop offset (38, 16), so orig (39, 18, 68 + i, 56) is crop (1, 2, 30 + i, 40)
+        boxes = [{"class_idx": 281 + i, "class_name": f"c{i}", "crop": [1, 2, 30 + i, 40], "orig": [39, 18, 68 + i, 56]}]
         rows.append({"file": f"im{i}.png", "sha256": "x", "source": f"s{i}", "licence": "CC0", "kind": "photo",
                      "split": split, "label_idx": 281 + i, "label_name": f"c{i}", "boxes": json.dumps(boxes),
                      "top5": "[]"})
@@ -220,6 +221,22 @@ def test_load_samples_order_split_limit_and_boxes(tmp_path: Path) -> None:
     assert [s.file for s in load_samples(bundle, split="test", limit=1, manifest=manifest)] == ["im0.png"]
     with pytest.raises(ValueError, match="unknown split"):
         load_samples(bundle, split="train", manifest=manifest)
+
+
+def test_load_samples_maps_boxes_and_scale_with_the_models_own_geometry(tmp_path: Path) -> None:
+    manifest = _tiny_manifest(tmp_path)
+    lite0 = SimpleNamespace(preprocess=make_preprocess((0.5,) * 3, (0.5,) * 3), input_size=224, resize_size=256)
+    assert load_samples(lite0, manifest=manifest)[2].crop_scale == 1.0
+    # Lite2's geometry: shorter side 256 -> 297 (scale 297/256), width 300 -> 348, crop 260 at (44, 18)
+    lite2 = SimpleNamespace(preprocess=make_preprocess((0.5,) * 3, (0.5,) * 3, 260), input_size=260, resize_size=297)
+    s = load_samples(lite2, manifest=manifest)[2]
+    scale = 297 / 256
+    assert s.tensor.shape == (3, 260, 260) and s.crop_scale == pytest.approx(scale, rel=1e-3)
+    expected = (39 * 348 / 300 - 44, 18 * scale - 18, 70 * 348 / 300 - 44, 56 * scale - 18)
+    assert s.boxes_crop[0][0] == 283 and s.boxes_crop[0][1] == pytest.approx(expected, abs=0.01)
+    # a box outside this model's crop is dropped; a record without "orig" keeps its stored crop box
+    assert parse_boxes(json.dumps([{"class_idx": 1, "crop": [0, 0, 1, 1], "orig": [0, 0, 20, 9]}]), (300, 256)) == []
+    assert parse_boxes(json.dumps([{"class_idx": 1, "crop": [0, 0, 5, 6]}]), (300, 256)) == [(1, (0.0, 0.0, 5.0, 6.0))]
 
 
 def test_load_samples_skips_a_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -31,6 +31,7 @@ class FakeSample:
     kind: str = "photo"
     split: str = "test"
     source: str = "src"
+    crop_scale: float = 1.0
 
 
 def make_samples(n: int = 3) -> list[FakeSample]:
@@ -63,6 +64,18 @@ def test_one_row_per_image_and_method_with_every_metric(bundle, tmp_path) -> Non
     # the Gaussian floor does not look at the image: the same map for every image
     gauss = ev.results[ev.results.method == "gaussian"]
     assert gauss.complexity.nunique() == 1 and (gauss.coherency == 1.0).all()
+
+
+def test_pointing_game_tolerance_is_in_original_pixels(bundle, tmp_path) -> None:
+    # the Gaussian floor's maximum is one of the 12 x 12 map's 4 centre pixels (centres at x = 5.5 or 6.5);
+    # a full-height box from x = 9 is 2.5 or 3.5 px away: a miss at tolerance 2, a hit once the image was
+    # downscaled 2x into the crop (2 original px = 4 crop px) ... and a miss again at scale 0.5 (1 crop px)
+    box = [(c, (9.0, 0.0, 12.0, 12.0)) for c in (0, 1)]
+    x = torch.randn(3, 12, 12, generator=torch.Generator().manual_seed(1))
+    hits = [E.evaluate(bundle, [FakeSample(f"s{scale}.png", x, 0, boxes_crop=box, crop_scale=scale)], ["gaussian"],
+                       CFG, cache_dir=tmp_path, progress=False).results.pointing_game.item() for scale in (1.0, 2.0, 0.5)]
+    assert hits == [0.0, 1.0, 0.0]
+    assert "original image's pixels" in E.describe_protocol(CFG)["localisation"]
 
 
 def test_cache_resumes_and_gives_identical_tables(bundle, tmp_path) -> None:
