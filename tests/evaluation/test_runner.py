@@ -369,3 +369,17 @@ def test_localisation_table_takes_the_source_photo_intervals() -> None:
     assert table.to_dict("records") == [{"metric": "pointing_game", "method": "gradcam", "n": 4,
                                          "mean [95% CI, source photos]": "0.7500 [0.5000, 1.0000]",
                                          "mean of class means": 0.625}]
+
+
+def test_floor_comparison_uses_the_floors_images_and_skips_undefined_metrics() -> None:
+    # gradcam on 4 images, the random floor on the first 2 only. Over all of its images gradcam's mean
+    # insertion (0.5) is below random's (0.6); on random's 2 images it is 0.8, above: the floor is beaten.
+    results = pd.DataFrame({"image": ["a", "b", "c", "d", "a", "b"],
+                            "method": ["gradcam"] * 4 + ["random"] * 2,
+                            "insertion_auc": [0.8, 0.8, 0.2, 0.2, 0.6, 0.6],
+                            "pointing_game": [float("nan")] * 6})
+    assert R.floor_beaten(results, "insertion_auc", "gradcam") == {"random": True}
+    assert R.floor_beaten(results, "pointing_game", "gradcam") == {}
+    # a method that did not run on all the floor's images is not compared with it
+    assert R.floor_beaten(results[~(results.image.isin(["a", "b"]) & (results.method == "gradcam"))],
+                          "insertion_auc", "gradcam") == {}
