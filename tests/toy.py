@@ -1,6 +1,8 @@
 """Toy networks whose gradients are known in closed form, wrapped as ModelBundles."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -33,3 +35,25 @@ def toy_bundle(model: nn.Module, layer: str = "features") -> ModelBundle:
     return ModelBundle(model=model.eval(), preprocess=lambda x: x, class_names=[str(i) for i in range(n)],
                        target_layer=layer, layers=[layer], name="toy", weights_source="hand-set",
                        device=torch.device("cpu"), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), pretrained=False)
+
+
+@dataclass
+class FakeSample:
+    """What the studies read of a sample: file name, preprocessed tensor, label."""
+
+    file: str
+    tensor: torch.Tensor
+    label_idx: int
+
+
+def two_layer_toy(n_samples: int = 5) -> tuple[ModelBundle, list[FakeSample]]:
+    """A seeded 3-class toy with two conv layers (``features.1``, ``features.3``) and ``n_samples`` 12 x 12 samples."""
+    torch.manual_seed(0)
+    features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1), nn.ReLU())
+    bundle = toy_bundle(GapLinear(torch.randn(3, 5), features), layer="features.3")
+    return bundle, [FakeSample(f"img{i}.png", torch.randn(3, 12, 12), i % 3) for i in range(n_samples)]
+
+
+def mean_and_corner(bundle, images, maps, class_idx, tie_seed=None) -> dict[str, torch.Tensor]:
+    """A stand-in metric easy to recompute: insertion = mean of the map, deletion = its top-left value."""
+    return {"insertion": maps.mean(dim=(1, 2)), "deletion": maps[:, 0, 0]}

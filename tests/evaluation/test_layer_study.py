@@ -1,47 +1,33 @@
 """The layer study on a toy network: settings, per-layer alpha sweep and choice, the long test table, summary, plot."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 from helpers.cam.engine import compute_cams, forward_backward
 from helpers.evaluation.alpha import ALPHAS
 from helpers.evaluation.layer_study import (LAYER_METHODS, choose_layer_alphas, layer_settings, layer_table, plot_layers,
                                        summarise_layers, sweep_layers)
 from helpers.evaluation.runner import explained_class, image_seed
-from toy import GapLinear, toy_bundle
+from toy import GapLinear, mean_and_corner, toy_bundle, two_layer_toy
 
 LAYERS = ("features.1", "features.3")
-
-
-@dataclass
-class FakeSample:
-    file: str
-    tensor: torch.Tensor
-    label_idx: int
 
 
 SEEN_SEEDS: list = []
 
 
 def fake_metric(bundle, images, maps, class_idx, tie_seed=None):
-    """Insertion = mean of the map, deletion = its top-left value: easy to recompute. Records the tie seeds."""
+    """:func:`mean_and_corner`, recording the tie seeds."""
     SEEN_SEEDS.append(tie_seed)
-    return {"insertion": maps.mean(dim=(1, 2)), "deletion": maps[:, 0, 0]}
+    return mean_and_corner(bundle, images, maps, class_idx)
 
 
 @pytest.fixture(scope="module")
 def toy():
-    torch.manual_seed(0)
-    features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1), nn.ReLU())
-    bundle = toy_bundle(GapLinear(torch.randn(3, 5), features), layer="features.3")
-    samples = [FakeSample(f"img{i}.png", torch.randn(3, 12, 12), i % 3) for i in range(5)]
-    return bundle, samples
+    return two_layer_toy()
 
 
 def test_lite0_settings_are_the_7x7_14x14_and_head_maps(lite0):

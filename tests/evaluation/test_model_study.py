@@ -2,14 +2,12 @@
 the table and the plot; one real model end to end on a couple of photos."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 from helpers.cam.engine import compute_cams
 from helpers.config import SEED
@@ -18,28 +16,15 @@ from helpers.data.imagenet import study_samples
 from helpers.evaluation import model_study as MS
 from helpers.evaluation.metrics import insertion_deletion_auc
 from helpers.evaluation.runner import explained_class
-from toy import GapLinear, toy_bundle
+from toy import mean_and_corner, two_layer_toy
 
 
-@dataclass
-class FakeSample:
-    file: str
-    tensor: torch.Tensor
-    label_idx: int
-
-
-def fake_metric(bundle, images, maps, class_idx, tie_seed=None):
-    """Insertion = mean of the map, deletion = its top-left value: easy to recompute."""
-    return {"insertion": maps.mean(dim=(1, 2)), "deletion": maps[:, 0, 0]}
+fake_metric = mean_and_corner
 
 
 @pytest.fixture(scope="module")
 def toy():
-    torch.manual_seed(0)
-    features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1), nn.ReLU())
-    bundle = toy_bundle(GapLinear(torch.randn(3, 5), features), layer="features.3")
-    samples = [FakeSample(f"img{i}.png", torch.randn(3, 12, 12), i % 3) for i in range(5)]
-    return bundle, samples
+    return two_layer_toy()
 
 
 def test_the_four_methods_equal_the_engines_maps(toy) -> None:
