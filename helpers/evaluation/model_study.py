@@ -25,6 +25,7 @@ from ..data.images import seeded_subset
 from ..data.imagenet import study_samples
 from .alpha import Metric, sweep, sweep_plan
 from .layer_study import choose_layer_alphas, explained_classes, sweep_layers
+from .report import aliases
 from .runner import THESIS_ALPHA, image_seed
 from .stats import comparison_table
 
@@ -96,10 +97,18 @@ def rows_from_evaluation(results: pd.DataFrame, files: Sequence[str], model: str
     return picked[["image", "method", "insertion_auc", "deletion_auc"]].assign(model=model).reset_index(drop=True)
 
 
+def model_pairs(rows: pd.DataFrame, metrics: Sequence[str]) -> list[tuple[str, str]]:
+    """:data:`MODEL_PAIRS` that one model's rows can test: both methods present, neither equal to another
+    method on every image (:func:`helpers.evaluation.report.aliases`: hybrid@val is hybrid@0.7 when the
+    model's alpha is 0.7, Grad-CAM when it is 1), so no comparison is made twice or of a method with itself."""
+    dropped = set(aliases(rows, metrics))
+    return [p for p in MODEL_PAIRS if set(p) <= set(rows["method"]) and not set(p) & dropped]
+
+
 def model_tests(rows: pd.DataFrame, metrics: Sequence[str] = ("insertion_auc", "deletion_auc")) -> pd.DataFrame:
-    """Per model (column ``model``): the paired tests of :data:`MODEL_PAIRS` on ``metrics``
+    """Per model (column ``model``): the paired tests of :func:`model_pairs` on ``metrics``
     (:func:`helpers.evaluation.stats.comparison_table`; an exploratory family per model)."""
-    tables = [comparison_table(g, metrics, [p for p in MODEL_PAIRS if set(p) <= set(g["method"])]).assign(model=m)
+    tables = [comparison_table(g, metrics, model_pairs(g, metrics)).assign(model=m)
               for m, g in rows.groupby("model", sort=False)]
     table = pd.concat(tables, ignore_index=True)
     return table[["model", *[c for c in table.columns if c != "model"]]]

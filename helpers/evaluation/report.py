@@ -38,13 +38,13 @@ SUBSETS = ("all", "correct")
 ALIAS_TOLERANCE = 1e-6
 
 
-def aliases(results: pd.DataFrame) -> dict[str, str]:
-    """Methods whose every metric equals an earlier method's on every image they share (the alias's
-    images all among the earlier method's), up to ``ALIAS_TOLERANCE``
+def aliases(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -> dict[str, str]:
+    """Methods whose every metric (of ``metrics``) equals an earlier method's on every image they share (the
+    alias's images all among the earlier method's), up to ``ALIAS_TOLERANCE``
     (float noise of batched forwards): {alias: original}, e.g. hybrid@val when the validation split
     chose a = 0.7. Comparing them would test nothing. The confirmatory methods (hybrid@0.7, Grad-CAM,
     LayerCAM) count as earliest: they are never aliases."""
-    wide = {m: g.set_index("image")[list(METRICS)].sort_index() for m, g in results.groupby("method", sort=False)}
+    wide = {m: g.set_index("image")[list(metrics)].sort_index() for m, g in results.groupby("method", sort=False)}
     out: dict[str, str] = {}
     names = sorted(wide, key=lambda m: m not in (HYBRID, GC, LC))
 

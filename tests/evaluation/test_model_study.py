@@ -69,6 +69,11 @@ def test_tests_and_table_per_model() -> None:
     tests = MS.model_tests(rows)
     # 2 models x 3 pairs x 2 metrics x 2 tests; Holm within each model's family
     assert len(tests) == 24 and list(tests.columns[:2]) == ["model", "family"]
+    # a model whose val-chosen alpha was 1: hybrid@val IS Grad-CAM there, so it is not tested against it
+    same = synthetic_rows("c", {"gradcam": 0.0, "layercam": -0.05, "hybrid@0.7": 0.02})
+    same = pd.concat([same, same[same.method == "gradcam"].assign(method="hybrid@val")], ignore_index=True)
+    assert MS.model_pairs(same, ["insertion_auc"]) == [("hybrid@0.7", "gradcam"), ("hybrid@0.7", "layercam")]
+    assert set(MS.model_tests(same).pair) == {"hybrid@0.7 vs gradcam", "hybrid@0.7 vs layercam"}
     t = tests[(tests.test == "paired t-test") & (tests.metric == "insertion_auc")].set_index(["model", "pair"])
     assert t.loc[("a", "hybrid@0.7 vs gradcam"), "mean_diff"] == pytest.approx(0.02, abs=1e-3)
     assert t.loc[("a", "hybrid@0.7 vs layercam"), "mean_diff"] == pytest.approx(0.07, abs=1e-3)
