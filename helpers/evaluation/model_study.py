@@ -25,17 +25,16 @@ from ..data.images import seeded_subset
 from ..data.imagenet import study_samples
 from .alpha import Metric, sweep, sweep_plan
 from .layer_study import choose_layer_alphas, explained_classes, sweep_layers
-from .report import aliases
+from .report import GC, HYBRID, HYBRID_VAL, LC, aliases
 from .runner import THESIS_ALPHA, image_seed
 from .stats import comparison_table
 
 #: The alpha grid of the per-model choice on validation photos.
 MODEL_ALPHAS: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 1.0)
-HYBRID = f"hybrid@{THESIS_ALPHA}"
 #: The comparisons of the table: the thesis' two claims, and the hybrid at the model's own alpha.
-MODEL_PAIRS: tuple[tuple[str, str], ...] = ((HYBRID, "gradcam"), (HYBRID, "layercam"), ("hybrid@val", "gradcam"))
+MODEL_PAIRS: tuple[tuple[str, str], ...] = ((HYBRID, GC), (HYBRID, LC), (HYBRID_VAL, GC))
 #: The methods' rows in a model's table.
-MODEL_METHODS: tuple[str, ...] = ("gradcam", "layercam", HYBRID, "hybrid@val")
+MODEL_METHODS: tuple[str, ...] = (GC, LC, HYBRID, HYBRID_VAL)
 
 
 def study_models(extra: Sequence[str] = ("efficientnet_lite1", "efficientnet_lite2")) -> list[str]:

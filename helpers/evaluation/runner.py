@@ -295,8 +295,8 @@ def cache_key(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec], cfg
     """Hash of everything an image's results depend on: model, image content, label, methods, settings."""
     content = hashlib.sha256(sample.tensor.contiguous().numpy().tobytes()).hexdigest()
     facts = {"model": bundle.name, "weights": bundle.weights_source, "file": sample.file, "content": content,
-             "label": sample.label_idx, "boxes": sample.boxes_crop, "crop_scale": crop_scale(sample), "specs": [dataclasses.astuple(s) for s in specs],
-             "config": dataclasses.asdict(cfg), "timed": timed}
+             "label": sample.label_idx, "boxes": sample.boxes_crop, "crop_scale": crop_scale(sample),
+             "specs": [dataclasses.astuple(s) for s in specs], "config": dataclasses.asdict(cfg), "timed": timed}
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -85,7 +86,6 @@ def test_tests_and_table_per_model() -> None:
     assert first.comparison == "hybrid@0.7 vs gradcam" and first.n == 12 and first["mean diff [95% CI]"].startswith("+0.020")
     fig = MS.plot_models(tests)
     assert len(fig.axes[0].get_yticklabels()) == 2
-    import matplotlib.pyplot as plt
     plt.close(fig)
 
 
