@@ -65,6 +65,8 @@ def parser() -> argparse.ArgumentParser:
                         description="Combine the outputs of `evaluate --shard K/N` (K = 1..N) into one report.")
     mg.add_argument("shards", nargs="+", help="the shards' output folders")
     mg.add_argument("--out", default="evaluation", help="output folder")
+    st = sub.add_parser("study", add_help=False, help="run, merge or verify the study (python -m helpers study -h)")
+    st.add_argument("rest", nargs=argparse.REMAINDER)
     return top
 
 
@@ -235,17 +237,26 @@ def run_merge(args: argparse.Namespace) -> None:
     print(f"merged {n} shards into {args.out}")
 
 
-COMMANDS = {"explain": run_explain, "evaluate": run_evaluate, "merge": run_merge}
+def run_study(args: argparse.Namespace) -> int:
+    """The ``study`` sub-command (:mod:`helpers.study.cli`)."""
+    from .study.cli import main as study_main
+    return study_main(args.rest[1:] if args.rest[:1] == ["--"] else args.rest)
+
+
+COMMANDS = {"explain": run_explain, "evaluate": run_evaluate, "merge": run_merge, "study": run_study}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; bad input prints one line ``error: ...`` and returns 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["study"]:  # its own parsers (sub-sub-commands merge / verify)
+        argv = [argv[0], "--", *argv[1:]]
     args = parser().parse_args(argv)
     torch.manual_seed(SEED)
     try:
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except (UserError, FileNotFoundError, ValueError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0

@@ -211,17 +211,22 @@ def parse_boxes(boxes_json: str, size: tuple[int, int] | None = None, resize: in
 
 def load_samples(bundle: Any, split: str | None = None, limit: int | None = None,
                  manifest: str | Path = MANIFEST, root: str | Path | None = None,
-                 spread: bool = False) -> list[Sample]:
-    """The manifest's images as :class:`Sample` objects, in manifest order.
+                 spread: bool = False, files: Sequence[str] | None = None) -> list[Sample]:
+    """The manifest's images as :class:`Sample` objects, in manifest order (or in the order of ``files``).
 
     ``split`` selects ``"val"`` or ``"test"`` (None: all); ``limit`` keeps the first ``limit``
     rows (quick mode), or with ``spread`` ``limit`` rows evenly spaced over the selection (e.g.
     examples from many classes). File paths are relative to ``root`` (default: the manifest's
     folder). A file that fails to load is skipped and reported on stderr, never fatal. Boxes and
     ``crop_scale`` follow the bundle's own resize and crop (``resize_size``, ``input_size``; default
-    256 and 224).
+    256 and 224). ``files`` keeps only those manifest files, in that order (a file it lacks is an error).
     """
     df = read_manifest(manifest)
+    if files is not None:
+        unknown = sorted(set(files) - set(df["file"]))
+        if unknown:
+            raise ValueError(f"{manifest}: no row for {len(unknown)} file(s), e.g. {unknown[0]!r}")
+        df = df.set_index("file", drop=False).loc[list(files)].reset_index(drop=True)
     if split is not None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")

@@ -47,8 +47,9 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def read_entry(path: Path, key: str, file: str) -> dict[str, Any]:
-    """The result stored at ``path``; ValueError saying why when it is not a valid entry of ``file``/``key``."""
+def read_entry(path: Path, key: str, file: str, parts: tuple[str, ...] = RESULT_PARTS) -> dict[str, Any]:
+    """The result stored at ``path``; ValueError saying why when it is not a valid entry of ``file``/``key``
+    holding every one of ``parts``."""
     try:
         entry = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -58,7 +59,7 @@ def read_entry(path: Path, key: str, file: str) -> dict[str, Any]:
     if entry.get("key") != key or entry.get("file") != file:
         raise ValueError(f"belongs to {entry.get('file')!r} / key {entry.get('key')!r}, "
                          f"not {file!r} / key {key!r}")
-    missing = [p for p in RESULT_PARTS if p not in entry["result"]]
+    missing = [p for p in parts if p not in entry["result"]]
     if missing:
         raise ValueError(f"lacks {', '.join(missing)}")
     return entry["result"]
@@ -69,31 +70,35 @@ def store(path: Path, key: str, file: str, result: dict[str, Any]) -> None:
     write_atomic(path, json.dumps({"key": key, "file": file, "result": result}))
 
 
-def load(path: Path, key: str, file: str, warn: bool = True) -> dict[str, Any] | None:
+def load(path: Path, key: str, file: str, warn: bool = True,
+         parts: tuple[str, ...] = RESULT_PARTS) -> dict[str, Any] | None:
     """The valid entry at ``path``, or None (absent, or invalid: one warning line on stderr if ``warn``)."""
     if not path.is_file():
         return None
     try:
-        return read_entry(path, key, file)
+        return read_entry(path, key, file, parts)
     except (OSError, ValueError) as err:
         if warn:
             print(f"evaluate: cache entry {path.name} {err}; recomputing it", file=sys.stderr)
         return None
 
 
-def cached(cache_dir: str | Path, key: str, file: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def cached(cache_dir: str | Path, key: str, file: str, compute: Callable[[], dict[str, Any]],
+           parts: tuple[str, ...] = RESULT_PARTS) -> dict[str, Any]:
     """The entry of ``file``/``key`` in ``cache_dir``, computed by ``compute()`` and stored if it is not there.
 
-    Holds the entry's lock while computing, so a concurrent run waits and then reads it.
+    ``parts``: the keys every stored result must have. Holds the entry's lock while computing, so a
+    concurrent run waits and then reads it.
     """
     path = entry_path(cache_dir, file, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
     existed = path.is_file()
-    result = load(path, key, file)
+    result = load(path, key, file, parts=parts)
     if result is not None:
         return result
     with FileLock(path.parent / f".{path.name}.lock"):
         # another run may have written it while we waited; a bad entry was already reported above
-        result = load(path, key, file, warn=not existed)
+        result = load(path, key, file, warn=not existed, parts=parts)
         if result is None:
             result = compute()
             store(path, key, file, result)

@@ -1,0 +1,84 @@
+"""``python -m helpers study``: run a study definition, merge its shards, verify committed rows.
+
+* ``study --spec full|quick|PATH --out DIR [--stage val|test] [--shard K/N] [--alpha-from DIR]
+  [--parts a,b] [--dask local[:W]|ADDRESS] [--cache DIR | --no-cache]``
+* ``study merge DIR... --out DIR``
+* ``study verify --spec full --dir results/study [--n-test 16] [--n-val 8]``
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .run import DEFAULT_CACHE, parse_shard, run_stage, run_study
+from .spec import STAGES
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m helpers study", description="Run a study definition (resumable).")
+    p.add_argument("--spec", default="full", help="full, quick, or a TOML study definition")
+    p.add_argument("--out", required=True, help="output folder (one Parquet file per part, PROVENANCE.json)")
+    p.add_argument("--stage", choices=STAGES, help="run one stage (default: val, then test)")
+    p.add_argument("--shard", help="K/N: the K-th of N contiguous slices of each part's photos")
+    p.add_argument("--alpha-from", help="folder of the merged val stage (default: --out)")
+    p.add_argument("--parts", help="comma-separated part names (default: every part of the stage)")
+    p.add_argument("--dask", help="local[:W] (a LocalCluster of W one-thread workers) or a scheduler address")
+    p.add_argument("--cache", default=str(DEFAULT_CACHE), help="per-batch cache folder (resume)")
+    p.add_argument("--no-cache", action="store_true", help="recompute everything")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    return p
+
+
+def merge_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m helpers study merge", description="Join shard outputs per part.")
+    p.add_argument("folders", nargs="+", help="shard output folders (and merged ones)")
+    p.add_argument("--out", required=True, help="folder of the merged parts")
+    return p
+
+
+def verify_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m helpers study verify",
+                                description="Recompute a seeded sample of committed rows and compare.")
+    p.add_argument("--spec", default="full")
+    p.add_argument("--dir", default="results/study")
+    p.add_argument("--n-test", type=int, default=16)
+    p.add_argument("--n-val", type=int, default=8)
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    """Dispatch ``merge`` / ``verify`` / a run; returns the exit status (1: verification failed)."""
+    argv = list(argv)
+    if argv[:1] == ["merge"]:
+        from .merge import merge
+        args = merge_parser().parse_args(argv[1:])
+        names = merge(args.folders, args.out)
+        print(f"merged {len(names)} part(s) into {args.out}: {', '.join(names)}")
+        return 0
+    if argv[:1] == ["verify"]:
+        import pandas as pd
+
+        from .verify import verify
+        args = verify_parser().parse_args(argv[1:])
+        report = verify(args.spec, args.dir, args.n_test, args.n_val)
+        with pd.option_context("display.width", 160):
+            print(report.to_string(index=False))
+        return 0 if report["passed"].all() else 1
+    args = run_parser().parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None
+    cache = None if args.no_cache else args.cache
+    if args.dask:
+        if args.shard:
+            raise ValueError("--dask makes its own shards; drop --shard")
+        from .distributed import run_dask
+        run_dask(args.spec, args.out, args.dask, args.stage, parts, cache)
+    elif args.stage:
+        run_stage(args.spec, args.stage, args.out, parse_shard(args.shard), args.alpha_from, parts, cache,
+                  device=args.device)
+    else:
+        if args.shard:
+            raise ValueError("--shard needs --stage (test shards need the merged val stage first)")
+        run_study(args.spec, args.out, alpha_from=args.alpha_from, parts=parts, cache=cache, device=args.device)
+    print(f"study written to {args.out}", file=sys.stderr)
+    return 0
