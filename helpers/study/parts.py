@@ -16,6 +16,7 @@ Options per kind (``Part.options``):
   alpha). Rows: :func:`helpers.evaluation.runner.evaluate_sample`'s, plus the rise curves.
 * ``layers``: ``settings``. Rows: Grad-CAM, LayerCAM and the hybrid (at the setting's chosen alpha).
 * ``model``: Grad-CAM, LayerCAM, hybrid@0.7 and hybrid@val at the model's CAM layer.
+* ``features``: the adaptive-a predictor's features of each photo (no options).
 * ``sanity``: ``methods``, ``steps`` (the first steps of the cascade; default all); cascading randomisation, one row per image x step x method.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from ..cam.models import ModelBundle, predict_topk
 from ..config import SEED
 from ..evaluation import metrics as M
+from ..evaluation.adaptive import map_features
 from ..evaluation.alpha import sweep, sweep_plan
 from ..evaluation.layer_study import layer_table, sweep_layers
 from ..evaluation.model_study import model_rows
@@ -163,5 +165,17 @@ def run_sanity(part: Part, spec: StudySpec, bundle: ModelBundle, samples: Sequen
     return _frame(rows, part, bundle, mapping, mapping)
 
 
+def run_features(part: Part, spec: StudySpec, bundle: ModelBundle, samples: Sequence[Any],
+                 alpha: Alpha = None) -> pd.DataFrame:
+    """The adaptive-a predictor's features of each photo (:func:`helpers.evaluation.adaptive.map_features`):
+    computed from the maps and the forward only, never from a metric."""
+    images = torch.stack([s.tensor for s in samples])
+    classes = top1(bundle, images)
+    rows = map_features(bundle, images, classes).assign(image=[s.file for s in samples], method="features",
+                                                         layer=bundle.target_layer)
+    mapping = dict(zip(rows["image"], classes))
+    return _frame(rows, part, bundle, mapping, mapping)
+
+
 RUNNERS: dict[str, Runner] = {"alpha_sweep": run_alpha_sweep, "evaluate": run_evaluate, "layers": run_layers,
-                              "model": run_model, "sanity": run_sanity}
+                              "model": run_model, "sanity": run_sanity, "features": run_features}

@@ -26,7 +26,7 @@ from ..evaluation.alpha import ALPHAS
 from ..evaluation.metrics import PRESETS
 
 #: What a part computes (:mod:`helpers.study.parts` has one runner per kind).
-KINDS: tuple[str, ...] = ("alpha_sweep", "evaluate", "layers", "model", "sanity")
+KINDS: tuple[str, ...] = ("alpha_sweep", "evaluate", "layers", "model", "sanity", "features")
 STAGES: tuple[str, ...] = ("val", "test")
 SPLIT_OF_STAGE: dict[str, str] = {"val": "val", "test": "test"}
 
@@ -142,6 +142,11 @@ def _design(name: str, n_val: int | None, n_test: int | None, n_sanity: int, bat
         *[Part(m[-5:], "model", "test", m, n_test, batch, f"alpha_{m[-5:]}") for m in models],
         Part("sanity", "sanity", "test", "efficientnet_lite0", n_sanity, batch, "alpha_head",
              (("methods", ("gradcam", "layercam", "hybrid")),)),
+        # adaptive a: the per-image upper bound (every grid alpha's insertion AUC on every test photo; the
+        # hybrid at a predicted alpha is read from these rows) and the predictor's features on val and test
+        _sweep("oracle", "efficientnet_lite0", n_test, ("head",), batch=batch, stage="test", modes=("insertion",)),
+        Part("features_val", "features", "val", "efficientnet_lite0", n_val, batch),
+        Part("features_test", "features", "test", "efficientnet_lite0", n_test, batch),
     ]
     return StudySpec(name, tuple(parts), description=description, **protocol)
 

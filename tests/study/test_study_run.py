@@ -27,6 +27,10 @@ TINY = StudySpec("tiny", (
     Part("lite0", "model", "test", n=2, batch=1, alpha_from="alpha_head"),
     Part("sanity", "sanity", "test", n=1, batch=1, alpha_from="alpha_head",
          options=(("methods", ("gradcam",)), ("steps", 2))),
+    Part("features_val", "features", "val", n=3, batch=2),
+    Part("oracle", "alpha_sweep", "test", n=3, batch=2, options=(("settings", ("head",)), *SWEEP[:3],
+                                                                  ("modes", ("insertion",)))),
+    Part("features_test", "features", "test", n=3, batch=2),
 ), rise_steps=3, thesis_steps=3)
 
 
@@ -138,7 +142,9 @@ def test_broken_and_foreign_files_are_refused_by_name(tmp_path):
 
 
 def test_definitions_and_toml(tmp_path):
-    assert [p.name for p in FULL.stage("val")] == ["alpha_head", "alpha_layers", "alpha_lite1", "alpha_lite2"]
+    assert [p.name for p in FULL.stage("val")] == ["alpha_head", "alpha_layers", "alpha_lite1", "alpha_lite2",
+                                                   "features_val"]
+    assert FULL.part("oracle").opts["modes"] == ("insertion",) and FULL.part("oracle").stage == "test"
     assert FULL.part("main").n is None and FULL.part("sanity").n == 50 and QUICK.part("main").n == 3
     assert {dataclasses.replace(p, n=None, batch=4) for p in QUICK.parts} == \
         {dataclasses.replace(p, n=None, batch=4) for p in FULL.parts}          # quick = the full design, smaller
@@ -161,3 +167,22 @@ def test_command_line_merge_refusal_is_one_line(tmp_path):
                            str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "main.parquet: not a readable study part" in done.stderr
+
+
+def test_adaptive_answer_from_the_study_files(single):
+    from helpers.evaluation.adaptive import ADAPTIVE, FEATURES, ORACLE, ORACLE_INSERTION
+    from helpers.study.adaptive import answer
+    parts = store.read_folder(single)
+    assert parts["oracle"].rows["deletion_auc"].isna().all()          # insertion only
+    assert not parts["features_test"].rows[list(FEATURES)].isna().any().any()
+    result = answer(single)
+    sweep = parts["oracle"].rows.set_index(["image", "alpha"])["insertion_auc"]
+    rows = result.test_rows.set_index(["image", "method"])["insertion_auc"]
+    for image, a in result.predicted.items():
+        assert a in (0.0, 0.7, 1.0)
+        assert rows[(image, ADAPTIVE)] == sweep[(image, a)]            # read from the sweep, no new forward
+        assert rows[(image, ORACLE)] == max(sweep[(image, b)] for b in (0.0, 0.7, 1.0))
+        assert rows[(image, "gradcam")] == sweep[(image, 1.0)]
+    assert (result.upper_bound[ORACLE_INSERTION].to_numpy() >= rows.xs("gradcam", level="method").to_numpy()).all()
+    assert set(result.predicted.index) == set(parts["oracle"].facts["part_photos"])
+    assert "upper bound" in result.verdict.lower() or "Upper bound" in result.verdict
