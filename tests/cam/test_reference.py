@@ -1,8 +1,9 @@
 """Every registered method against maps stored from a fixed random toy network (tests/cam/reference_maps.npz).
 
 The file was written by ``python tests/cam/test_reference.py`` with the engine as it stood before the
-method options became objects; the maps, explained classes and logits of every case must stay
-bit-identical. Rerun the script only for a deliberate change of numbers, and say so in the commit.
+method options became objects (each case then passed its options as keywords of ``compute_cams``:
+``alpha=``, ``top_k=``, ``scorecam_weights=``, ``recipro_kernel=``, ``smooth_n=``, ``gamma=``, ``score=``,
+``class_idx=``); the maps, explained classes and logits of every case must stay bit-identical. Rerun the script only for a deliberate change of numbers, and say so in the commit.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import torch
 from torch import nn
 
 from helpers.cam.engine import METHODS, compute_cams
+from helpers.cam.options import Hybrid, LayerFusion, ReciproCAM, ScoreCAM, Smooth
+from helpers.cam.targets import ClassProbability
 from helpers.cam.models import GapLinearHead, ModelSplit, register_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,19 +48,18 @@ def reference_setup():
 
 CASES = {
     "defaults": lambda b, x: compute_cams(b, x, tuple(METHODS)),
-    "classes_alpha": lambda b, x: compute_cams(b, x, ("gradcam", "layercam", "hybrid"), class_idx=[1, 2], alpha=0.4),
-    "probability": lambda b, x: compute_cams(b, x, ("gradcam", "hybrid", "gradcam++"), class_idx=2, score="probability"),
-    "scorecam_probability": lambda b, x: compute_cams(b, x, ("scorecam",), top_k=3, scorecam_weights="probability",
-                                                      batch_size=5),
-    "scorecam_official": lambda b, x: compute_cams(b, x, ("scorecam",), class_idx=[0, 3], top_k=None,
-                                                   scorecam_weights="official"),
-    "reciprocam_gaussian": lambda b, x: compute_cams(b, x, ("reciprocam",), recipro_kernel="gaussian", batch_size=7),
-    "smooth": lambda b, x: compute_cams(b, x, ("smooth-gradcam", "smooth-layercam", "smooth-hybrid", "gradcam"),
-                                        smooth_n=3, smooth_noise=0.2, seed=5, alpha=0.6),
+    "classes_alpha": lambda b, x: compute_cams(b, x, ("gradcam", "layercam", Hybrid(alpha=0.4)), target=[1, 2]),
+    "probability": lambda b, x: compute_cams(b, x, ("gradcam", "hybrid", "gradcam++"), target=ClassProbability(2)),
+    "scorecam_probability": lambda b, x: compute_cams(b, x, ScoreCAM(top_k=3, weights="probability", batch_size=5)),
+    "scorecam_official": lambda b, x: compute_cams(b, x, ScoreCAM(top_k=None, weights="official"), target=[0, 3]),
+    "reciprocam_gaussian": lambda b, x: compute_cams(b, x, ReciproCAM(kernel="gaussian", batch_size=7)),
+    "smooth": lambda b, x: compute_cams(b, x, [Smooth(m, n=3, noise=0.2, seed=5) for m in ("gradcam", "layercam",
+                                                                                         Hybrid(alpha=0.6))]
+                                        + ["gradcam"]),
     "mid_layer": lambda b, x: compute_cams(b, x, ("gradcam", "layercam", "hybrid", "gradcam++", "xgradcam", "hirescam"),
-                                           class_idx=[3, 1], layer="features.1"),
+                                           target=[3, 1], layer="features.1"),
     "layers_gamma": lambda b, x: compute_cams(b, x, ("gradcam", "layercam", "hybrid"), layer=["features.1", "features"],
-                                              gamma=1.5),
+                                              fusion=LayerFusion(gamma=1.5)),
 }
 
 
