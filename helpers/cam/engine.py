@@ -12,50 +12,49 @@ class's probability, or any callable score of the logits. A method's options tra
 object (:mod:`helpers.cam.options`, e.g. ``Hybrid(alpha=0.5)``); the registry
 (:mod:`helpers.cam.registry`) maps a name to the function and the option class.
 Methods that need more than (activations, gradients) say so by their parameter names and the
-engine supplies those inputs (see :data:`helpers.cam.registry.INPUTS`): CAM asks for ``head_weight``, Score-CAM for
-``images``/``classes``/``forward``, Recipro-CAM for ``tail``. Only when some requested method asks
-for ``grads`` does the pass take a backward; all gradient methods share that one pass. Below the
-hooked layer nothing needs autograd, so where the layer is followed by pooling + a linear
+engine supplies those inputs (see :data:`helpers.cam.registry.INPUTS`): CAM asks for
+``head_weight``, Score-CAM for ``images``/``classes``/``forward``, Recipro-CAM for ``tail``. Only
+when some requested method asks for ``grads`` does the pass take a backward; all gradient methods
+share that one pass. Below the hooked layer nothing needs autograd, so where the layer is followed by pooling + a linear
 classifier that part of the network runs on the inference backend (:mod:`helpers.cam.backend`,
 :func:`engine_split`) and only the rest in PyTorch.
 ``Smooth(method)`` (or ``"smooth-<method>"``) wraps any gradient method in SmoothGrad
 (:func:`noisy_copies`); the noisy copies ride in the same single pass. A model in train mode runs
-in eval mode for the call and is given back in its own modes (:func:`helpers.cam.hooks.eval_mode`). The further methods live in :mod:`helpers.cam.methods`.
+in eval mode for the call and is given back in its own modes (:func:`helpers.cam.hooks.eval_mode`).
+The further methods live in :mod:`helpers.cam.methods`.
 """
 from __future__ import annotations
 
 import inspect
 import weakref
-from itertools import accumulate
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-
-from ..config import SEED
 from torch import nn
 
+from ..config import SEED
 from .backend import forward_fn, infer, resolve_backend
 from .checks import check_images
 from .hooks import LayerCapture, eval_mode
 from .layers import Reshape, as_map
 from .maps import fuse_layers, geometric_fusion, normalise_max, upsample
 from .models import GapLinearHead, ModelBundle, ModelSplit, check_class_idx, ensure_bundle, split_at
-from .options import (FORWARD_BATCH, SCORECAM_TOP_K, Hybrid, LayerFusion, MethodOptions, ReciproCAM, ScoreCAM,
-                      Smooth)
+from .options import (DEFAULT_FUSION, FORWARD_BATCH, SCORECAM_TOP_K, Hybrid, LayerFusion, MethodOptions,
+                      ReciproCAM, ScoreCAM, Smooth)
 from .registry import (CLASS_INPUTS, INPUTS, METHODS, OPTIONS, SMOOTH_PREFIX, CamMethod, Method, Step,
                        gradient_methods, method_inputs, method_options, plan, register)
 from .registry import _resolve as _resolve  # noqa: F401  (re-exported: the command line checks names with it)
-from .targets import (ClassLogit, ClassLogProbability, ClassProbability, ClassTarget, Target, as_target,
-                      class_target)
+from .targets import ClassLogit, ClassLogProbability, ClassProbability, ClassTarget, Target, as_target, class_target
 
 __all__ = ["CLASS_INPUTS", "FORWARD_BATCH", "INPUTS", "METHODS", "OPTIONS", "SCORECAM_TOP_K", "SMOOTH_PREFIX",
            "CamMaps", "CamMethod", "Capture", "ClassLogProbability", "ClassLogit", "ClassProbability", "ClassTarget",
            "Hybrid", "LayerFusion", "Method", "MethodOptions", "ReciproCAM", "ScoreCAM", "Smooth", "Step", "Target",
-           "as_target", "capture", "class_target", "compute_cams", "engine_split", "forward_backward",
-           "gradcam", "gradcam_weights", "gradient_methods", "hybrid", "layercam", "method_inputs", "method_options",
-           "noisy_copies", "plan", "register"]
+           "as_target", "callable_scores", "capture", "class_target", "classifier_rows", "compute_cams", "engine_split",
+           "forward_backward", "gradcam", "gradcam_weights", "gradient_methods", "hybrid", "layer_list", "layercam",
+           "method_inputs", "method_options", "noisy_copies", "plan", "register"]
 
 
 @register("gradcam")
@@ -251,7 +250,8 @@ def _call(name: str, fn: CamMethod, inputs: Mapping[str, Callable[[], object]], 
         elif p in options:
             kwargs[p] = options[p]
         elif param.default is inspect.Parameter.empty:
-            raise TypeError(f"method {name!r} needs {p!r}, which the engine cannot supply (inputs: {', '.join(INPUTS)})")
+            raise TypeError(f"method {name!r} needs {p!r}, which the engine cannot supply "
+                            f"(inputs: {', '.join(INPUTS)})")
     return fn(**kwargs)
 
 
@@ -267,7 +267,7 @@ def _inputs(bundle: ModelBundle, images: torch.Tensor, cap: Capture, layer: str,
 
 def compute_cams(bundle: ModelBundle | nn.Module, images: torch.Tensor,
                  methods: Method | Sequence[Method] = ("gradcam", "layercam", "hybrid"), target: Target = None,
-                 layer: str | Sequence[str] | None = None, *, fusion: LayerFusion = LayerFusion(),
+                 layer: str | Sequence[str] | None = None, *, fusion: LayerFusion = DEFAULT_FUSION,
                  reshape: Reshape | None = None) -> CamMaps:
     """CAMs of a preprocessed batch (N, 3, H, W) for every method, from ONE forward and at most ONE backward.
 
@@ -320,7 +320,8 @@ def _run(bundle: ModelBundle, images: torch.Tensor, steps: Sequence[Step], targe
     n = len(images)
     noise = list(dict.fromkeys((s.smooth.n, s.smooth.noise, s.smooth.seed) for s in steps if s.smooth is not None))
     batch = torch.cat([images, *(noisy_copies(images, *setting) for setting in noise)]) if noise else images
-    starts = dict(zip(noise, (n * (1 + k) for k in accumulate([0] + [k for k, _, _ in noise]))))
+    starts = {setting: n * offset for setting, offset in zip(noise, accumulate((k for k, _, _ in noise), initial=1),
+                                                               strict=False)}
     backward = any("grads" in s.needs for s in steps)
     cap = capture(bundle, batch, target, layers, backward=backward, explained=n)
     size = tuple(images.shape[-2:])

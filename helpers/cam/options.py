@@ -118,3 +118,7 @@ class LayerFusion:
     def __post_init__(self) -> None:
         if not self.gamma > 0:
             raise ValueError(f"gamma must be > 0, got {self.gamma}")
+
+
+#: The paper's fusion, gamma = 2: the default of :func:`helpers.cam.engine.compute_cams`.
+DEFAULT_FUSION = LayerFusion()

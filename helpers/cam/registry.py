@@ -29,8 +29,8 @@ SMOOTH_PREFIX = "smooth-"
 #: ``classes`` (N,) explained classes; ``images`` the input batch on the model's device;
 #: ``model`` the network; ``forward`` its gradient-free forward, images -> logits, on the
 #: inference backend (:func:`helpers.cam.backend.infer`); ``tail`` the network after the layer
-#: (feature map -> logits, :func:`helpers.models.split_at`); ``head_weight`` (N, K) the linear classifier's weights of the
-#: explained classes (only where global average pooling + linear follow the layer directly).
+#: (feature map -> logits, :func:`helpers.cam.models.split_at`); ``head_weight`` (N, K) the linear
+#: classifier's weights of the explained classes (only where global average pooling + linear follow the layer directly).
 INPUTS: tuple[str, ...] = ("acts", "grads", "classes", "images", "model", "forward", "tail", "head_weight")
 #: Inputs that only a class target gives (a callable target explains no class).
 CLASS_INPUTS = frozenset({"classes", "head_weight"})
@@ -93,7 +93,8 @@ def _resolve(method: Method) -> Step:
     if isinstance(method, Smooth):
         inner = _resolve(method.method)
         if inner.smooth is not None or inner.name not in gradient_methods():
-            raise ValueError(f"{method.name!r}: SmoothGrad wraps gradient methods only ({', '.join(gradient_methods())})")
+            raise ValueError(f"{method.name!r}: SmoothGrad wraps gradient methods only "
+                             f"({', '.join(gradient_methods())})")
         return Step(method.name, inner.name, inner.fn, inner.options, method)
     if isinstance(method, MethodOptions):
         if OPTIONS.get(method.name) is not type(method):
@@ -131,6 +132,9 @@ def method_options(name: str, options: Mapping[str, Any]) -> Method:
     """The method ``name`` configured with those of ``options`` its option class has (the others are
     ignored, so one settings dict can serve several methods); a method without options stays its name."""
     step = _resolve(name)
-    pick = (lambda cls: {f.name: options[f.name] for f in fields(cls) if f.name in options and f.name != "method"})
+
+    def pick(cls: type) -> dict[str, Any]:
+        return {f.name: options[f.name] for f in fields(cls) if f.name in options and f.name != "method"}
+
     inner: Method = OPTIONS[step.name](**pick(OPTIONS[step.name])) if step.name in OPTIONS else step.name
     return inner if step.smooth is None else Smooth(inner, **pick(Smooth))

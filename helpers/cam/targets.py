@@ -86,7 +86,8 @@ def check_integer_classes(class_idx: ClassIndex) -> None:
     """Raise a ValueError unless ``class_idx`` is None, an integer or a sequence / tensor of integers."""
     if class_idx is None:
         return
-    if isinstance(class_idx, (bool, np.bool_)) or (isinstance(class_idx, torch.Tensor) and class_idx.dtype == torch.bool):
+    if isinstance(class_idx, (bool, np.bool_)) or (isinstance(class_idx, torch.Tensor)
+                                                   and class_idx.dtype == torch.bool):
         raise ValueError(f"class_idx must be integers, got a boolean {class_idx!r}")
     if isinstance(class_idx, torch.Tensor):
         ok = not (class_idx.is_floating_point() or class_idx.is_complex())

@@ -1,9 +1,10 @@
 """Every registered method against maps stored from a fixed random toy network (tests/cam/reference_maps.npz).
 
 The file was written by ``python tests/cam/test_reference.py`` with the engine as it stood before the
-method options became objects (each case then passed its options as keywords of ``compute_cams``:
-``alpha=``, ``top_k=``, ``scorecam_weights=``, ``recipro_kernel=``, ``smooth_n=``, ``gamma=``, ``score=``,
-``class_idx=``); the maps, explained classes and logits of every case must stay bit-identical. Rerun the script only for a deliberate change of numbers, and say so in the commit.
+method options became objects (each case then passed its options as keywords of
+``compute_cams``: ``alpha=``, ``top_k=``, ``scorecam_weights=``, ``recipro_kernel=``, ``smooth_n=``,
+``gamma=``, ``score=``, ``class_idx=``); the maps, explained classes and logits of every case must
+stay bit-identical. Rerun the script only for a deliberate change of numbers, and say so in the commit.
 """
 from __future__ import annotations
 
