@@ -46,6 +46,7 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("images", nargs="+", help="image files")
     _model_args(ex)
     ex.add_argument("--class", dest="class_", help="class to explain: index or name (default: the prediction)")
+    ex.add_argument("--score", choices=("logit", "probability"), default="logit", help="the class score explained")
     ex.add_argument("--out", default="explanations", help="output folder")
     ev = sub.add_parser("evaluate", help="faithfulness/localisation evaluation of an image folder",
                         description="Import an image folder, evaluate the methods, write CSVs and REPORT.md. "
@@ -112,7 +113,7 @@ def run_explain(args: argparse.Namespace) -> None:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from .cam.engine import compute_cams
+    from .cam.engine import class_target, compute_cams, method_options
     from .data.images import load_image
     from .teaching.viz import overlay
 
@@ -124,7 +125,8 @@ def run_explain(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for path, image in tqdm(images.items(), desc="explaining", disable=len(images) < 2):
         x = bundle.preprocess(image)[None]
-        maps = compute_cams(bundle, x, methods, class_idx=target, alpha=args.alpha, layer=args.layer)
+        maps = compute_cams(bundle, x, [method_options(m, {"alpha": args.alpha}) for m in methods],
+                            class_target(target, args.score), layer=args.layer)
         top = predict_topk(bundle, x, k=5)[0]
         explained = int(maps.class_idx[0])
         for method, m in maps.items():

@@ -5,7 +5,9 @@
 (:mod:`helpers.evaluation.metrics`) and :func:`helpers.evaluation.runner.evaluate`. It rejects,
 saying what was expected and what came: a non-tensor; a single image without batch axis
 (``images[None]``) or any other number of dims; a channels-last batch (N, H, W, C); a wrong
-channel count; integer or boolean pixels (not preprocessed); a batch on another accelerator than
+channel count; integer or boolean pixels (not preprocessed); floats of another precision than the
+model's weights (e.g. float64 or float16 for a float32 model: convert, ``images.float()``; no silent
+conversion, so the numbers are those of the batch given); a batch on another accelerator than
 the model (CPU batches are accepted: the engine moves them); images smaller than the network's
 downsampling factor ``bundle.stride`` (32 for both real models: a 16 x 16 image would leave the CAM
 layer less than one cell); NaN or infinite values. With ``maps`` it also checks them: (N, H, W)
@@ -92,6 +94,10 @@ def check_images(images: Any, bundle: ModelBundle | nn.Module, maps: Any = None,
         raise ValueError(f"{what} must be floats, preprocessed for the model (bundle.preprocess, or "
                          f"images.float() / 255 then normalised with bundle.mean / bundle.std); got dtype "
                          f"{images.dtype}")
+    weights = next((p.dtype for p in bundle.model.parameters() if p.is_floating_point()), images.dtype)
+    if images.dtype != weights:
+        raise ValueError(f"{what} are {images.dtype} but the weights of {bundle.name} are {weights}: "
+                         f"convert the batch first, images.to({weights})")
     if images.device.type != "cpu" and not _same_device(images.device, bundle.device):
         raise ValueError(f"{what} are on {images.device} but the model is on {bundle.device}: "
                          f"use images.to(bundle.device)")

@@ -7,46 +7,54 @@ non-negative map (N, h, w). Registering a method is one function and one ``@regi
 respect to the hooked maps only, applies every requested method, upsamples bilinearly to the
 input size and scales each map to [0, 1] by its maximum.
 
+What is explained is a target (:mod:`helpers.cam.targets`): the top-1 class, given classes, a
+class's probability, or any callable score of the logits. A method's options travel in its option
+object (:mod:`helpers.cam.options`, e.g. ``Hybrid(alpha=0.5)``); the registry
+(:mod:`helpers.cam.registry`) maps a name to the function and the option class.
 Methods that need more than (activations, gradients) say so by their parameter names and the
-engine supplies those inputs (see :data:`INPUTS`): CAM asks for ``head_weight``, Score-CAM for
-``images``/``classes``/``forward``, Recipro-CAM for ``tail``. Only when some requested method asks
-for ``grads`` does the pass take a backward; all gradient methods share that one pass. Below the
-hooked layer nothing needs autograd, so where the layer is followed by pooling + a linear
+engine supplies those inputs (see :data:`helpers.cam.registry.INPUTS`): CAM asks for
+``head_weight``, Score-CAM for ``images``/``classes``/``forward``, Recipro-CAM for ``tail``. Only
+when some requested method asks for ``grads`` does the pass take a backward; all gradient methods
+share that one pass. Below the hooked layer nothing needs autograd, so where the layer is followed by pooling + a linear
 classifier that part of the network runs on the inference backend (:mod:`helpers.cam.backend`,
 :func:`engine_split`) and only the rest in PyTorch.
-``"smooth-<method>"`` wraps any gradient method in SmoothGrad (:func:`noisy_copies`); the noisy
-copies ride in the same single pass. The further methods live in :mod:`helpers.cam.methods`.
+``Smooth(method)`` (or ``"smooth-<method>"``) wraps any gradient method in SmoothGrad
+(:func:`noisy_copies`); the noisy copies ride in the same single pass. A model in train mode runs
+in eval mode for the call and is given back in its own modes (:func:`helpers.cam.hooks.eval_mode`).
+The further methods live in :mod:`helpers.cam.methods`.
 """
 from __future__ import annotations
 
 import inspect
 import weakref
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-
-from ..config import SEED
 from torch import nn
 
+from ..config import SEED
 from .backend import forward_fn, infer, resolve_backend
 from .checks import check_images
-from .hooks import LayerCapture
+from .hooks import LayerCapture, eval_mode
 from .layers import Reshape, as_map
 from .maps import fuse_layers, geometric_fusion, normalise_max, upsample
 from .models import GapLinearHead, ModelBundle, ModelSplit, check_class_idx, ensure_bundle, split_at
+from .options import (DEFAULT_FUSION, FORWARD_BATCH, SCORECAM_TOP_K, Hybrid, LayerFusion, MethodOptions,
+                      ReciproCAM, ScoreCAM, Smooth)
+from .registry import (CLASS_INPUTS, INPUTS, METHODS, OPTIONS, SMOOTH_PREFIX, CamMethod, Method, Step,
+                       gradient_methods, method_inputs, method_options, plan, register)
+from .registry import _resolve as _resolve  # noqa: F401  (re-exported: the command line checks names with it)
+from .targets import ClassLogit, ClassLogProbability, ClassProbability, ClassTarget, Target, as_target, class_target
 
-CamMethod = Callable[..., torch.Tensor]
-METHODS: dict[str, CamMethod] = {}
-
-
-def register(name: str) -> Callable[[CamMethod], CamMethod]:
-    """Decorator adding a method to :data:`METHODS` under ``name``."""
-    def add(fn: CamMethod) -> CamMethod:
-        METHODS[name] = fn
-        return fn
-    return add
+__all__ = ["CLASS_INPUTS", "FORWARD_BATCH", "INPUTS", "METHODS", "OPTIONS", "SCORECAM_TOP_K", "SMOOTH_PREFIX",
+           "CamMaps", "CamMethod", "Capture", "ClassLogProbability", "ClassLogit", "ClassProbability", "ClassTarget",
+           "Hybrid", "LayerFusion", "Method", "MethodOptions", "ReciproCAM", "ScoreCAM", "Smooth", "Step", "Target",
+           "as_target", "callable_scores", "capture", "class_target", "classifier_rows", "compute_cams", "engine_split",
+           "forward_backward", "gradcam", "gradcam_weights", "gradient_methods", "hybrid", "layer_list", "layercam",
+           "method_inputs", "method_options", "noisy_copies", "plan", "register"]
 
 
 @register("gradcam")
@@ -66,7 +74,7 @@ def layercam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     return F.relu((F.relu(grads) * acts).sum(dim=1))
 
 
-@register("hybrid")
+@register("hybrid", Hybrid)
 def hybrid(acts: torch.Tensor, grads: torch.Tensor, alpha: float = 0.7) -> torch.Tensor:
     """The thesis' hybrid: norm(Grad-CAM)^alpha * norm(LayerCAM)^(1-alpha), at the layer's resolution."""
     return geometric_fusion(gradcam(acts, grads), layercam(acts, grads), alpha)
@@ -74,25 +82,43 @@ def hybrid(acts: torch.Tensor, grads: torch.Tensor, alpha: float = 0.7) -> torch
 
 @dataclass
 class Capture:
-    """What one forward + backward gives: logits, the explained classes, maps and their gradients."""
+    """What one forward + backward gives: logits, the explained classes (None for a callable target),
+    maps and their gradients."""
 
     logits: torch.Tensor
-    class_idx: torch.Tensor
+    class_idx: torch.Tensor | None
     activations: dict[str, torch.Tensor]
     gradients: dict[str, torch.Tensor]
     layers: list[str]
 
 
-def forward_backward(bundle: ModelBundle, images: torch.Tensor, class_idx: int | Sequence[int] | None = None,
+def forward_backward(bundle: ModelBundle, images: torch.Tensor, class_idx: Target = None,
                      layers: str | Sequence[str] | None = None, score: str = "logit") -> Capture:
     """One forward and one backward: activations of ``layers`` and d score / d activations.
 
-    ``score`` is the pre-softmax class score ``"logit"`` (the CAM papers' y^c) or the softmax
-    ``"probability"``. ``class_idx=None`` explains each image's predicted class. ``layers`` lists
-    the layers in forward order in the result (default: the bundle's target layer).
+    ``class_idx``: None (each image's predicted class), class indices, or any target of
+    :func:`compute_cams`; for indices ``score`` is the pre-softmax class score ``"logit"`` (the CAM
+    papers' y^c), the softmax ``"probability"`` or ``"log-probability"``. ``layers`` lists the
+    layers in forward order in the result (default: the bundle's target layer). A model in train
+    mode runs in eval mode and is restored, with a warning (as :func:`compute_cams`).
     """
     check_images(images, bundle)
-    return capture(bundle, images, class_idx, layers, score, backward=True)
+    target = as_target(class_idx, score)
+    with eval_mode(bundle.model):
+        return capture(bundle, images, target, layers, backward=True)
+
+
+def layer_list(layer: str | Sequence[str] | None) -> list[str] | None:
+    """``layer`` as a list of names (None stays None); an empty list or a non-name is a clear error."""
+    if layer is None:
+        return None
+    names = [layer] if isinstance(layer, str) else list(layer)
+    if not names:
+        raise ValueError("layer is empty: give a layer name, several (multi-layer fusion), or None (the default layer)")
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"layer names must be strings, got {bad[0]!r} ({type(bad[0]).__name__})")
+    return names
 
 
 #: Per model: {layer: its split, or None when it cannot be split}; built once, the modules are shared.
@@ -128,22 +154,21 @@ def engine_split(bundle: ModelBundle, names: Sequence[str]) -> ModelSplit | None
     return splits[layer]
 
 
-def capture(bundle: ModelBundle, images: torch.Tensor, class_idx: int | Sequence[int] | None = None,
-            layers: str | Sequence[str] | None = None, score: str = "logit", backward: bool = True,
+def capture(bundle: ModelBundle, images: torch.Tensor, target: Target = None,
+            layers: str | Sequence[str] | None = None, backward: bool = True,
             explained: int | None = None) -> Capture:
     """One forward (and, if ``backward``, one backward) recording ``layers``; see :func:`forward_backward`.
 
-    With ``explained=n`` only the first n images choose the classes (``class_idx`` has n entries,
+    With ``explained=n`` only the first n images choose the classes (a class target has n entries,
     or None: their predictions); the rest of the batch are copies of them in blocks of n (e.g.
     SmoothGrad's noisy copies) and explain the same classes. Without ``backward`` nothing is
     recorded for autograd and ``gradients`` is empty.
     """
     if images.dim() != 4:
         raise ValueError(f"images must be a batch (N, 3, H, W), got shape {tuple(images.shape)}")
-    if score not in ("logit", "probability"):
-        raise ValueError(f"unknown score {score!r}; use 'logit' or 'probability'")
+    target = as_target(target)
     n = len(images) if explained is None else explained
-    names = [bundle.target_layer] if layers is None else [layers] if isinstance(layers, str) else list(layers)
+    names = layer_list(layers) or [bundle.target_layer]
     images = images.to(bundle.device)
     split = engine_split(bundle, names)
     if split is not None:  # below the first hooked layer nothing needs autograd: that part runs on the engine
@@ -151,11 +176,13 @@ def capture(bundle: ModelBundle, images: torch.Tensor, class_idx: int | Sequence
                            backend=bundle.backend, precision=bundle.precision)(images)
     with torch.enable_grad() if backward else torch.no_grad(), LayerCapture(bundle.model, names, bundle.layers) as cap:
         logits = bundle.model(images) if split is None else split.tail(cap.feed(split.layer, below))
-        idx = logits[:n].argmax(dim=1).cpu() if class_idx is None else check_class_idx(class_idx, n, logits.shape[1])
-        idx = idx.repeat(len(images) // n).to(logits.device)
+        idx = None
+        if isinstance(target, ClassTarget):
+            idx = logits[:n].argmax(dim=1).cpu() if target.class_idx is None else \
+                check_class_idx(target.class_idx, n, logits.shape[1])
+            idx = idx.repeat(len(images) // n).to(logits.device)
         if backward:
-            y = logits if score == "logit" else logits.softmax(dim=1)
-            grads = cap.gradients(y.gather(1, idx[:, None]))
+            grads = cap.gradients(target.select(logits, idx) if idx is not None else callable_scores(target, logits))
         else:
             cap.check_captured()
         order = [name for name in cap.activations if name in names]  # dict order = firing order
@@ -164,41 +191,27 @@ def capture(bundle: ModelBundle, images: torch.Tensor, class_idx: int | Sequence
         to_map = bundle.reshape or (lambda t: as_map(t, images.shape[-2:], bundle.patch_size))
         acts = {name: to_map(cap.activations[name].detach()) for name in order}
         grads = {name: to_map(grads[name].detach()) for name in order} if backward else {}
-    return Capture(logits.detach(), idx.cpu(), acts, grads, order)
+    return Capture(logits.detach(), None if idx is None else idx.cpu(), acts, grads, order)
+
+
+def callable_scores(target: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+    """``target(logits)``, checked to be one differentiable score per image, shape (N,)."""
+    scores = target(logits)
+    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (len(logits),):
+        got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise ValueError(f"a callable target must map the logits {tuple(logits.shape)} to one score per image, "
+                         f"shape ({len(logits)},); got {got}")
+    if not scores.requires_grad:
+        raise ValueError("the callable target's scores do not depend on the logits (no gradient to explain)")
+    return scores
 
 
 class CamMaps(dict):
-    """``{method: (N, H, W) map in [0, 1]}``, plus ``class_idx`` and ``logits`` of the pass."""
+    """``{key: (N, H, W) map in [0, 1]}`` (keys: see :func:`helpers.cam.registry.plan`), plus
+    ``class_idx`` (None for a callable target) and ``logits`` of the pass."""
 
-    class_idx: torch.Tensor
+    class_idx: torch.Tensor | None
     logits: torch.Tensor
-
-
-#: Inputs the engine supplies to a method that names them as parameters (options such as
-#: ``alpha`` or ``top_k`` are passed the same way): ``acts``/``grads`` (N, K, h, w) of the layer;
-#: ``classes`` (N,) explained classes; ``images`` the input batch on the model's device;
-#: ``model`` the network; ``forward`` its gradient-free forward, images -> logits, on the
-#: inference backend (:func:`helpers.cam.backend.infer`); ``tail`` the network after the layer
-#: (feature map -> logits, :func:`helpers.models.split_at`); ``head_weight`` (N, K) the linear classifier's weights of the
-#: explained classes (only where global average pooling + linear follow the layer directly).
-INPUTS: tuple[str, ...] = ("acts", "grads", "classes", "images", "model", "forward", "tail", "head_weight")
-SMOOTH_PREFIX = "smooth-"
-#: Score-CAM's default number of channels (largest mean activation) that mask the input. All
-#: 1280 channels of Lite0's head would cost 1280 forwards per image; see the README's methods
-#: table for the measured cost of this default.
-SCORECAM_TOP_K = 32
-#: Default number of images per forward in Score-CAM and Recipro-CAM.
-FORWARD_BATCH = 64
-
-
-def method_inputs(fn: CamMethod) -> list[str]:
-    """The engine inputs (see :data:`INPUTS`) a method asks for, in its parameter order."""
-    return [p for p in inspect.signature(fn).parameters if p in INPUTS]
-
-
-def gradient_methods() -> list[str]:
-    """Registered methods that are pure functions of (activations, gradients): the ones SmoothGrad can wrap."""
-    return [name for name, fn in METHODS.items() if method_inputs(fn) == ["acts", "grads"]]
 
 
 def classifier_rows(bundle: ModelBundle, layer: str, classes: torch.Tensor) -> torch.Tensor:
@@ -221,23 +234,11 @@ def noisy_copies(images: torch.Tensor, n: int, noise: float, seed: int = SEED) -
     call gives the same noise.
     """
     if n < 1 or noise < 0:
-        raise ValueError(f"SmoothGrad needs smooth_n >= 1 and smooth_noise >= 0, got {n} and {noise}")
+        raise ValueError(f"SmoothGrad needs n >= 1 and noise >= 0, got {n} and {noise}")
     sigma = noise * (images.flatten(1).amax(1) - images.flatten(1).amin(1)).view(-1, 1, 1, 1)
     gen = torch.Generator().manual_seed(seed)
     eps = torch.randn((n, *images.shape), generator=gen).to(images)
     return (images[None] + sigma[None] * eps).flatten(0, 1)
-
-
-def _resolve(name: str) -> tuple[CamMethod, bool]:
-    """(method function, smoothed?) for a method name; a clear error for unknown names."""
-    smooth = name.startswith(SMOOTH_PREFIX)
-    base = name[len(SMOOTH_PREFIX):] if smooth else name
-    if base not in METHODS:
-        raise ValueError(f"unknown CAM method {name!r}; valid methods: {', '.join(METHODS)} "
-                         f"(and {SMOOTH_PREFIX}<m> for m in {', '.join(gradient_methods())})")
-    if smooth and base not in gradient_methods():
-        raise ValueError(f"{name!r}: SmoothGrad wraps gradient methods only ({', '.join(gradient_methods())})")
-    return METHODS[base], smooth
 
 
 def _call(name: str, fn: CamMethod, inputs: Mapping[str, Callable[[], object]], options: Mapping[str, object]):
@@ -249,75 +250,94 @@ def _call(name: str, fn: CamMethod, inputs: Mapping[str, Callable[[], object]], 
         elif p in options:
             kwargs[p] = options[p]
         elif param.default is inspect.Parameter.empty:
-            raise TypeError(f"method {name!r} needs {p!r}, which the engine cannot supply (inputs: {', '.join(INPUTS)})")
+            raise TypeError(f"method {name!r} needs {p!r}, which the engine cannot supply "
+                            f"(inputs: {', '.join(INPUTS)})")
     return fn(**kwargs)
 
 
 def _inputs(bundle: ModelBundle, images: torch.Tensor, cap: Capture, layer: str,
             rows: slice) -> dict[str, Callable[[], object]]:
     """Lazy engine inputs for one layer and the batch rows ``rows`` of the pass."""
-    classes = cap.class_idx[rows]
     return {"acts": lambda: cap.activations[layer][rows], "grads": lambda: cap.gradients[layer][rows],
-            "classes": lambda: classes, "images": lambda: images, "model": lambda: bundle.model,
+            "classes": lambda: cap.class_idx[rows], "images": lambda: images, "model": lambda: bundle.model,
             "forward": lambda: lambda x: infer(bundle, x),
             "tail": lambda: split_at(bundle, layer).tail,
-            "head_weight": lambda: classifier_rows(bundle, layer, classes)}
+            "head_weight": lambda: classifier_rows(bundle, layer, cap.class_idx[rows])}
 
 
 def compute_cams(bundle: ModelBundle | nn.Module, images: torch.Tensor,
-                 methods: Sequence[str] = ("gradcam", "layercam", "hybrid"),
-                 class_idx: int | Sequence[int] | None = None, alpha: float = 0.7,
-                 layer: str | Sequence[str] | None = None, score: str = "logit", gamma: float = 2.0, *,
-                 top_k: int | None = SCORECAM_TOP_K, batch_size: int = FORWARD_BATCH, scorecam_weights: str = "softmax",
-                 recipro_kernel: str = "onehot", smooth_n: int = 8, smooth_noise: float = 0.15,
-                 seed: int = SEED, reshape: Reshape | None = None) -> CamMaps:
+                 methods: Method | Sequence[Method] = ("gradcam", "layercam", "hybrid"), target: Target = None,
+                 layer: str | Sequence[str] | None = None, *, fusion: LayerFusion = DEFAULT_FUSION,
+                 reshape: Reshape | None = None) -> CamMaps:
     """CAMs of a preprocessed batch (N, 3, H, W) for every method, from ONE forward and at most ONE backward.
 
     ``bundle`` is a :class:`ModelBundle` or any classifier ``nn.Module`` (wrapped once by
     :func:`helpers.cam.models.as_bundle`: without ``layer`` the last spatial map is used).
-    ``reshape`` turns the layer's output into (N, C, h, w) (default: tokens and channels-last
-    maps are handled by :func:`helpers.cam.layers.as_map`).
+    ``methods``: one method or several, each a registered name (its default options), an option
+    object (``Hybrid(alpha=0.5)``, ``ScoreCAM(top_k=8)``, ``ReciproCAM(kernel="gaussian")``) or
+    ``Smooth(method, n, noise, seed)`` (``"smooth-<m>"`` = ``Smooth("<m>")``).
+    ``target``: None (each image's top-1 class), a class index or one per image (their logit), a
+    class target (``ClassLogit``, ``ClassProbability``, ``ClassLogProbability``, or
+    ``class_target(idx, score)``), or a callable ``logits (N, C) -> (N,)`` such as
+    ``lambda y: y[:, 3] + y[:, 7]``; methods that need a class (CAM, Score-CAM, Recipro-CAM) refuse a callable.
+    ``layer``: one layer name or several (multi-layer fusion, :func:`fuse_layers` with ``fusion.gamma``);
+    default the bundle's target layer. ``reshape`` turns the layer's output into (N, C, h, w)
+    (default: tokens and channels-last maps are handled by :func:`helpers.cam.layers.as_map`).
 
-    Returns ``{method: (N, H, W)}`` float maps in [0, 1], bilinearly upsampled to the input size.
-    ``class_idx``: None (each image's predicted class), an int, or N ints. ``layer``: one layer
-    name or several (multi-layer fusion, :func:`fuse_layers` with ``gamma``); default the
-    bundle's target layer. ``alpha`` is the hybrid's Grad-CAM exponent.
+    Returns a :class:`CamMaps` ``{key: (N, H, W)}`` of float maps in [0, 1], bilinearly upsampled to
+    the input size, keyed by method name; the same method asked for with different options in one
+    call is keyed ``name@<the option values that differ>`` (e.g. ``"hybrid@0.5"``, ``"hybrid@0.7"``).
+    ``.class_idx`` holds the explained classes (None for a callable target), ``.logits`` the logits.
 
-    Options of the further methods (:mod:`helpers.cam.methods`): ``top_k`` (Score-CAM keeps the k
-    channels of largest mean activation; None keeps all), ``batch_size`` (images per forward of
-    Score-CAM / Recipro-CAM), ``scorecam_weights`` ("softmax" or "probability"),
-    ``recipro_kernel`` ("onehot" or "gaussian"). ``"smooth-<method>"`` averages a gradient
-    method's raw maps over ``smooth_n`` noisy copies (noise ``smooth_noise`` x the image's value
-    range, seeded by ``seed``) that share the pass with the clean batch.
-    Bad input (:func:`helpers.cam.checks.check_images`) is a ValueError before any forward.
+    The model is never changed: one in train mode (any module) runs in eval mode for the call, with
+    one warning, and gets its modes back; parameters and buffers are untouched. Bad input is a
+    ValueError before any forward: the batch (:func:`helpers.cam.checks.check_images`, which also
+    refuses a dtype other than the weights', e.g. float64: convert with ``images.float()``), no
+    methods, unknown methods or options, class indices that are not integers, an empty ``layer``.
     """
     check_images(images, bundle)
-    plan = [(name, *_resolve(name)) for name in methods]
-    bundle = ensure_bundle(bundle, images.shape[-2:], layer, reshape)
-    if any("tail" in method_inputs(fn) for _, fn, _ in plan):  # no split for this model: say so before any forward
-        for lay in [bundle.target_layer] if layer is None else [layer] if isinstance(layer, str) else layer:
-            split_at(bundle, lay)
+    steps = plan(methods)
+    target = as_target(target)
+    if not isinstance(target, ClassTarget):
+        needy = [s.key for s in steps if s.needs & CLASS_INPUTS]
+        if needy:
+            raise ValueError(f"{', '.join(needy)} explain a class, and a callable target has none: give a class "
+                             f"index or a class target (ClassLogit, ClassProbability, ClassLogProbability)")
+    layers = layer_list(layer)
+    if not isinstance(fusion, LayerFusion):
+        raise TypeError(f"fusion must be a LayerFusion(gamma=...), got {type(fusion).__name__}")
+    with eval_mode(bundle if isinstance(bundle, nn.Module) else bundle.model):
+        bundle = ensure_bundle(bundle, images.shape[-2:], layer, reshape)
+        if any("tail" in s.needs for s in steps):  # no split for this model: say so before any forward
+            for lay in layers or [bundle.target_layer]:
+                split_at(bundle, lay)
+        return _run(bundle, images, steps, target, layers, fusion)
+
+
+def _run(bundle: ModelBundle, images: torch.Tensor, steps: Sequence[Step], target: Target,
+         layers: list[str] | None, fusion: LayerFusion) -> CamMaps:
+    """The one pass of :func:`compute_cams` and every step's map from it."""
     n = len(images)
-    batch = images
-    if any(smooth for _, _, smooth in plan):
-        batch = torch.cat([images, noisy_copies(images, smooth_n, smooth_noise, seed)])
-    backward = any("grads" in method_inputs(fn) for _, fn, _ in plan)
-    cap = capture(bundle, batch, class_idx, layer, score, backward=backward, explained=n)
-    options = {"alpha": alpha, "top_k": top_k, "batch_size": batch_size, "scorecam_weights": scorecam_weights,
-               "recipro_kernel": recipro_kernel}
+    noise = list(dict.fromkeys((s.smooth.n, s.smooth.noise, s.smooth.seed) for s in steps if s.smooth is not None))
+    batch = torch.cat([images, *(noisy_copies(images, *setting) for setting in noise)]) if noise else images
+    starts = {setting: n * offset for setting, offset in zip(noise, accumulate((k for k, _, _ in noise), initial=1),
+                                                               strict=False)}
+    backward = any("grads" in s.needs for s in steps)
+    cap = capture(bundle, batch, target, layers, backward=backward, explained=n)
     size = tuple(images.shape[-2:])
     on_device = images.to(bundle.device)
     out = CamMaps()
     with torch.no_grad():
-        for name, fn, smooth in plan:
+        for step in steps:
+            smooth = step.smooth
+            start = 0 if smooth is None else starts[(smooth.n, smooth.noise, smooth.seed)]
+            rows = slice(start, start + n * (1 if smooth is None else smooth.n))
             per_layer = []
             for lay in cap.layers:
-                raw = _call(name, fn, _inputs(bundle, on_device, cap, lay, slice(n, None) if smooth else slice(0, n)),
-                            options)
-                if smooth:
-                    raw = raw.view(smooth_n, n, *raw.shape[1:]).mean(dim=0)
+                raw = _call(step.key, step.fn, _inputs(bundle, on_device, cap, lay, rows), step.options)
+                if smooth is not None:
+                    raw = raw.view(smooth.n, n, *raw.shape[1:]).mean(dim=0)
                 per_layer.append(normalise_max(upsample(raw, size)))
-            out[name] = per_layer[0] if len(per_layer) == 1 else fuse_layers(per_layer, gamma)
-    out.class_idx, out.logits = cap.class_idx[:n], cap.logits[:n]
+            out[step.key] = per_layer[0] if len(per_layer) == 1 else fuse_layers(per_layer, fusion.gamma)
+    out.class_idx, out.logits = None if cap.class_idx is None else cap.class_idx[:n], cap.logits[:n]
     return out
-

@@ -1,16 +1,19 @@
-"""Capture the activations of named layers and their gradients, with hooks that never leak.
+"""Capture the activations of named layers and their gradients, with hooks that never leak, and never change the model.
 
 :class:`LayerCapture` is a context manager: on entry it freezes every parameter
 (``requires_grad=False``) and hooks the layers; on exit, also after an exception, it removes
 the hooks and restores the flags. The first hooked layer reached in the forward becomes the
 root of the autograd graph (its output is detached and made to require grad), so nothing
 below it is recorded and gradients are taken with ``torch.autograd.grad`` with respect to the
-captured maps only: no parameter ever receives a ``.grad``.
+captured maps only: no parameter ever receives a ``.grad``. :func:`eval_mode` runs a model left in
+train mode in eval mode for one call, so dropout and BatchNorm's running statistics stay untouched.
 """
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from types import TracebackType
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -85,3 +88,23 @@ class LayerCapture:
         acts = [self.activations[n] for n in self.names]
         grads = torch.autograd.grad(score.sum(), acts, allow_unused=True)
         return {n: torch.zeros_like(a) if g is None else g for n, a, g in zip(self.names, acts, grads)}
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` in eval mode inside the block and give every module its own mode back afterwards.
+
+    A model with any module in train mode gets one warning: CAMs of a train-mode forward would use
+    the batch's BatchNorm statistics and dropout, and that forward would update the running statistics.
+    """
+    training = [m for m in model.modules() if m.training]
+    if training:
+        warnings.warn(f"{type(model).__name__} has {len(training)} module(s) in train mode: the CAMs are computed in "
+                      f"eval mode (BatchNorm running statistics, no dropout) and the modes are restored afterwards; "
+                      f"call model.eval() to silence this", stacklevel=4)
+        model.eval()
+    try:
+        yield
+    finally:
+        for module in training:
+            module.training = True

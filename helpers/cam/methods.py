@@ -2,7 +2,7 @@
 
 Gradient methods are pure functions of the layer's activations ``acts`` = A and gradients
 ``grads`` = dy^c/dA, both (N, K, h, w), with y^c the pre-softmax class score; they share the one
-forward + backward of :func:`helpers.cams.compute_cams`. CAM reads the classifier weights instead
+forward + backward of :func:`helpers.cam.engine.compute_cams`. CAM reads the classifier weights instead
 (``head_weight``); Score-CAM and Recipro-CAM are gradient-free and run batched forwards under
 ``torch.inference_mode()`` (``images``/``forward`` -- the model on the inference backend -- and
 ``tail`` are supplied by the engine). Every method returns a raw non-negative map (N, h, w); the
@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .engine import FORWARD_BATCH, SCORECAM_TOP_K, register
+from .engine import FORWARD_BATCH, SCORECAM_TOP_K, register  # via the engine: its built-ins register first
 from .maps import normalise_minmax, upsample
+from .options import RECIPRO_KERNELS, SCORECAM_VARIANTS, ReciproCAM, ScoreCAM
 
 
 def _combine(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
@@ -95,35 +96,29 @@ def _class_scores(net: Callable[[torch.Tensor], torch.Tensor],
     return torch.cat(scores)
 
 
-#: Score-CAM variants: "softmax" = the paper's Algorithm 1 (softmax over the kept channels' masked
-#: logits); "probability" = each masked input's class probability as weight, top-k channels; "official"
-#: = the authors' released code (haofanwang/Score-CAM): probability weights, ALL channels (``top_k``
-#: ignored), channels whose upsampled map is constant skipped (their min-max mask is undefined).
-SCORECAM_VARIANTS: tuple[str, ...] = ("softmax", "probability", "official")
-
-
-@register("scorecam")
+@register("scorecam", ScoreCAM)
 def scorecam(acts: torch.Tensor, images: torch.Tensor, classes: torch.Tensor,
-             forward: Callable[[torch.Tensor], torch.Tensor], top_k: int | None = SCORECAM_TOP_K, batch_size: int = FORWARD_BATCH, scorecam_weights: str = "softmax") -> torch.Tensor:
+             forward: Callable[[torch.Tensor], torch.Tensor], top_k: int | None = SCORECAM_TOP_K,
+             weights: str = "softmax", batch_size: int = FORWARD_BATCH) -> torch.Tensor:
     """Score-CAM (Wang et al. 2020, Sec. 4 and Algorithm 1), gradient-free.
 
     Each kept channel A^k is upsampled to the input size and min-max scaled to [0, 1] (H^k); the
     masked input is X (.) H^k in the model's normalised input space, so masked-out pixels take
     the value 0 there, i.e. the training mean colour. Its class logit S_k^c gives the weights
     w_k = softmax_k(S_k^c) over the kept channels (Algorithm 1; the baseline f(X_b) is the same
-    for every k and cancels in the softmax). ``scorecam_weights`` picks the variant
-    (:data:`SCORECAM_VARIANTS`): "probability" uses each masked input's softmax probability of the
+    for every k and cancels in the softmax). ``weights`` picks the variant
+    (:data:`helpers.cam.options.SCORECAM_VARIANTS`): "probability" uses each masked input's softmax probability of the
     class, "official" also uses all channels and skips constant ones, as the authors' code.
     Map = ReLU(sum_k w_k A^k). ``top_k``: keep the k channels of largest mean activation per
     image (None: all K, i.e. K forwards per image). The authors' code also min-max scales the final
     map; the engine divides by the maximum (``maps.normalise(..., "minmax")`` gives theirs).
     """
-    if scorecam_weights not in SCORECAM_VARIANTS:
-        raise ValueError(f"unknown scorecam_weights {scorecam_weights!r}; use one of {', '.join(SCORECAM_VARIANTS)}")
+    if weights not in SCORECAM_VARIANTS:
+        raise ValueError(f"unknown Score-CAM weights {weights!r}; use one of {', '.join(SCORECAM_VARIANTS)}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     n, k_all, h, w = acts.shape
-    k = k_all if top_k is None or scorecam_weights == "official" else min(top_k, k_all)
+    k = k_all if top_k is None or weights == "official" else min(top_k, k_all)
     keep = acts.mean(dim=(2, 3)).topk(k, dim=1).indices
     kept = acts.gather(1, keep[:, :, None, None].expand(n, k, h, w))
     size = tuple(images.shape[-2:])
@@ -133,13 +128,13 @@ def scorecam(acts: torch.Tensor, images: torch.Tensor, classes: torch.Tensor,
         masks = normalise_minmax(upsample(kept.flatten(0, 1)[rows], size))
         return images[image] * masks[:, None], classes[image]
 
-    kind = "logit" if scorecam_weights == "softmax" else "probability"
+    kind = "logit" if weights == "softmax" else "probability"
     scores = _class_scores(forward, masked, n * k, batch_size, kind).view(n, k)
-    weights = scores.softmax(dim=1) if kind == "logit" else scores
-    if scorecam_weights == "official":
+    channel_weights = scores.softmax(dim=1) if kind == "logit" else scores
+    if weights == "official":
         flat = kept.flatten(2)
-        weights = torch.where(flat.amax(2) > flat.amin(2), weights, torch.zeros_like(weights))
-    return _combine(weights, kept)
+        channel_weights = torch.where(flat.amax(2) > flat.amin(2), channel_weights, torch.zeros_like(channel_weights))
+    return _combine(channel_weights, kept)
 
 
 def spatial_masks(h: int, w: int, kernel: str = "onehot") -> torch.Tensor:
@@ -151,15 +146,15 @@ def spatial_masks(h: int, w: int, kernel: str = "onehot") -> torch.Tensor:
     onehot = torch.eye(h * w).view(h * w, 1, h, w)
     if kernel == "onehot":
         return onehot[:, 0]
-    if kernel != "gaussian":
-        raise ValueError(f"unknown recipro_kernel {kernel!r}; use 'onehot' or 'gaussian'")
+    if kernel not in RECIPRO_KERNELS:
+        raise ValueError(f"unknown Recipro-CAM kernel {kernel!r}; use one of {', '.join(RECIPRO_KERNELS)}")
     taps = torch.tensor([0.5, 1.0, 0.5])
     return F.conv2d(onehot, torch.outer(taps, taps)[None, None], padding=1)[:, 0]
 
 
-@register("reciprocam")
-def reciprocam(acts: torch.Tensor, classes: torch.Tensor, tail: nn.Module, batch_size: int = FORWARD_BATCH,
-               recipro_kernel: str = "onehot") -> torch.Tensor:
+@register("reciprocam", ReciproCAM)
+def reciprocam(acts: torch.Tensor, classes: torch.Tensor, tail: nn.Module, kernel: str = "onehot",
+               batch_size: int = FORWARD_BATCH) -> torch.Tensor:
     """Recipro-CAM (Byun & Lee 2022), gradient-free: one masked feature map per position.
 
     For each position (i, j) the layer's map F is masked, F (.) M^(i,j) (``spatial_masks``), and
@@ -168,7 +163,7 @@ def reciprocam(acts: torch.Tensor, classes: torch.Tensor, tail: nn.Module, batch
     default (a 3x3 Gaussian variant is optional); so do we. h*w tail forwards per image, batched.
     """
     n, _, h, w = acts.shape
-    masks = spatial_masks(h, w, recipro_kernel).to(acts)
+    masks = spatial_masks(h, w, kernel).to(acts)
 
     def masked(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         image = rows // (h * w)

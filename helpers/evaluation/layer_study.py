@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..cam.engine import compute_cams
+from ..cam.engine import Hybrid, compute_cams, method_options
 from ..cam.models import ModelBundle
 from .alpha import ALPHAS, Metric, choose_alpha, mean_ci, summarise, sweep, sweep_plan
 from .runner import explained_class, image_seed
@@ -69,7 +69,7 @@ def _fused_sweep(bundle: ModelBundle, samples: Sequence, setting: tuple[str, ...
     classes = explained_classes(bundle, samples)
     for start in range(0, len(samples), batch_size):
         x, c, seeds = _batch(samples, classes, start, batch_size)
-        maps = torch.cat([compute_cams(bundle, x, ("hybrid",), class_idx=c, alpha=a, layer=list(setting))["hybrid"]
+        maps = torch.cat([compute_cams(bundle, x, Hybrid(alpha=a), target=c, layer=list(setting))["hybrid"]
                           for a in alphas])
         scores = metric(bundle, x.repeat(len(alphas), 1, 1, 1), maps, c.repeat(len(alphas)), tie_seed=seeds * len(alphas))
         ins, dele = (scores[k].detach().cpu().view(len(alphas), len(x)) for k in ("insertion", "deletion"))
@@ -130,8 +130,8 @@ def layer_table(bundle: ModelBundle, samples: Sequence, metric: Metric, alphas: 
         x, c, seeds = _batch(samples, classes, start, batch_size)
         files = [s.file for s in samples[start:start + batch_size]]
         setting = settings[label]
-        maps = compute_cams(bundle, x, LAYER_METHODS, class_idx=c, alpha=float(alphas[label]),
-                            layer=setting if isinstance(setting, str) else list(setting))
+        maps = compute_cams(bundle, x, [method_options(m, {"alpha": float(alphas[label])}) for m in LAYER_METHODS],
+                            target=c, layer=setting if isinstance(setting, str) else list(setting))
         scores = metric(bundle, x.repeat(n_methods, 1, 1, 1), torch.cat([maps[m].cpu() for m in LAYER_METHODS]),
                         c.repeat(n_methods), tie_seed=seeds * n_methods)
         ins, dele = (scores[k].detach().cpu().view(n_methods, len(x)) for k in ("insertion", "deletion"))

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from . import metrics as M
 from ..cam.checks import check_images
-from ..cam.engine import METHODS, compute_cams, method_inputs
+from ..cam.engine import METHODS, compute_cams, method_inputs, method_options
 from ..cam.maps import NORMALISATIONS, normalise
 from ..config import RESULTS_DIR, SEED
 from .alpha import read_alpha_json
@@ -154,7 +154,7 @@ def explain(bundle: ModelBundle, images: torch.Tensor, class_idx: torch.Tensor, 
         return M.random_maps(len(images), size, seed)
     if spec.method == "gaussian":
         return M.gaussian_maps(len(images), size)
-    maps = compute_cams(bundle, images, (spec.method,), class_idx=class_idx, **(cam_options | spec.kwargs))
+    maps = compute_cams(bundle, images, method_options(spec.method, cam_options | spec.kwargs), target=class_idx)
     return maps[spec.method].cpu()
 
 
@@ -201,7 +201,8 @@ def explain_rows(bundle: ModelBundle, images: torch.Tensor, class_idx: torch.Ten
             out[i] = explain(bundle, images[i:i + 1], class_idx[i:i + 1], s, seed, cam_options)
     for options, rows in groups.items():
         methods = tuple(dict.fromkeys(specs[i].method for i in rows))
-        maps = compute_cams(bundle, images[rows], methods, class_idx=class_idx[rows], **(cam_options | dict(options)))
+        maps = compute_cams(bundle, images[rows], [method_options(m, cam_options | dict(options)) for m in methods],
+                            target=class_idx[rows])
         for j, i in enumerate(rows):
             out[i] = maps[specs[i].method][j:j + 1].cpu()
     return torch.cat(out)

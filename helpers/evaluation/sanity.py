@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..cam.engine import compute_cams
+from ..cam.engine import Method, compute_cams
 from ..config import SEED
 from ..cam.models import ModelBundle, get_layer
 
@@ -57,7 +57,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def cascading_randomisation(bundle: ModelBundle, images: torch.Tensor, class_idx: Sequence[int],
-                            methods: Sequence[str], steps: Sequence[str] | None = None, progress: bool = True,
+                            methods: Sequence[Method], steps: Sequence[str] | None = None, progress: bool = True,
                             **cam_kwargs) -> pd.DataFrame:
     """Spearman correlation between trained and cascade-randomised maps, per step, method and image.
 
@@ -66,15 +66,15 @@ def cascading_randomisation(bundle: ModelBundle, images: torch.Tensor, class_idx
     re-initialised. The bundle's own model is never modified.
     """
     steps = list(steps) if steps is not None else cascade_order(bundle)
-    reference = compute_cams(bundle, images, methods, class_idx=class_idx, **cam_kwargs)
+    reference = compute_cams(bundle, images, methods, target=class_idx, **cam_kwargs)
     # The copies run in PyTorch: exporting each randomised model to the engine would cost more than it saves.
     work = dataclasses.replace(bundle, model=copy.deepcopy(bundle.model), backend="torch")
-    rows = [(0, "none", m, i, 1.0) for m in methods for i in range(len(images))]
+    rows = [(0, "none", m, i, 1.0) for m in reference for i in range(len(images))]
     for step, layer in enumerate(tqdm(steps, desc="randomising", disable=not progress), start=1):
         randomise(get_layer(work.model, layer), SEED + step)
-        maps = compute_cams(work, images, methods, class_idx=class_idx, **cam_kwargs)
+        maps = compute_cams(work, images, methods, target=class_idx, **cam_kwargs)
         rows += [(step, layer, m, i, spearman(reference[m][i], maps[m][i]))
-                 for m in methods for i in range(len(images))]
+                 for m in reference for i in range(len(images))]
     return pd.DataFrame(rows, columns=["step", "layer", "method", "image", "spearman"])
 
 

@@ -37,7 +37,7 @@ def time_methods(bundle: ModelBundle, images: torch.Tensor, methods: Sequence[st
                  **cam_kwargs) -> pd.DataFrame:
     """Median time per image of each method run alone on ``images`` (one row per method)."""
     def run(method: str) -> Callable[[], object]:
-        return lambda: compute_cams(bundle, images, (method,), class_idx=class_idx, **cam_kwargs)
+        return lambda: compute_cams(bundle, images, (method,), target=class_idx, **cam_kwargs)
 
     medians = interleaved_medians({m: run(m) for m in methods}, repeats, warmup, bundle.device)
     return pd.DataFrame([{"method": m, "batch": len(images), "median_s": s, "ms_per_image": 1000 * s / len(images)}

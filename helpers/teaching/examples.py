@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cam.backend import infer
-from ..cam.engine import compute_cams
+from ..cam.engine import Method, compute_cams
 from ..cam.models import ModelBundle
 from .viz import plot_cam_grid
 
@@ -30,13 +30,13 @@ def two_object_sample(samples: Sequence, bundle: ModelBundle | None = None):
     return pairs[int(probs.gather(1, classes).amin(dim=1).argmax())]
 
 
-def save_examples(bundle: ModelBundle, samples: Sequence, methods: Sequence[str], out_dir: str | Path,
+def save_examples(bundle: ModelBundle, samples: Sequence, methods: Sequence[Method], out_dir: str | Path,
                   per_figure: int = 6, progress: bool = True, extra: Mapping[str, dict] | None = None,
                   **cam_kwargs) -> list[Path]:
     """Explain each sample's labelled class with every method; one PNG per ``per_figure`` samples.
 
     ``samples`` are :class:`helpers.data.Sample` objects (``tensor``, ``label_idx``, ``label_name``,
-    ``file``, ``boxes_crop``); ``cam_kwargs`` go to :func:`helpers.cams.compute_cams`. ``extra``
+    ``file``, ``boxes_crop``); ``cam_kwargs`` go to :func:`helpers.cam.engine.compute_cams`. ``extra``
     adds columns computed with other settings: ``{title: compute_cams kwargs with one method}``,
     e.g. ``{"layercam, 3 layers": {"methods": ("layercam",), "layer": bundle.multi_layers}}``.
     """
@@ -48,10 +48,10 @@ def save_examples(bundle: ModelBundle, samples: Sequence, methods: Sequence[str]
         chunk = samples[start:start + per_figure]
         images = torch.stack([s.tensor for s in chunk])
         idx = [s.label_idx for s in chunk]
-        computed = compute_cams(bundle, images, methods, class_idx=idx, **cam_kwargs)
-        maps = {m: computed[m].cpu() for m in methods}
+        computed = compute_cams(bundle, images, methods, target=idx, **cam_kwargs)
+        maps = {m: v.cpu() for m, v in computed.items()}
         for title, kwargs in (extra or {}).items():
-            maps[title] = compute_cams(bundle, images, class_idx=idx, **kwargs)[kwargs["methods"][0]].cpu()
+            maps[title] = next(iter(compute_cams(bundle, images, target=idx, **kwargs).values())).cpu()
         titles = [f"{Path(s.file).stem}: {s.label_name}" for s in chunk]
         boxes = [[box for idx, box in s.boxes_crop if idx == s.label_idx] for s in chunk]
         path = out_dir / f"examples_{page:02d}.png"

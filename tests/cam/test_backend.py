@@ -14,6 +14,7 @@ from torch import nn
 from helpers.cam import backend as B
 from helpers.cam.engine import compute_cams, engine_split
 from helpers.cam.models import ModelBundle
+from helpers.cam.options import ScoreCAM, Smooth
 from helpers.evaluation.metrics import class_probabilities, insertion_deletion_auc
 from helpers.evaluation.sanity import randomise
 
@@ -57,14 +58,14 @@ def test_curve_aucs_equal_eager_torch(lite0: ModelBundle, photo_batch: torch.Ten
 
 def test_every_cam_equals_eager_torch_and_batch_equals_single(lite0: ModelBundle, photo_batch: torch.Tensor) -> None:
     assert engine_split(lite0, ["head"]) is not None  # the CAM pass below the head runs on the engine
-    opts = dict(top_k=4, smooth_n=2)
-    got = compute_cams(lite0, photo_batch, ALL, **opts)
-    want = compute_cams(eager(lite0), photo_batch, ALL, **opts)
+    methods = [{"scorecam": ScoreCAM(top_k=4), "smooth-hybrid": Smooth("hybrid", n=2)}.get(m, m) for m in ALL]
+    got = compute_cams(lite0, photo_batch, methods)
+    want = compute_cams(eager(lite0), photo_batch, methods)
     assert torch.equal(got.class_idx, want.class_idx) and (got.logits - want.logits).abs().max() < 1e-4
     for m in ALL:
         assert (got[m] - want[m]).abs().max() < 1e-5, m
         assert got[m].amax() > 0.99, m  # real maps, not zeros
-    single = [compute_cams(lite0, photo_batch[i:i + 1], ALL, **opts) for i in range(3)]
+    single = [compute_cams(lite0, photo_batch[i:i + 1], methods) for i in range(3)]
     for m in ALL[:-1]:  # (SmoothGrad's seeded noise depends on the batch, by design)
         assert (torch.cat([s[m] for s in single]) - got[m]).abs().max() < 1e-5, m
 

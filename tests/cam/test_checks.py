@@ -59,7 +59,7 @@ def maps_for(images) -> torch.Tensor:
 
 #: every public entry point that runs the model: (bundle, images, maps) -> call
 ENTRY_POINTS = {
-    "compute_cams": lambda b, x, m: compute_cams(b, x, class_idx=0),
+    "compute_cams": lambda b, x, m: compute_cams(b, x, target=0),
     "forward_backward": lambda b, x, m: forward_backward(b, x, class_idx=0),
     "insertion_deletion_curves": lambda b, x, m: M.insertion_deletion_curves(b, x, m, 0, "deletion", 4),
     "insertion_deletion": lambda b, x, m: M.insertion_deletion(b, x, m, 0, steps=4),

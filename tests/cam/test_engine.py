@@ -9,6 +9,7 @@ from torch import nn
 
 from helpers.cam.engine import (METHODS, compute_cams, forward_backward, gradcam, gradcam_weights, gradient_methods, layercam)
 from helpers.cam.maps import fuse_layers, geometric_fusion, normalise_max, upsample
+from helpers.cam.options import Hybrid
 from toy import GapLinear, toy_bundle
 
 # A = the input itself (2 channels, 2x2); w = [[1, -2], [0.5, 3]].
@@ -25,19 +26,19 @@ def test_toy_gradients_are_w_over_area() -> None:
 
 def test_gradcam_and_layercam_by_hand() -> None:
     # class 0: alpha = [1/4, -1/2]; 0.25*A0 - 0.5*A1 = [[-1.75, 0.5], [0.75, 0.5]] -> ReLU
-    maps = compute_cams(toy_bundle(GapLinear(W)), A, methods=("gradcam", "layercam"), class_idx=0)
+    maps = compute_cams(toy_bundle(GapLinear(W)), A, methods=("gradcam", "layercam"), target=0)
     assert torch.allclose(maps["gradcam"][0], torch.tensor([[0.0, 0.5], [0.75, 0.5]]) / 0.75)
     # LayerCAM: ReLU(1/4)*A0 + ReLU(-1/2)*A1 = A0/4 -> [[.25, .5], [.75, 1]]
     assert torch.allclose(maps["layercam"][0], torch.tensor([[0.25, 0.5], [0.75, 1.0]]))
     # class 1: both weights positive, so the gradient is positive everywhere and the two agree
-    maps = compute_cams(toy_bundle(GapLinear(W)), A, methods=("gradcam", "layercam"), class_idx=1)
+    maps = compute_cams(toy_bundle(GapLinear(W)), A, methods=("gradcam", "layercam"), target=1)
     assert torch.allclose(maps["gradcam"], maps["layercam"])
 
 
 def test_gradcam_equals_cam_on_gap_linear() -> None:
     torch.manual_seed(0)
     w, x = torch.randn(5, 8), torch.randn(2, 8, 6, 6)
-    maps = compute_cams(toy_bundle(GapLinear(w)), x, methods=("gradcam",), class_idx=[3, 1])
+    maps = compute_cams(toy_bundle(GapLinear(w)), x, methods=("gradcam",), target=[3, 1])
     cam = torch.relu(torch.einsum("nk,nkij->nij", w[[3, 1]], x))  # Zhou et al.'s CAM
     assert torch.allclose(maps["gradcam"], normalise_max(cam), atol=1e-6)
 
@@ -54,8 +55,8 @@ def test_hybrid_by_hand_and_limits() -> None:
 
 
 def test_hybrid_limits_on_real_model(lite0, photo_batch) -> None:
-    one = compute_cams(lite0, photo_batch[:2], methods=("gradcam", "layercam", "hybrid"), alpha=1.0)
-    zero = compute_cams(lite0, photo_batch[:2], methods=("hybrid",), alpha=0.0)
+    one = compute_cams(lite0, photo_batch[:2], methods=("gradcam", "layercam", Hybrid(alpha=1.0)))
+    zero = compute_cams(lite0, photo_batch[:2], methods=Hybrid(alpha=0.0))
     assert torch.allclose(one["hybrid"], one["gradcam"], atol=1e-5)
     assert torch.allclose(zero["hybrid"], one["layercam"], atol=1e-5)
     assert not torch.allclose(one["gradcam"], one["layercam"], atol=1e-2)
@@ -72,9 +73,9 @@ def test_maps_shape_range_and_predicted_class(lite0, photo_batch) -> None:
 
 
 def test_batch_equals_single_calls(lite0, photo_batch) -> None:
-    batch = compute_cams(lite0, photo_batch, class_idx=[967, 281, 657])
+    batch = compute_cams(lite0, photo_batch, target=[967, 281, 657])
     for i, c in enumerate([967, 281, 657]):
-        single = compute_cams(lite0, photo_batch[i:i + 1], class_idx=c)
+        single = compute_cams(lite0, photo_batch[i:i + 1], target=c)
         for name in batch:
             assert torch.allclose(batch[name][i], single[name][0], atol=1e-5), name
 
@@ -85,7 +86,7 @@ def test_same_input_gives_identical_maps(lite0, photo_batch) -> None:
 
 
 def test_all_zero_map_stays_zero_without_nan() -> None:
-    maps = compute_cams(toy_bundle(GapLinear(torch.zeros(2, 2))), A, class_idx=0)
+    maps = compute_cams(toy_bundle(GapLinear(torch.zeros(2, 2))), A, target=0)
     for m in maps.values():
         assert not torch.isnan(m).any() and torch.count_nonzero(m) == 0
     assert torch.equal(normalise_max(torch.zeros(2, 3, 3)), torch.zeros(2, 3, 3))
@@ -94,11 +95,11 @@ def test_all_zero_map_stays_zero_without_nan() -> None:
 def test_bad_class_index_and_names_are_clear_errors() -> None:
     bundle = toy_bundle(GapLinear(W))
     with pytest.raises(ValueError, match="class index 7 out of range"):
-        compute_cams(bundle, A, class_idx=7)
+        compute_cams(bundle, A, target=7)
     with pytest.raises(ValueError, match="class index -1"):
-        compute_cams(bundle, A, class_idx=-1)
+        compute_cams(bundle, A, target=-1)
     with pytest.raises(ValueError, match="2 entries for a batch of 1"):
-        compute_cams(bundle, A, class_idx=[0, 1])
+        compute_cams(bundle, A, target=[0, 1])
     with pytest.raises(ValueError, match="unknown CAM method 'gradcan'.*gradcam"):
         compute_cams(bundle, A, methods=("gradcan",))
     with pytest.raises(ValueError, match="unknown layer 'feature'.*features"):
@@ -138,7 +139,7 @@ def test_module_reused_in_forward_is_rejected() -> None:
             return self.fc(self.features(self.features(x)).mean(dim=(2, 3)))
 
     with pytest.raises(RuntimeError, match="ran 2 times"):
-        compute_cams(toy_bundle(Twice()), A, class_idx=0)
+        compute_cams(toy_bundle(Twice()), A, target=0)
 
 
 def test_probability_score_gradient_by_hand() -> None:

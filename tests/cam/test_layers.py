@@ -84,7 +84,7 @@ def test_token_gradients_are_the_map_gradients_by_hand() -> None:
     """y = sum of the class weights over the mean of the tokens: dy/dA^k_ij = w_k / (T) at every patch."""
     model = TinyViT().eval()
     x = torch.randn(2, 3, 16, 16)
-    cap = capture(as_bundle(model, input_size=16, layer="mixer"), x, class_idx=[1, 2], layers="mixer")
+    cap = capture(as_bundle(model, input_size=16, layer="mixer"), x, target=[1, 2], layers="mixer")
     assert cap.activations["mixer"].shape == (2, 8, 4, 4) and cap.gradients["mixer"].shape == (2, 8, 4, 4)
     # numeric check of one entry: perturb patch token (row 1, col 2) channel 3 of image 0 at the layer
     eps, token = 1e-3, 1 + 1 * 4 + 2

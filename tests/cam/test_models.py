@@ -89,7 +89,7 @@ def test_resnet50_layer_logic_with_random_weights(photo_batch) -> None:
         bundle.model(photo_batch[:1])
     assert cap.activations["layer4"].shape == (1, 2048, 7, 7)
     for layer in ("layer4", "layer4.2.bn3", ["layer3", "layer4"]):  # in-place ReLU / += after these
-        maps = compute_cams(bundle, photo_batch[:2], class_idx=[1, 2], layer=layer)
+        maps = compute_cams(bundle, photo_batch[:2], target=[1, 2], layer=layer)
         assert all(m.shape == (2, 224, 224) and not m.isnan().any() for m in maps.values())
     with pytest.raises(ValueError, match="unknown layer 'layer5'.*layer4"):
         compute_cams(bundle, photo_batch[:1], layer="layer5")

@@ -32,8 +32,8 @@ def test_auto_layer_and_every_gradient_method(small) -> None:
     assert bundle.target_layer == expected and bundle.layers[-1] == expected and len(bundle.layers) >= 3
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     methods = gradient_methods()
-    batch = compute_cams(bundle, x, methods=methods, class_idx=[3, 7])
-    single = compute_cams(bundle, x[1:], methods=methods, class_idx=7)
+    batch = compute_cams(bundle, x, methods=methods, target=[3, 7])
+    single = compute_cams(bundle, x[1:], methods=methods, target=7)
     for m in methods:
         assert batch[m].shape == (2, size, size) and torch.isfinite(batch[m]).all(), m
         assert batch[m].min() >= 0 and batch[m].max() <= 1, m
@@ -56,8 +56,8 @@ def test_vit_b_16_last_block_tokens_give_a_14x14_map(vit) -> None:
     cap = capture(vit, x)
     assert cap.activations[vit.target_layer].shape == (2, 768, 14, 14)
     assert cap.gradients[vit.target_layer].abs().sum() > 0
-    maps = compute_cams(vit, x, methods=("gradcam", "layercam", "hybrid"), class_idx=[1, 2])
-    single = compute_cams(vit, x[:1], methods=("gradcam", "layercam", "hybrid"), class_idx=1)
+    maps = compute_cams(vit, x, methods=("gradcam", "layercam", "hybrid"), target=[1, 2])
+    single = compute_cams(vit, x[:1], methods=("gradcam", "layercam", "hybrid"), target=1)
     for m, v in maps.items():
         assert v.shape == (2, 224, 224) and torch.isfinite(v).all() and 0 <= v.min() and v.max() <= 1
         assert torch.allclose(v[0], single[m][0], atol=1e-4)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers.cam.engine import compute_cams
+from helpers.cam.engine import Hybrid, compute_cams
 from helpers.evaluation.alpha import (ALPHAS, choose_alpha, fused_maps, mean_ci, paired_differences, plot_paired, plot_sweep, raw_maps, read_alpha_json, summarise, sweep, sweep_plan, write_alpha_json)
 from helpers.cam.maps import FUSIONS, additive_fusion, max_fusion
 from helpers.teaching.interactive import HybridExplorer
@@ -36,7 +36,7 @@ def test_fusions_by_hand() -> None:
 def test_fused_maps_reproduce_the_engine() -> None:
     bundle = toy_bundle(GapLinear(W))
     raw = raw_maps(bundle, A, class_idx=[0, 0, 1])
-    engine = compute_cams(bundle, A, ("gradcam", "layercam", "hybrid"), class_idx=[0, 0, 1], alpha=0.3)
+    engine = compute_cams(bundle, A, ("gradcam", "layercam", Hybrid(alpha=0.3)), target=[0, 0, 1])
     assert torch.allclose(fused_maps(raw, 1.0, size=(2, 2)), engine["gradcam"], atol=1e-6)
     assert torch.allclose(fused_maps(raw, 0.0, size=(2, 2)), engine["layercam"], atol=1e-6)
     assert torch.equal(fused_maps(raw, 0.3, size=(2, 2)), engine["hybrid"])
@@ -131,7 +131,7 @@ def test_explorer_update_shows_the_hybrid_of_the_chosen_class() -> None:
     raw = raw_maps(bundle, image[None], top[0])
     assert torch.equal(shown, fused_maps(raw, 0.4, size=(4, 4))[0])
     explorer.dropdown.value, explorer.slider.value = top[2], 1.0
-    expected = compute_cams(bundle, image[None], ("gradcam",), class_idx=top[2])["gradcam"][0]
+    expected = compute_cams(bundle, image[None], ("gradcam",), target=top[2])["gradcam"][0]
     assert torch.allclose(explorer.update(), expected, atol=1e-6)
     with pytest.raises(ValueError, match="top classes"):
         explorer.fused(0.5, [c for c in range(6) if c not in top][0])

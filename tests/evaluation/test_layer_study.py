@@ -52,7 +52,7 @@ def test_sweep_layers_matches_the_engine_at_the_ends(toy):
     assert c != [s.label_idx for s in samples]                     # ... which is not the label here
     for label, setting in settings.items():
         layer = setting if isinstance(setting, str) else list(setting)
-        engine = compute_cams(bundle, x, ("gradcam", "layercam"), class_idx=c, layer=layer)
+        engine = compute_cams(bundle, x, ("gradcam", "layercam"), target=c, layer=layer)
         for alpha, method in ((1.0, "gradcam"), (0.0, "layercam")):
             rows = table[(table["layer"] == label) & (table["alpha"] == alpha)]
             assert rows["image"].tolist() == [s.file for s in samples]

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers.cam.engine import compute_cams
+from helpers.cam.engine import Hybrid, compute_cams
 from helpers.config import SEED
 from helpers.data.images import seeded_subset
 from helpers.data.imagenet import study_samples
@@ -34,10 +34,10 @@ def test_the_four_methods_equal_the_engines_maps(toy) -> None:
     assert len(rows) == 4 * len(samples) and list(dict.fromkeys(rows.method)) == list(MS.MODEL_METHODS)
     x = torch.stack([s.tensor for s in samples])
     c = [explained_class(bundle, s, "top1")[0] for s in samples]
-    engine = compute_cams(bundle, x, ("gradcam", "layercam"), class_idx=c)
+    engine = compute_cams(bundle, x, ("gradcam", "layercam"), target=c)
     expected = {"gradcam": engine["gradcam"], "layercam": engine["layercam"],
-                "hybrid@0.7": compute_cams(bundle, x, ("hybrid",), class_idx=c, alpha=0.7)["hybrid"],
-                "hybrid@val": compute_cams(bundle, x, ("hybrid",), class_idx=c, alpha=0.3)["hybrid"]}
+                "hybrid@0.7": compute_cams(bundle, x, Hybrid(alpha=0.7), target=c)["hybrid"],
+                "hybrid@val": compute_cams(bundle, x, Hybrid(alpha=0.3), target=c)["hybrid"]}
     for method, maps in expected.items():
         got = rows[rows.method == method]
         assert got.image.tolist() == [s.file for s in samples]
@@ -49,7 +49,7 @@ def test_the_alpha_is_the_grid_point_with_the_best_mean_insertion(toy) -> None:
     bundle, samples = toy
     x = torch.stack([s.tensor for s in samples])
     c = [explained_class(bundle, s, "top1")[0] for s in samples]
-    means = {a: float(compute_cams(bundle, x, ("hybrid",), class_idx=c, alpha=a)["hybrid"].mean())
+    means = {a: float(compute_cams(bundle, x, Hybrid(alpha=a), target=c)["hybrid"].mean())
              for a in MS.MODEL_ALPHAS}
     choice = MS.choose_model_alpha(bundle, samples, fake_metric, batch_size=2, progress=False)
     assert choice["alpha"] == max(means, key=means.get) and choice["n_images"] == len(samples)

@@ -150,7 +150,7 @@ def test_metrics_explain_the_top1_prediction_by_default(bundle) -> None:
     assert label.class_idx.equals(label.label_idx) and not label.insertion_auc.equals(top1.insertion_auc)
     # the rise curve of a row is the metric run on the explained class, ties broken by the image's seed
     x = samples[2].tensor[None]
-    gc = compute_cams(bundle, x, ("gradcam",), class_idx=preds[2])["gradcam"].cpu()
+    gc = compute_cams(bundle, x, ("gradcam",), target=preds[2])["gradcam"].cpu()
     by_hand = M.insertion_deletion_auc(bundle, x, gc, preds[2], tie_seed=E.image_seed("im2.png"),
                                        steps=CFG.rise_steps, chunk_size=CFG.chunk_size)["insertion"]
     assert top1.insertion_auc.iloc[4] == pytest.approx(float(by_hand), abs=1e-6)

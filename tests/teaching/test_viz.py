@@ -52,7 +52,7 @@ def test_save_examples_writes_one_page_per_chunk(lite0, photo_batch, tmp_path, m
     monkeypatch.setattr(examples, "plot_cam_grid", lambda images, maps, *a, **k: fig_calls.append(maps) or plt.figure())
     save_examples(lite0, samples[:1], ("gradcam",), tmp_path / "ex2", progress=False, extra=extra)
     assert list(fig_calls[0]) == ["gradcam", "layercam, 2 layers"]
-    fused = compute_cams(lite0, photo_batch[:1], ("layercam",), class_idx=967, layer=["stages.5", "head"])["layercam"]
+    fused = compute_cams(lite0, photo_batch[:1], ("layercam",), target=967, layer=["stages.5", "head"])["layercam"]
     assert torch.allclose(fig_calls[0]["layercam, 2 layers"], fused)
 
 
