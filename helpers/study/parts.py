@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from ..cam.models import ModelBundle, predict_topk
+from ..cam.options import Hybrid
 from ..config import SEED
 from ..evaluation import metrics as M
 from ..evaluation.adaptive import map_features
@@ -156,8 +157,9 @@ def run_sanity(part: Part, spec: StudySpec, bundle: ModelBundle, samples: Sequen
     images = torch.stack([s.tensor for s in samples])
     classes = top1(bundle, images)
     steps = part.opts.get("steps")
-    rows = cascading_randomisation(bundle, images, classes, tuple(part.opts["methods"]), progress=False,
-                                   steps=None if steps is None else cascade_order(bundle)[:steps], alpha=float(alpha))
+    methods = [Hybrid(alpha=float(alpha)) if m == "hybrid" else m for m in part.opts["methods"]]
+    rows = cascading_randomisation(bundle, images, classes, methods, progress=False,
+                                   steps=None if steps is None else cascade_order(bundle)[:steps])
     files = [s.file for s in samples]
     rows = rows.rename(columns={"layer": "randomised"}).assign(image=lambda t: [files[i] for i in t["image"]],
                                                                layer=bundle.target_layer)
