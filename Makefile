@@ -11,7 +11,7 @@ STAMP     := $(VENV)/.installed
 export MALLOC_MMAP_THRESHOLD_ := 4294967296
 export MALLOC_TRIM_THRESHOLD_ := 4294967296
 
-.PHONY: setup reproduce test bench
+.PHONY: setup reproduce test bench explore
 
 setup: $(STAMP)
 
@@ -39,3 +39,7 @@ test: $(STAMP)
 # Speed against the physical floor, as ratios taken in one run; writes results/benchmark.csv.
 bench: $(STAMP)
 	$(PY) -m helpers.bench
+
+# The explorer as a web page on 127.0.0.1 (Voila; prints its URL, Ctrl-C stops it).
+explore: $(STAMP)
+	$(PY) -m helpers explore

@@ -22,6 +22,7 @@ import torch
 
 from .cam.models import ModelBundle, load_model, predict_topk
 from .config import SEED
+from .teaching.explorer import add_explore_args, run_explore
 
 SHARD_FILE = "shard.pkl"
 
@@ -65,6 +66,7 @@ def parser() -> argparse.ArgumentParser:
                         description="Combine the outputs of `evaluate --shard K/N` (K = 1..N) into one report.")
     mg.add_argument("shards", nargs="+", help="the shards' output folders")
     mg.add_argument("--out", default="evaluation", help="output folder")
+    add_explore_args(sub.add_parser("explore", help="the explorer as a web page on 127.0.0.1"))
     return top
 
 
@@ -235,7 +237,7 @@ def run_merge(args: argparse.Namespace) -> None:
     print(f"merged {n} shards into {args.out}")
 
 
-COMMANDS = {"explain": run_explain, "evaluate": run_evaluate, "merge": run_merge}
+COMMANDS = {"explain": run_explain, "evaluate": run_evaluate, "merge": run_merge, "explore": run_explore}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
