@@ -57,9 +57,9 @@ def photo_sources(imagenet: str | Path | None = None) -> dict[str, PhotoLoader]:
     folder = configured_root(imagenet)
     if folder.is_dir() and IMAGENET_MANIFEST.is_file():
         import pandas as pd
-        table = pd.read_csv(IMAGENET_MANIFEST, usecols=["file", "split", "label_name"]).sort_values("label_name")
-        sources |= {f"ImageNet {row.split}: {row.label_name}": partial(load_image, folder / row.file)
-                    for row in table.itertuples()}
+        table = pd.read_csv(IMAGENET_MANIFEST, usecols=["file", "split", "label_idx", "label_name"])
+        sources |= {f"ImageNet {row.split}: {row.label_name} ({row.label_idx})": partial(load_image, folder / row.file)
+                    for row in table.sort_values("label_name").itertuples()}
     return sources
 
 

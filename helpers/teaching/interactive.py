@@ -295,12 +295,12 @@ class HybridExplorer:
     def figure(self, alpha: float, class_idx: int | None = None) -> plt.Figure:
         """Grad-CAM, the hybrid at ``alpha`` and LayerCAM side by side with a colour bar (a static picture)."""
         c = self.class_idx if class_idx is None else class_idx
-        fig, axes = plt.subplots(1, 3, figsize=(9, 3.6))
+        fig, axes = plt.subplots(1, 3, figsize=(9, 3.8), layout="constrained")
         for ax, (title, a) in zip(axes, PANELS):
             ax.imshow(self._overlay(self.fused(alpha if a is None else a, c)))
             ax.set_title(title if a is not None else f"hybrid (a = {alpha:.2f})", fontsize=9)
             ax.axis("off")
         fig.colorbar(matplotlib.cm.ScalarMappable(cmap=CMAP), ax=axes, orientation="horizontal", fraction=0.05,
-                     pad=0.04, label="map value")
+                     label="map value")
         fig.suptitle(f"{self.bundle.class_names[c]}, layer {self.layer.value}", fontsize=10)
         return fig
