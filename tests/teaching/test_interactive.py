@@ -95,11 +95,15 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def test_faithfulness_gives_the_rise_preset_aucs_of_the_three_maps(toy) -> None:
+def test_faithfulness_gives_the_rise_preset_aucs_of_the_three_maps(toy, monkeypatch) -> None:
     bundle, image = toy
     explorer = HybridExplorer(bundle, image, alpha=0.3)
+    scored = []
+    real = interactive.insertion_deletion_curves
+    monkeypatch.setattr(interactive, "insertion_deletion_curves", lambda *a: scored.append(a[2]) or real(*a))
     curves = explorer.faithfulness()
     maps = torch.stack([explorer.fused(a) for a in (1.0, 0.3, 0.0)])
+    assert len(scored) == 2 and all(torch.equal(m, maps) for m in scored)  # Grad-CAM, hybrid at a, LayerCAM
     c = explorer.class_idx
     expected = insertion_deletion_auc(bundle, image[None].repeat(3, 1, 1, 1), maps, [c] * 3, preset="rise")
     assert curves["insertion"].shape == (3, PRESETS["rise"]["steps"] + 1)
