@@ -14,7 +14,8 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from ..cam.models import ModelBundle, load_model
+from ..cam.models import MODEL_NAMES, ModelBundle, load_model
+from ..cam.zoo import TIMM_PREFIX, torchvision_names
 from ..config import IMAGENET_MANIFEST, ROOT
 from ..data.images import load_image
 from ..data.imagenet import configured_root
@@ -66,8 +67,9 @@ def photo_sources(imagenet: str | Path | None = None) -> dict[str, PhotoLoader]:
 def page_explorer(model: str | None = None, bundle: ModelBundle | None = None) -> HybridExplorer:
     """The page's explorer: every photo of :func:`photo_sources`, a from :func:`default_alpha`.
 
-    ``model`` defaults to ``$XAI_EXPLORE_MODEL``, else the embedded EfficientNet-Lite0."""
-    bundle = bundle or load_model(model or os.environ.get(MODEL_ENV) or "efficientnet_lite0")
+    ``model`` defaults to ``$XAI_EXPLORE_MODEL``, else the embedded EfficientNet-Lite0; weights are
+    never downloaded here."""
+    bundle = bundle or load_model(model or os.environ.get(MODEL_ENV) or "efficientnet_lite0", download=False)
     return HybridExplorer(bundle, photos=photo_sources(), alpha=default_alpha(model=bundle.name))
 
 
@@ -97,6 +99,10 @@ def add_explore_args(p: argparse.ArgumentParser) -> None:
 def run_explore(args: argparse.Namespace) -> None:
     """Serve the explorer page until Ctrl-C: print its URL, then become the Voilà server (which opens a
     browser once it listens, unless ``--no-browser``)."""
+    if not (args.model in ("auto", *MODEL_NAMES) or args.model.startswith(TIMM_PREFIX)
+            or args.model in torchvision_names()):
+        raise ValueError(f"unknown model {args.model!r}; use efficientnet_lite0/1/2, resnet50, auto, "
+                         "a torchvision name or timm/<name>")
     port = args.port or free_port()
     url = f"http://127.0.0.1:{port}/"
     # the page's kernel imports this same package and explains this model

@@ -156,3 +156,24 @@ def test_the_server_listens_on_localhost_only_and_serves_no_files() -> None:
     assert {"--port=8123", "--Voila.ip=127.0.0.1", "--Voila.open_browser=False", "--VoilaConfiguration.file_denylist=.*",
             "--VoilaConfiguration.show_tracebacks=False"} <= set(cmd)
     assert "--Voila.open_browser=True" in page.voila_command(8123, open_browser=True)
+
+
+def test_an_unknown_model_is_refused_before_any_server_starts(capsys, monkeypatch) -> None:
+    from helpers import cli
+
+    monkeypatch.setattr(page.os, "execve", lambda *a: pytest.fail("the server was started"))
+    assert cli.main(["explore", "--model", "no_such_net", "--no-browser"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: unknown model 'no_such_net'; use efficientnet_lite0/1/2, "
+                                              "resnet50, auto, a torchvision name or timm/<name>")
+
+
+def test_explore_prints_its_url_and_becomes_voila_for_the_chosen_model(capsys, monkeypatch) -> None:
+    from helpers import cli
+
+    calls = []
+    monkeypatch.setattr(page.os, "execve", lambda *a: calls.append(a))
+    assert cli.main(["explore", "--port", "8124", "--model", "efficientnet_lite1"]) == 0
+    [(exe, cmd, env)] = calls
+    assert cmd == page.voila_command(8124, open_browser=True) and exe == cmd[0]
+    assert env[page.MODEL_ENV] == "efficientnet_lite1" and env["PYTHONPATH"].split(page.os.pathsep)[0] == str(page.ROOT)
+    assert capsys.readouterr().out.startswith("explorer: http://127.0.0.1:8124/")
