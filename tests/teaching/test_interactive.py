@@ -84,7 +84,8 @@ def test_a_bad_upload_shows_load_images_error_and_keeps_the_photo(toy) -> None:
     photo = Image.fromarray((torch.rand(40, 48, 3) * 255).byte().numpy())
     explorer.upload.value = upload("mine.png", png_bytes(photo))
     assert explorer.message.value == "" and explorer.current == "upload: mine.png"
-    assert torch.equal(explorer.image, bundle.preprocess(photo)) and explorer.photo.options == (GIVEN, "upload: mine.png")
+    assert torch.equal(explorer.image, bundle.preprocess(photo))
+    assert explorer.photo.options == (GIVEN, "upload: mine.png")
     explorer.photo.value = GIVEN
     assert torch.equal(explorer.image, image)
 
@@ -153,8 +154,8 @@ def test_photo_sources_are_the_packaged_photos_then_imagenet_when_present(tmp_pa
 def test_the_server_listens_on_localhost_only_and_serves_no_files() -> None:
     cmd = page.voila_command(8123)
     assert cmd[3] == str(page.NOTEBOOK) and page.NOTEBOOK.is_file()
-    assert {"--port=8123", "--Voila.ip=127.0.0.1", "--Voila.open_browser=False", "--VoilaConfiguration.file_denylist=.*",
-            "--VoilaConfiguration.show_tracebacks=False"} <= set(cmd)
+    assert {"--port=8123", "--Voila.ip=127.0.0.1", "--Voila.open_browser=False",
+            "--VoilaConfiguration.file_denylist=.*", "--VoilaConfiguration.show_tracebacks=False"} <= set(cmd)
     assert "--Voila.open_browser=True" in page.voila_command(8123, open_browser=True)
 
 
