@@ -41,6 +41,27 @@ HTMLInputElement.prototype.click = function () {
 };
 """
 
+# from the page, send the kernel an execute_request (which must be dropped) and a kernel_info_request
+# (which must be answered: the channel works); returns the message types that came back for each
+PROBE_KERNEL_JS = """
+const [code, done] = [arguments[0], arguments[arguments.length - 1]];
+const id = JSON.parse(document.getElementById('jupyter-config-data').textContent).kernelId;
+const ws = new WebSocket(`ws://${location.host}/api/kernels/${id}/channels`);
+const seen = {execute: [], info: []};
+const message = (msg_id, msg_type, content) => JSON.stringify({
+  header: {msg_id, msg_type, username: '', session: 'probe', version: '5.3', date: new Date().toISOString()},
+  parent_header: {}, metadata: {}, content, channel: 'shell', buffers: []});
+ws.onmessage = e => { const m = JSON.parse(e.data), p = (m.parent_header || {}).msg_id;
+  if (p in seen) seen[p].push(m.header.msg_type); };
+ws.onopen = () => {
+  ws.send(message('execute', 'execute_request', {code, silent: false, store_history: false, user_expressions: {},
+                                                  allow_stdin: false, stop_on_error: true}));
+  ws.send(message('info', 'kernel_info_request', {}));
+  setTimeout(() => { ws.close(); done(seen); }, 3000);
+};
+ws.onerror = () => done('websocket error');
+"""
+
 
 @pytest.fixture(scope="module")
 def server():
@@ -112,7 +133,7 @@ def changes(driver, selector: str, before: bytes, timeout: float = 30) -> bytes:
     return now
 
 
-def test_the_page_explores_and_reports_bad_uploads(browser, tmp_path) -> None:
+def test_the_page_explores_reports_bad_uploads_and_runs_no_code(browser, tmp_path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -145,6 +166,10 @@ def test_the_page_explores_and_reports_bad_uploads(browser, tmp_path) -> None:
     browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(bad))
     WebDriverWait(browser, 30).until(lambda d: "corrupt.jpg" in d.find_element(By.CSS_SELECTOR, ".xai-message").text)
     assert "upload refused: corrupt.jpg: " in browser.find_element(By.CSS_SELECTOR, ".xai-message").text
+
+    marker = tmp_path / "executed"
+    seen = browser.execute_async_script(PROBE_KERNEL_JS, f"open({str(marker)!r}, 'w').close()")
+    assert seen["execute"] == [] and "kernel_info_reply" in seen["info"] and not marker.exists()  # no code runs
 
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and e["source"] != "network"]
     assert not errors, errors
