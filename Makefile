@@ -11,7 +11,7 @@ STAMP     := $(VENV)/.installed
 export MALLOC_MMAP_THRESHOLD_ := 4294967296
 export MALLOC_TRIM_THRESHOLD_ := 4294967296
 
-.PHONY: setup reproduce test bench study
+.PHONY: setup reproduce test bench study explore
 
 setup: $(STAMP)
 
@@ -43,3 +43,7 @@ bench: $(STAMP)
 # The whole study (hours of CPU here; resumable: rerun continues from the per-batch cache), into results/study/.
 study: $(STAMP)
 	$(PY) -m helpers study --spec full --out results/study
+
+# The explorer as a web page on 127.0.0.1 (Voila; prints its URL, Ctrl-C stops it).
+explore: $(STAMP)
+	$(PY) -m helpers explore

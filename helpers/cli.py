@@ -22,6 +22,7 @@ import torch
 
 from .cam.models import ModelBundle, load_model, predict_topk
 from .config import SEED
+from .teaching.explorer import add_explore_args, run_explore
 
 SHARD_FILE = "shard.pkl"
 
@@ -68,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
     mg.add_argument("--out", default="evaluation", help="output folder")
     st = sub.add_parser("study", add_help=False, help="run, merge or verify the study (python -m helpers study -h)")
     st.add_argument("rest", nargs=argparse.REMAINDER)
+    add_explore_args(sub.add_parser("explore", help="the explorer as a web page on 127.0.0.1"))
     return top
 
 
@@ -245,7 +247,8 @@ def run_study(args: argparse.Namespace) -> int:
     return study_main(args.rest[1:] if args.rest[:1] == ["--"] else args.rest)
 
 
-COMMANDS = {"explain": run_explain, "evaluate": run_evaluate, "merge": run_merge, "study": run_study}
+COMMANDS = {"explain": run_explain, "evaluate": run_evaluate, "merge": run_merge, "study": run_study,
+            "explore": run_explore}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -54,3 +54,12 @@ def test_memory_check_flags_a_leak_and_passes_flat_memory(lite0, monkeypatch) ->
     monkeypatch.setattr(bench, "compute_cams", leaking)
     cams, _ = bench.rss_flat(lite0, calls=10, eval_images=3)
     assert cams["value"] > bench.RSS_LIMIT_MB and not cams["met"] and cams["target"] == "<= 50"
+
+
+def test_slider_latency_moves_the_explorers_slider(lite0, monkeypatch) -> None:
+    fused = []
+    real = bench.HybridExplorer.show_hybrid
+    monkeypatch.setattr(bench.HybridExplorer, "show_hybrid", lambda self: fused.append(self.slider.value) or real(self))
+    (row,) = bench.slider_latency(lite0, moves=21)
+    assert fused == [0.7] + [round(0.05 * (i % 20), 2) for i in range(1, 22)]  # set-up, then one redraw per move
+    assert row["value"] > 0 and row["target"] == "<= 200" and row["met"] == (row["value"] <= 200)

@@ -1,4 +1,4 @@
-"""Fusion rules by hand, the alpha sweep on a toy network with a fake metric, the JSON hand-over, the explorer."""
+"""Fusion rules by hand, the alpha sweep on a toy network with a fake metric, the JSON hand-over."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,6 @@ import torch
 from helpers.cam.engine import Hybrid, compute_cams
 from helpers.evaluation.alpha import (ALPHAS, choose_alpha, fused_maps, mean_ci, paired_differences, plot_paired, plot_sweep, raw_maps, read_alpha_json, summarise, sweep, sweep_plan, write_alpha_json)
 from helpers.cam.maps import FUSIONS, additive_fusion, max_fusion
-from helpers.teaching.interactive import HybridExplorer
 from toy import GapLinear, toy_bundle
 
 GC = torch.tensor([[[0.0, 2.0], [4.0, 0.0]]])   # / max -> [[0, .5], [1, 0]]
@@ -117,21 +116,3 @@ def test_alpha_json_round_trip_and_errors(tmp_path) -> None:
     (tmp_path / "big.json").write_text(json.dumps({"alpha": 1.5, "split": "val"}))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         read_alpha_json(tmp_path / "big.json")
-
-
-def test_explorer_update_shows_the_hybrid_of_the_chosen_class() -> None:
-    torch.manual_seed(0)
-    w = torch.randn(6, 3)
-    bundle = toy_bundle(GapLinear(w))
-    image = torch.rand(3, 4, 4)
-    explorer = HybridExplorer(bundle, image, k=5, alpha=0.4)
-    top = bundle.model(image[None]).topk(5).indices[0].tolist()
-    assert [v for _, v in explorer.dropdown.options] == top
-    shown = explorer.update()
-    raw = raw_maps(bundle, image[None], top[0])
-    assert torch.equal(shown, fused_maps(raw, 0.4, size=(4, 4))[0])
-    explorer.dropdown.value, explorer.slider.value = top[2], 1.0
-    expected = compute_cams(bundle, image[None], ("gradcam",), target=top[2])["gradcam"][0]
-    assert torch.allclose(explorer.update(), expected, atol=1e-6)
-    with pytest.raises(ValueError, match="top classes"):
-        explorer.fused(0.5, [c for c in range(6) if c not in top][0])

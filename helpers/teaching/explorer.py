@@ -1,0 +1,112 @@
+"""The explorer as a local web page: its photos, its start value of a, and ``python -m helpers explore``.
+
+The page is Voilà serving the small notebook ``explorer.ipynb`` next to this module, which shows
+:func:`page_explorer`'s widget. Voilà is started on 127.0.0.1 only, with its kernel limited to the
+widgets' messages (Voilà passes no ``execute_request`` from the page, so the page cannot run code),
+without code cells, tracebacks, a file tree or file serving (:func:`voila_command`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from functools import partial
+from pathlib import Path
+
+from ..cam.models import MODEL_NAMES, ModelBundle, load_model
+from ..cam.zoo import TIMM_PREFIX, torchvision_names
+from ..config import IMAGENET_MANIFEST, ROOT
+from ..data.images import load_image
+from ..data.imagenet import configured_root
+from ..data.photos import PHOTOS, network_disabled
+from ..evaluation.alpha import read_alpha_json
+from .interactive import HybridExplorer, PhotoLoader
+
+NOTEBOOK = Path(__file__).with_name("explorer.ipynb")
+#: The chosen a of notebook 4 (the full run's, never the quick mode's).
+ALPHA_FILE = ROOT / "results" / "hybrid_alpha.json"
+DEFAULT_ALPHA = 0.7
+#: How the command hands the model name to the page's kernel.
+MODEL_ENV = "XAI_EXPLORE_MODEL"
+#: Front-end extensions installed beside Jupyter that the page does not load: Notebook 7's does not
+#: match Voilà's JupyterLab version and raised JavaScript errors; the preview is JupyterLab's.
+SKIPPED_EXTENSIONS = ("@jupyter-notebook/lab-extension", "@voila-dashboards/jupyterlab-preview")
+
+
+def default_alpha(path: str | Path = ALPHA_FILE, model: str | None = None) -> float:
+    """The a chosen on validation photos (``hybrid_alpha.json``), or 0.7 where the file is absent
+    or was chosen for another model than ``model``."""
+    try:
+        choice = read_alpha_json(path)
+    except FileNotFoundError:
+        return DEFAULT_ALPHA
+    return float(choice["alpha"]) if model is None or choice.get("model") in (None, model) else DEFAULT_ALPHA
+
+
+def _packaged(loader: PhotoLoader) -> PhotoLoader:
+    def load():
+        with network_disabled():
+            return loader()
+    return load
+
+
+def photo_sources(imagenet: str | Path | None = None) -> dict[str, PhotoLoader]:
+    """The page's photos: the packaged ones, then the real ImageNet photos when their folder
+    (:func:`helpers.data.imagenet.configured_root`, never downloaded here) and manifest are present."""
+    sources = {f"{p.id} ({p.label_name})": _packaged(p.loader) for p in PHOTOS}
+    folder = configured_root(imagenet)
+    if folder.is_dir() and IMAGENET_MANIFEST.is_file():
+        import pandas as pd
+        table = pd.read_csv(IMAGENET_MANIFEST, usecols=["file", "split", "label_idx", "label_name"])
+        sources |= {f"ImageNet {row.split}: {row.label_name} ({row.label_idx})": partial(load_image, folder / row.file)
+                    for row in table.sort_values("label_name").itertuples()}
+    return sources
+
+
+def page_explorer(model: str | None = None, bundle: ModelBundle | None = None) -> HybridExplorer:
+    """The page's explorer: every photo of :func:`photo_sources`, a from :func:`default_alpha`.
+
+    ``model`` defaults to ``$XAI_EXPLORE_MODEL``, else the embedded EfficientNet-Lite0; weights are
+    never downloaded here."""
+    bundle = bundle or load_model(model or os.environ.get(MODEL_ENV) or "efficientnet_lite0", download=False)
+    return HybridExplorer(bundle, photos=photo_sources(), alpha=default_alpha(model=bundle.name))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def voila_command(port: int, open_browser: bool = False) -> list[str]:
+    """Voilà on :data:`NOTEBOOK` at ``127.0.0.1:port``: no tracebacks, no file serving; it opens a
+    browser once it listens when ``open_browser``."""
+    return [sys.executable, "-m", "voila", str(NOTEBOOK), f"--port={port}", f"--Voila.open_browser={open_browser}",
+            "--Voila.ip=127.0.0.1", "--VoilaConfiguration.show_tracebacks=False",
+            "--VoilaConfiguration.file_denylist=.*", "--VoilaConfiguration.strip_sources=True",
+            "--theme=light", *(f"--VoilaConfiguration.extension_denylist={e}" for e in SKIPPED_EXTENSIONS)]
+
+
+def add_explore_args(p: argparse.ArgumentParser) -> None:
+    """The ``explore`` sub-command's options."""
+    p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--model", default="efficientnet_lite0", help="the model to explain (see `explain --model`)")
+
+
+def run_explore(args: argparse.Namespace) -> None:
+    """Serve the explorer page until Ctrl-C: print its URL, then become the Voilà server (which opens a
+    browser once it listens, unless ``--no-browser``)."""
+    if not (args.model in ("auto", *MODEL_NAMES) or args.model.startswith(TIMM_PREFIX)
+            or args.model in torchvision_names()):
+        raise ValueError(f"unknown model {args.model!r}; use efficientnet_lite0/1/2, resnet50, auto, "
+                         "a torchvision name or timm/<name>")
+    port = args.port or free_port()
+    url = f"http://127.0.0.1:{port}/"
+    # the page's kernel imports this same package and explains this model
+    env = os.environ | {MODEL_ENV: args.model,
+                        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    print(f"explorer: {url}  (Ctrl-C stops it)", flush=True)
+    os.execve(sys.executable, voila_command(port, not args.no_browser), env)  # this process becomes Voila

@@ -1,0 +1,180 @@
+"""The explorer without a browser: maps against the engine, the cache, uploads, faithfulness, the page's set-up."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import io
+import json
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import functional as TF
+
+from helpers.cam.engine import compute_cams
+from helpers.data.images import ImageLoadError
+from helpers.evaluation import alpha as alpha_module
+from helpers.evaluation.alpha import fused_maps, raw_maps
+from helpers.evaluation.metrics import PRESETS, insertion_deletion_auc
+from helpers.teaching import explorer as page
+from helpers.teaching import interactive
+from helpers.teaching.interactive import GIVEN, HybridExplorer
+from toy import GapLinear, toy_bundle
+
+
+@pytest.fixture()
+def toy():
+    """A 6-class toy network, one 8 x 8 image, and a preprocessing that takes PIL images to 8 x 8 tensors."""
+    torch.manual_seed(0)
+    bundle = toy_bundle(GapLinear(torch.randn(6, 3)))
+    bundle = dataclasses.replace(bundle, preprocess=lambda im: TF.to_tensor(im.convert("RGB").resize((8, 8))))
+    return bundle, torch.rand(3, 8, 8)
+
+
+def upload(name: str, content: bytes) -> tuple[dict]:
+    return ({"name": name, "type": "image/png", "size": len(content), "content": memoryview(content),
+             "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+
+
+def test_shown_maps_are_the_engines_and_the_slider_only_refuses(toy, monkeypatch) -> None:
+    bundle, image = toy
+    explorer = HybridExplorer(bundle, image, k=5, alpha=0.4)
+    top = bundle.model(image[None]).topk(5).indices[0].tolist()
+    assert [v for _, v in explorer.dropdown.options] == top and explorer.class_idx == top[0]
+    assert torch.equal(explorer.update(), fused_maps(raw_maps(bundle, image[None], top[0]), 0.4, size=(8, 8))[0])
+    passes = []
+    monkeypatch.setattr(interactive, "raw_maps", lambda *a: passes.append(a) or raw_maps(*a))
+    before = explorer.pictures[1].value
+    explorer.slider.value = 0.9
+    explorer.dropdown.value = top[2]  # a top class: its raw maps came with the first pass
+    assert passes == [] and explorer.pictures[1].value != before
+    expected = fused_maps(raw_maps(bundle, image[None], top[2]), 0.9, size=(8, 8))[0]
+    assert torch.allclose(explorer.show_hybrid(), expected, atol=1e-6)
+    explorer.slider.value = 1.0
+    gradcam = compute_cams(bundle, image[None], ("gradcam",), class_idx=top[2])["gradcam"][0]
+    assert torch.allclose(explorer.update(), gradcam, atol=1e-6) and passes == []
+
+
+def test_any_class_can_be_searched_and_is_computed_once(toy, monkeypatch) -> None:
+    bundle, image = toy
+    explorer = HybridExplorer(bundle, image, k=2)
+    other = next(c for c in range(6) if c not in explorer.classes)
+    passes = []
+    monkeypatch.setattr(interactive, "raw_maps", lambda *a: passes.append(a[2]) or raw_maps(*a))
+    explorer.search.value = f"{bundle.class_names[other]} ({other})"
+    assert explorer.class_idx == other and explorer.dropdown.value is None and passes == [[other]]
+    layercam = compute_cams(bundle, image[None], ("layercam",), class_idx=other)["layercam"][0]
+    assert torch.allclose(explorer.fused(0.0), layercam, atol=1e-6)
+    explorer.slider.value = 0.2
+    explorer.search.value = "not a class"  # typing: nothing changes until a name is complete
+    assert explorer.class_idx == other and passes == [[other]]
+    with pytest.raises(ValueError, match="class"):
+        explorer.set_class(6)
+
+
+def test_a_bad_upload_shows_load_images_error_and_keeps_the_photo(toy) -> None:
+    bundle, image = toy
+    explorer = HybridExplorer(bundle, image)
+    shown = explorer.pictures[1].value
+    explorer.upload.value = upload("broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    assert "upload refused: broken.png: " in explorer.message.value and "/tmp" not in explorer.message.value
+    assert explorer.current == GIVEN and explorer.pictures[1].value == shown
+    explorer.upload.value = upload("small.png", png_bytes(Image.new("RGB", (8, 8))))
+    assert "too small" in explorer.message.value
+    photo = Image.fromarray((torch.rand(40, 48, 3) * 255).byte().numpy())
+    explorer.upload.value = upload("mine.png", png_bytes(photo))
+    assert explorer.message.value == "" and explorer.current == "upload: mine.png"
+    assert torch.equal(explorer.image, bundle.preprocess(photo))
+    assert explorer.photo.options == (GIVEN, "upload: mine.png")
+    explorer.photo.value = GIVEN
+    assert torch.equal(explorer.image, image)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_faithfulness_gives_the_rise_preset_aucs_of_the_three_maps(toy, monkeypatch) -> None:
+    bundle, image = toy
+    explorer = HybridExplorer(bundle, image, alpha=0.3)
+    scored = []
+    real = interactive.insertion_deletion_curves
+    monkeypatch.setattr(interactive, "insertion_deletion_curves", lambda *a: scored.append(a[2]) or real(*a))
+    curves = explorer.faithfulness()
+    maps = torch.stack([explorer.fused(a) for a in (1.0, 0.3, 0.0)])
+    assert len(scored) == 2 and all(torch.equal(m, maps) for m in scored)  # Grad-CAM, hybrid at a, LayerCAM
+    c = explorer.class_idx
+    expected = insertion_deletion_auc(bundle, image[None].repeat(3, 1, 1, 1), maps, [c] * 3, preset="rise")
+    assert curves["insertion"].shape == (3, PRESETS["rise"]["steps"] + 1)
+    for mode in ("insertion", "deletion"):
+        assert torch.allclose(interactive.auc(curves[mode]), expected[mode], atol=1e-6)
+    assert f"insertion {float(expected['insertion'][1]):.3f}" in explorer.status.value
+    assert explorer.progress.value == 2 and explorer.curves.value[:4] == b"\x89PNG"
+
+
+def test_the_predicted_a_is_shown_only_when_the_hook_gives_one(toy) -> None:
+    bundle, image = toy
+    assert HybridExplorer(bundle, image).predicted.layout.display == "none"
+    seen = []
+
+    def predict(b, x, c, layer):
+        seen.append((c, layer))
+        return 0.35 if c == seen[0][0] else None
+
+    explorer = HybridExplorer(bundle, image, predict_alpha=predict)
+    assert "0.35" in explorer.predicted.value and explorer.predicted.layout.display is None
+    explorer.dropdown.value = explorer.classes[1]
+    assert explorer.predicted.value == "" and explorer.predicted.layout.display == "none"
+    assert seen[-1] == (explorer.classes[1], "features")
+
+
+def test_default_alpha_reads_the_chosen_one_else_0_7(tmp_path) -> None:
+    assert page.default_alpha(tmp_path / "absent.json") == 0.7
+    path = alpha_module.write_alpha_json(tmp_path / "a.json", {"alpha": 0.4}, split="val", model="m")
+    assert page.default_alpha(path) == 0.4 and page.default_alpha(path, "m") == 0.4
+    assert page.default_alpha(path, "another model") == 0.7
+    path.write_text(json.dumps({"alpha": 0.4, "split": "test"}))
+    with pytest.raises(ValueError, match="val"):
+        page.default_alpha(path)
+
+
+def test_photo_sources_are_the_packaged_photos_then_imagenet_when_present(tmp_path) -> None:
+    packaged = page.photo_sources(tmp_path / "absent")
+    assert list(packaged)[0] == "chelsea (tabby)" and len(packaged) == len(page.PHOTOS)
+    assert packaged["coffee (espresso)"]().size == (600, 400)
+    with_real = page.photo_sources(tmp_path)  # a folder is present: the manifest's photos are offered
+    real = [k for k in with_real if k.startswith("ImageNet ")]
+    assert len(real) == 800 and "ImageNet test: tench (0)" in real
+    with pytest.raises(ImageLoadError, match="tench.JPEG: no such file"):
+        with_real["ImageNet test: tench (0)"]()
+
+
+def test_the_server_listens_on_localhost_only_and_serves_no_files() -> None:
+    cmd = page.voila_command(8123)
+    assert cmd[3] == str(page.NOTEBOOK) and page.NOTEBOOK.is_file()
+    assert {"--port=8123", "--Voila.ip=127.0.0.1", "--Voila.open_browser=False",
+            "--VoilaConfiguration.file_denylist=.*", "--VoilaConfiguration.show_tracebacks=False"} <= set(cmd)
+    assert "--Voila.open_browser=True" in page.voila_command(8123, open_browser=True)
+
+
+def test_an_unknown_model_is_refused_before_any_server_starts(capsys, monkeypatch) -> None:
+    from helpers import cli
+
+    monkeypatch.setattr(page.os, "execve", lambda *a: pytest.fail("the server was started"))
+    assert cli.main(["explore", "--model", "no_such_net", "--no-browser"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: unknown model 'no_such_net'; use efficientnet_lite0/1/2, "
+                                              "resnet50, auto, a torchvision name or timm/<name>")
+
+
+def test_explore_prints_its_url_and_becomes_voila_for_the_chosen_model(capsys, monkeypatch) -> None:
+    from helpers import cli
+
+    calls = []
+    monkeypatch.setattr(page.os, "execve", lambda *a: calls.append(a))
+    assert cli.main(["explore", "--port", "8124", "--model", "efficientnet_lite1"]) == 0
+    [(exe, cmd, env)] = calls
+    assert cmd == page.voila_command(8124, open_browser=True) and exe == cmd[0]
+    assert env[page.MODEL_ENV] == "efficientnet_lite1" and env["PYTHONPATH"].split(page.os.pathsep)[0] == str(page.ROOT)
+    assert capsys.readouterr().out.startswith("explorer: http://127.0.0.1:8124/")
