@@ -51,7 +51,7 @@ def test_shown_maps_are_the_engines_and_the_slider_only_refuses(toy, monkeypatch
     expected = fused_maps(raw_maps(bundle, image[None], top[2]), 0.9, size=(8, 8))[0]
     assert torch.allclose(explorer.show_hybrid(), expected, atol=1e-6)
     explorer.slider.value = 1.0
-    gradcam = compute_cams(bundle, image[None], ("gradcam",), class_idx=top[2])["gradcam"][0]
+    gradcam = compute_cams(bundle, image[None], ("gradcam",), target=top[2])["gradcam"][0]
     assert torch.allclose(explorer.update(), gradcam, atol=1e-6) and passes == []
 
 
@@ -63,7 +63,7 @@ def test_any_class_can_be_searched_and_is_computed_once(toy, monkeypatch) -> Non
     monkeypatch.setattr(interactive, "raw_maps", lambda *a: passes.append(a[2]) or raw_maps(*a))
     explorer.search.value = f"{bundle.class_names[other]} ({other})"
     assert explorer.class_idx == other and explorer.dropdown.value is None and passes == [[other]]
-    layercam = compute_cams(bundle, image[None], ("layercam",), class_idx=other)["layercam"][0]
+    layercam = compute_cams(bundle, image[None], ("layercam",), target=other)["layercam"][0]
     assert torch.allclose(explorer.fused(0.0), layercam, atol=1e-6)
     explorer.slider.value = 0.2
     explorer.search.value = "not a class"  # typing: nothing changes until a name is complete
