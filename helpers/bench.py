@@ -23,7 +23,7 @@ from PIL import Image
 from skimage import data
 from tqdm.auto import tqdm
 
-from .cam.backend import infer, onnx_path
+from .cam.backend import infer, onnx_path, ort_session
 from .cam.engine import compute_cams, forward_backward
 from .config import RESULTS_DIR
 from .evaluation.metrics import MODES, insertion_deletion_auc, insertion_deletion_curves
@@ -203,6 +203,59 @@ def slider_latency(bundle: ModelBundle, moves: int = 20) -> list[dict]:
              "target": f"<= {SLIDER_LIMIT_MS:g}", "met": ms <= SLIDER_LIMIT_MS}]
 
 
+STUDY_LIMIT = 1.15
+
+
+def study_cost(bundle: ModelBundle, n_photos: int = 2, parts: tuple[str, ...] = ("main", "alpha_head"),
+               batch: int = 32, repeats: int = 5) -> list[dict]:
+    """The full study's per-photo cost against its own number of model forwards x one bare ONNX Runtime
+    forward (batch ``batch``), part by part; the time split into forwards (inside ONNX Runtime) and the rest
+    (pixel ranking, blur, CAM passes, caching, Python)."""
+    from .study.parts import RUNNERS
+    from .study.run import part_photos
+    from .study.spec import FULL
+
+    x = photo_batch(bundle, batch).cpu().numpy()
+    infer(bundle, torch.from_numpy(x[:1]))                       # export and load the session once
+    session = ort_session(onnx_path(bundle.model, bundle.name, tuple(x.shape[1:])))
+    session.run(None, {"x": x})
+    bare = statistics.median(_timed(lambda: session.run(None, {"x": x})) for _ in range(repeats)) / batch
+    original, counts = onnxruntime.InferenceSession.run, {"images": 0, "seconds": 0.0}
+
+    def counting(self, names, feeds, *args, **kwargs):
+        start = time.perf_counter()
+        out = original(self, names, feeds, *args, **kwargs)
+        counts["seconds"] += time.perf_counter() - start
+        counts["images"] += len(next(iter(feeds.values())))
+        return out
+
+    rows = [{"measure": "study: bare onnxruntime forward per image (ms)", "batch": batch, "value": 1000 * bare}]
+    onnxruntime.InferenceSession.run = counting
+    try:
+        for name in parts:
+            part = FULL.part(name)
+            photos = part_photos(part, FULL)
+            samples = photos.load(bundle, photos.files[:n_photos])
+            counts.update(images=0, seconds=0.0)
+            total = _timed(lambda: RUNNERS[part.kind](part, FULL, bundle, samples, THESIS_ALPHA))
+            ratio = total / (counts["images"] * bare)
+            rows += [{"measure": f"study part {name}: seconds per photo", "value": total / n_photos},
+                     {"measure": f"study part {name}: forwards per photo", "value": counts["images"] / n_photos},
+                     {"measure": f"study part {name}: share of time inside the forwards",
+                      "value": counts["seconds"] / total},
+                     {"measure": f"study part {name}: time / (forwards x bare forward)", "value": ratio,
+                      "target": f"<= {STUDY_LIMIT:g}", "met": ratio <= STUDY_LIMIT}]
+    finally:
+        onnxruntime.InferenceSession.run = original
+    return rows
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def summarise(rows: pd.DataFrame, engine: pd.DataFrame, peak_rss: float, eval_images: int) -> pd.DataFrame:
     """The target checks: measured ratio, bound and verdict for each target, at the largest batch."""
     large = rows[rows.batch == rows.batch.max()]
@@ -245,7 +298,7 @@ def run(repeats: int = 7, calls: int = 1000, eval_images: int = 64, out: Path = 
     peak = peak_rss_of_evaluation(eval_images, batches[-1], curve_steps)
     checks = summarise(rows, engine, peak, eval_images)
     extra = pd.DataFrame(rss_flat(bundle, calls, leak_images) + bf16_auc_shift(bundle, curve_images, curve_steps)
-                         + slider_latency(bundle)
+                         + slider_latency(bundle) + study_cost(bundle)
                          + [{"measure": f"peak RSS, evaluation of {eval_images} images (MB)", "value": peak}])
     table = pd.concat([rows, engine, checks, extra], ignore_index=True)
     stamp = f"{datetime.date.today()} | {platform.machine()} | {torch.get_num_threads()} threads | {bundle.device}"
