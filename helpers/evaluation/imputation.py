@@ -113,26 +113,33 @@ def imputation_system(image: np.ndarray, removed: np.ndarray) -> tuple[sp.csc_ma
     return a, b, np.stack([rows, cols])
 
 
-def _check(image: torch.Tensor, removed: torch.Tensor, noise: float) -> None:
+def _check(image: torch.Tensor, removed: torch.Tensor, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """The image and mask as NumPy arrays, or a ValueError naming the problem (checked in NumPy: on a
+    busy machine torch's threaded element-wise kernels cost more than the solve on these sizes)."""
     if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be a (3, H, W) tensor; got {_describe(image)}")
     if not image.is_floating_point():
         raise ValueError(f"image must be floats in [0, 1]; got dtype {image.dtype}")
-    if not torch.isfinite(image).all():
-        raise ValueError(f"image has {int((~torch.isfinite(image)).sum())} non-finite values (NaN or inf)")
-    if image.min() < 0 or image.max() > 1:
-        raise ValueError(f"image values must lie in [0, 1] (pixel space, before normalisation); got "
-                         f"[{float(image.min()):.4g}, {float(image.max()):.4g}]")
     if not isinstance(removed, torch.Tensor) or removed.dtype != torch.bool:
         raise ValueError(f"removed must be a bool tensor (True = removed); got {_describe(removed)}")
     if tuple(removed.shape) != tuple(image.shape[1:]):
         raise ValueError(f"removed must have the image's shape {tuple(image.shape[1:])}; got {tuple(removed.shape)}")
-    if removed.all():
+    wide = image.detach().cpu()
+    pixels = (wide if wide.dtype in (torch.float32, torch.float64) else wide.double()).numpy()
+    mask = removed.detach().cpu().numpy()
+    finite = np.isfinite(pixels)
+    if not finite.all():
+        raise ValueError(f"image has {int((~finite).sum())} non-finite values (NaN or inf)")
+    if pixels.min() < 0 or pixels.max() > 1:
+        raise ValueError(f"image values must lie in [0, 1] (pixel space, before normalisation); got "
+                         f"[{float(pixels.min()):.4g}, {float(pixels.max()):.4g}]")
+    if mask.all():
         raise ValueError("every pixel is removed: nothing is known to impute from")
-    if not removed.any():
+    if not mask.any():
         raise ValueError("no pixel is removed: there is nothing to impute")
     if not (np.isfinite(noise) and noise >= 0):
         raise ValueError(f"noise must be a finite number >= 0; got {noise}")
+    return pixels, mask
 
 
 def _describe(x: object) -> str:
@@ -149,12 +156,11 @@ def noisy_linear_impute(image: torch.Tensor, removed: torch.Tensor, noise: float
     dtype, non-finite values, values outside [0, 1], a mask of another shape, all or no pixels
     removed, negative noise) is a ValueError.
     """
-    _check(image, removed, noise)
-    a, b, (rows, cols) = imputation_system(image.detach().cpu().double().numpy(), removed.cpu().numpy())
+    pixels, mask = _check(image, removed, noise)
+    a, b, (rows, cols) = imputation_system(pixels.astype(np.float64), mask)
     solver = sla.splu(a, permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True, "Equil": False})
-    out = image.detach().cpu().double().clone()
-    out[:, torch.from_numpy(rows), torch.from_numpy(cols)] = torch.from_numpy(solver.solve(b).T)
+    out = pixels.astype(np.float64)
+    out[:, rows, cols] = solver.solve(b).T
     if noise > 0:
-        mask = removed.cpu()
-        out[:, mask] += noise * torch.randn((3, int(mask.sum())), generator=generator).double()
-    return out.to(dtype=image.dtype, device=image.device)
+        out[:, mask] += noise * torch.randn((3, int(mask.sum())), generator=generator).numpy()
+    return torch.from_numpy(out.astype(pixels.dtype)).to(dtype=image.dtype, device=image.device)

@@ -64,7 +64,9 @@ def noise_generator(seed: int, order: str, p: float) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
-def _pixels(images: torch.Tensor, bundle: ModelBundle) -> torch.Tensor:
+def pixel_images(images: torch.Tensor, bundle: ModelBundle) -> torch.Tensor:
+    """Normalised images (N, 3, H, W) -> pixel values in [0, 1] on the CPU, the round trip's rounding
+    clamped; values further than :data:`PIXEL_TOLERANCE` outside [0, 1] are a ValueError."""
     pixels = to_pixels(images.detach(), bundle.mean, bundle.std).cpu()
     low, high = float(pixels.min()), float(pixels.max())
     if low < -PIXEL_TOLERANCE or high > 1 + PIXEL_TOLERANCE:
@@ -92,7 +94,7 @@ def road_curves(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, c
         raise ValueError(f"noise must be a finite number >= 0; got {noise}")
     seeds = _seeds(tie_seed, n)
     masks = road_masks(maps, seeds, percentages)
-    pixels = _pixels(images, bundle)
+    pixels = pixel_images(images, bundle)
     jobs = [(i, order, k) for i in range(n) for order in ORDERS for k in range(len(percentages))]
 
     def batch(start: int, stop: int) -> torch.Tensor:
