@@ -15,7 +15,11 @@ probability of the explained class at each removed fraction p of :data:`ROAD_PER
 * The imputation noise of image i is seeded from its tie seed, the order and p
   (:func:`noise_generator`), so a result does not depend on the batch it ran in, and the maps of
   one image get the same noise draws (common random numbers for paired comparisons).
-* ``road_combined = (road_lerf - road_morf) / 2`` as pytorch-grad-cam's ``ROADCombined``.
+* ``road_combined = (road_lerf - road_morf) / 2`` as pytorch-grad-cam's ``ROADCombined``. That
+  library scores each order by default as the change from the intact image's score (its
+  ``return_diff``); the intact score cancels in the combined value, which is the same either way.
+* pytorch-grad-cam applies the imputer to the normalised tensor; here, as in the reference code,
+  it runs on pixel values and the result is normalised afterwards.
 """
 from __future__ import annotations
 
