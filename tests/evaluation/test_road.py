@@ -1,0 +1,208 @@
+"""ROAD: the noisy linear imputation by hand, against a dense solve and the reference imputer; the
+MoRF / LeRF masks, the seeding, bad input, and the curves on a toy network and on Lite0."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+from skimage import data, transform
+
+from helpers.cam.engine import compute_cams
+from helpers.evaluation.imputation import NEIGHBOURS, dissection_order, imputation_system, noisy_linear_impute
+from helpers.evaluation.metrics import gaussian_maps, random_maps
+from helpers.evaluation.road import ROAD_PERCENTAGES, noise_generator, road_curves, road_masks, road_scores
+from toy import GapLinear, toy_bundle
+
+
+def impute(image: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+    return noisy_linear_impute(image, removed, noise=0.0)
+
+
+def hole(h: int, w: int, pixels: list[tuple[int, int]]) -> torch.Tensor:
+    removed = torch.zeros(h, w, dtype=torch.bool)
+    for r, c in pixels:
+        removed[r, c] = True
+    return removed
+
+
+def test_single_pixel_border_pixel_and_corner_by_hand():
+    img = torch.rand(3, 5, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    v = img[0]
+    out = impute(img, hole(5, 6, [(2, 3), (0, 0), (4, 2)]))[0]
+    inner = (v[1, 3] + v[3, 3] + v[2, 2] + v[2, 4]) / 6 + (v[1, 2] + v[1, 4] + v[3, 2] + v[3, 4]) / 12
+    corner = (2 * v[0, 1] + 2 * v[1, 0] + v[1, 1]) / 5                  # weights 1/6, 1/6, 1/12 over their sum 5/12
+    edge = (2 * v[4, 1] + 2 * v[4, 3] + 2 * v[3, 2] + v[3, 1] + v[3, 3]) / 8  # 1/6 x 3, 1/12 x 2: sum 2/3
+    assert out[2, 3] == pytest.approx(float(inner), abs=1e-12)
+    assert out[0, 0] == pytest.approx(float(corner), abs=1e-12)
+    assert out[4, 2] == pytest.approx(float(edge), abs=1e-12)
+    known = ~hole(5, 6, [(2, 3), (0, 0), (4, 2)])
+    assert torch.equal(out[known], v[known])
+
+
+def test_3x3_hole_is_filled_exactly_by_a_plane_and_two_pixels_by_hand():
+    rows, cols = torch.meshgrid(torch.arange(5.0), torch.arange(5.0), indexing="ij")
+    plane = (0.1 + 0.05 * rows + 0.08 * cols).double()          # a weighted mean of symmetric neighbours keeps planes
+    img = torch.stack([plane, 1 - plane, torch.full_like(plane, 0.3)])
+    removed = hole(5, 5, [(r, c) for r in range(1, 4) for c in range(1, 4)])
+    assert torch.allclose(impute(img, removed), img, atol=1e-12)
+    # Two removed neighbours x = (1, 1), y = (1, 2) of a 3 x 4 image whose known pixels are 0 except (0, 0) = 1:
+    # x = 1/12 * 1 + 1/6 * y and y = 1/6 * x, so x = (1/12) / (1 - 1/36) = 3/35 and y = 1/70.
+    img = torch.zeros(3, 3, 4, dtype=torch.float64)
+    img[:, 0, 0] = 1
+    out = impute(img, hole(3, 4, [(1, 1), (1, 2)]))
+    assert out[:, 1, 1].tolist() == pytest.approx([3 / 35] * 3, abs=1e-12)
+    assert out[:, 1, 2].tolist() == pytest.approx([1 / 70] * 3, abs=1e-12)
+
+
+def dense_imputation(img: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """The same equations written pixel by pixel, solved with numpy.linalg.solve."""
+    h, w = removed.shape
+    unknowns = [(r, c) for r in range(h) for c in range(w) if removed[r, c]]
+    at = {p: i for i, p in enumerate(unknowns)}
+    a, b = np.zeros((len(unknowns),) * 2), np.zeros((len(unknowns), img.shape[0]))
+    for i, (r, c) in enumerate(unknowns):
+        for dr, dc, wt in NEIGHBOURS:
+            q = (r + dr, c + dc)
+            if 0 <= q[0] < h and 0 <= q[1] < w:
+                a[i, i] += wt
+                if q in at:
+                    a[i, at[q]] -= wt
+                else:
+                    b[i] += wt * img[:, q[0], q[1]]
+    out = img.copy()
+    out[:, removed] = np.linalg.solve(a, b).T
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equals_a_dense_solve(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    img = torch.rand(3, 9, 7, generator=g, dtype=torch.float64)
+    removed = torch.rand(9, 7, generator=g) < 0.3 + 0.3 * seed   # scattered holes, up to 90% removed
+    expected = dense_imputation(img.numpy(), removed.numpy())
+    assert np.abs(impute(img, removed).numpy() - expected).max() < 1e-12
+
+
+def test_system_rows_sum_to_zero_and_matrix_symmetric():
+    removed = torch.rand(11, 13, generator=torch.Generator().manual_seed(3)) < 0.5
+    a, b, pixels = imputation_system(np.ones((3, 11, 13)), removed.numpy())
+    # With every pixel 1, each row of the full Laplacian (A's row plus its known neighbours, b) sums to zero.
+    assert np.abs(a @ np.ones(a.shape[0]) - b[:, 0]).max() < 1e-14
+    assert abs(a - a.T).max() == 0
+    assert sorted(map(tuple, pixels.T.tolist())) == sorted(map(tuple, torch.nonzero(removed).tolist()))
+
+
+def test_dissection_order_is_a_permutation_with_separators_last():
+    order = dissection_order(9, 20, leaf=4)
+    assert sorted(order.tolist()) == list(range(180))
+    assert set((order[-9:] % 20).tolist()) == {10}                 # the first cut: the middle column, last
+
+
+def cam_like(size: int, seed: int) -> torch.Tensor:
+    """A smooth map: a 7 x 7 grid of random values upsampled bilinearly, ReLU'd (ties on the zero plateau)."""
+    coarse = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(seed))
+    return torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear")[0, 0].clamp_min(0)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_equals_pytorch_grad_cam_reference(p: float):
+    img = torch.from_numpy(transform.resize(data.astronaut(), (64, 64), anti_aliasing=True)).permute(2, 0, 1).float()
+    removed = road_masks(cam_like(64, 0)[None], 0, (p,))["morf"][0, 0]
+    reference = NoisyLinearImputer(noise=0.0)(img, (~removed).to(torch.uint8))
+    assert (impute(img, removed) - reference).abs().max() < 1e-4
+    # With noise: the same draws as the reference from the same generator state.
+    torch.manual_seed(5)
+    noisy_reference = NoisyLinearImputer(noise=0.01)(img, (~removed).to(torch.uint8))
+    ours = noisy_linear_impute(img, removed, 0.01, torch.Generator().manual_seed(5))
+    assert (ours - noisy_reference).abs().max() < 1e-4
+
+
+def test_noise_on_imputed_pixels_only_and_seeded():
+    img = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    removed = torch.rand(16, 16, generator=torch.Generator().manual_seed(1)) < 0.4
+    clean = impute(img, removed)
+    a, b, c = (noisy_linear_impute(img, removed, 0.05, torch.Generator().manual_seed(s)) for s in (7, 7, 8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a[:, ~removed], img[:, ~removed])
+    diff = (a - clean)[:, removed]
+    assert 0.03 < float(diff.std()) < 0.07 and (diff != 0).all()
+
+
+@pytest.mark.parametrize("image, removed, match", [
+    (torch.rand(16, 16), torch.zeros(16, 16, dtype=torch.bool), "must be a .3, H, W. tensor"),
+    (torch.rand(1, 16, 16), torch.zeros(16, 16, dtype=torch.bool), "must be a .3, H, W. tensor"),
+    (torch.randint(0, 255, (3, 8, 8)), torch.ones(8, 8, dtype=torch.bool), "must be floats"),
+    (torch.full((3, 8, 8), float("nan")), torch.ones(8, 8, dtype=torch.bool), "non-finite"),
+    (torch.rand(3, 8, 8) * 255, torch.ones(8, 8, dtype=torch.bool), r"in \[0, 1\]"),
+    (torch.rand(3, 8, 8), torch.ones(8, 8), "bool tensor"),
+    (torch.rand(3, 8, 8), torch.ones(8, 9, dtype=torch.bool), "the image's shape"),
+    (torch.rand(3, 8, 8), torch.ones(8, 8, dtype=torch.bool), "every pixel is removed"),
+    (torch.rand(3, 8, 8), torch.zeros(8, 8, dtype=torch.bool), "no pixel is removed"),
+])
+def test_bad_input_is_a_clear_error(image, removed, match):
+    with pytest.raises(ValueError, match=match):
+        noisy_linear_impute(image, removed)
+
+
+def test_morf_and_lerf_masks_are_complements_of_the_top_fraction():
+    maps = torch.stack([cam_like(20, 1), random_maps(1, (20, 20), 0)[0]])
+    masks = road_masks(maps, [3, 4])
+    assert masks["morf"].shape == (2, len(ROAD_PERCENTAGES), 20, 20)
+    assert torch.equal(masks["lerf"], ~masks["morf"])
+    for k, p in enumerate(ROAD_PERCENTAGES):
+        assert (masks["morf"][:, k].sum(dim=(1, 2)) == int(p * 400)).all()
+        removed = masks["morf"][1, k]                               # top p of the random map: every removed value
+        assert maps[1][removed].min() >= maps[1][~removed].max()    # is above every kept one
+    with pytest.raises(ValueError, match="remove no pixel"):
+        road_masks(maps, 0, (0.0, 0.5))
+
+
+def toy() -> toy_bundle:
+    return toy_bundle(GapLinear(torch.tensor([[4.0, -2.0, 1.0], [-3.0, 2.0, 0.5], [0.0, 1.0, -1.0]])))
+
+
+def test_road_curves_on_a_toy_are_batch_independent_and_scores_are_their_means():
+    bundle, g = toy(), torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, 12, 12, generator=g)
+    maps = torch.cat([gaussian_maps(1, (12, 12)), random_maps(2, (12, 12), 1)])
+    curves = road_curves(bundle, images, maps, [0, 1, 2], tie_seed=[5, 6, 7], chunk_size=5)
+    alone = road_curves(bundle, images[2:], maps[2:], 2, tie_seed=7)
+    assert torch.allclose(curves["lerf"][2:], alone["lerf"], atol=1e-6)
+    assert torch.allclose(curves["morf"][2:], alone["morf"], atol=1e-6)
+    # The curve point equals the class probability of the imputed image, rebuilt here by hand.
+    masks = road_masks(maps[:1], 5)
+    imputed = noisy_linear_impute(images[0], masks["lerf"][0, 3], 0.01, noise_generator(5, "lerf", ROAD_PERCENTAGES[3]))
+    with torch.inference_mode():
+        prob = bundle.model(imputed[None]).softmax(dim=1)[0, 0]
+    assert float(curves["lerf"][0, 3]) == pytest.approx(float(prob), abs=1e-5)
+    scores = road_scores(bundle, images, maps, [0, 1, 2], tie_seed=[5, 6, 7])
+    assert torch.allclose(scores["road_morf"], curves["morf"].mean(dim=1))
+    assert torch.allclose(scores["road_combined"], (curves["lerf"].mean(dim=1) - curves["morf"].mean(dim=1)) / 2)
+    assert torch.equal(scores["road_lerf_70"], curves["lerf"][:, 5])
+
+
+def test_road_curves_reject_bad_input_before_any_work():
+    bundle = toy()
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+        road_curves(bundle, torch.rand(1, 3, 8, 8) * 5, torch.rand(1, 8, 8), 0)
+    with pytest.raises(ValueError, match="noise"):
+        road_curves(bundle, torch.rand(1, 3, 8, 8), torch.rand(1, 8, 8), 0, noise=-1.0)
+    with pytest.raises(ValueError, match="class index"):
+        road_curves(bundle, torch.rand(1, 3, 8, 8), torch.rand(1, 8, 8), 7)
+
+
+def test_road_curves_on_lite0_in_range_and_batch_equals_single(lite0, photo_batch):
+    bundle = dataclasses.replace(lite0, backend="torch")             # eager forwards: no export for this size
+    x = torch.nn.functional.interpolate(photo_batch[:1], size=(96, 96), mode="bilinear", antialias=True)
+    cams = compute_cams(bundle, x, ("gradcam", "layercam"))
+    images, maps = x.expand(2, -1, -1, -1), torch.cat([cams["gradcam"], cams["layercam"]])
+    cls = int(cams.class_idx[0])
+    both = road_curves(bundle, images, maps, cls, tie_seed=11, percentages=(0.1, 0.9))
+    single = road_curves(bundle, images[1:], maps[1:], cls, tie_seed=11, percentages=(0.1, 0.9))
+    for order in ("morf", "lerf"):
+        assert ((both[order] >= 0) & (both[order] <= 1)).all()
+        assert torch.allclose(both[order][1:], single[order], atol=1e-5)
+    assert (both["lerf"][:, 1] > both["morf"][:, 1]).all()          # keeping the top 90% beats removing it
