@@ -16,6 +16,7 @@ Options per kind (``Part.options``):
   alpha). Rows: :func:`helpers.evaluation.runner.evaluate_sample`'s, plus the rise curves.
 * ``layers``: ``settings``. Rows: Grad-CAM, LayerCAM and the hybrid (at the setting's chosen alpha).
 * ``model``: Grad-CAM, LayerCAM, hybrid@0.7 and hybrid@val at the model's CAM layer.
+* ``road``: ``methods`` as ``evaluate``; ROAD of each method's map (one row per photo x method).
 * ``features``: the adaptive-a predictor's features of each photo (no options).
 * ``sanity``: ``methods``, ``steps`` (the first steps of the cascade; default all); cascading randomisation, one row per image x step x method.
 """
@@ -35,7 +36,9 @@ from ..evaluation.adaptive import map_features
 from ..evaluation.alpha import sweep, sweep_plan
 from ..evaluation.layer_study import layer_table, sweep_layers
 from ..evaluation.model_study import model_rows
-from ..evaluation.runner import EvalConfig, MethodSpec, evaluate_sample, image_seed
+from ..cam.maps import normalise
+from ..evaluation.road import road_scores
+from ..evaluation.runner import EvalConfig, MethodSpec, evaluate_sample, explain_rows, explained_class, image_seed
 from ..evaluation.sanity import cascade_order, cascading_randomisation
 from .spec import Part, StudySpec
 
@@ -179,5 +182,24 @@ def run_features(part: Part, spec: StudySpec, bundle: ModelBundle, samples: Sequ
     return _frame(rows, part, bundle, mapping, mapping)
 
 
-RUNNERS: dict[str, Runner] = {"alpha_sweep": run_alpha_sweep, "evaluate": run_evaluate, "layers": run_layers,
+def run_road(part: Part, spec: StudySpec, bundle: ModelBundle, samples: Sequence[Any],
+             alpha: Alpha = None) -> pd.DataFrame:
+    """ROAD (MoRF, LeRF, combined, and every percentage) of every method's map, one photo at a time: the maps
+    are the evaluate part's (same methods, seeds and scaling), the scores :func:`helpers.evaluation.road.road_scores`."""
+    specs = main_specs(part, float(alpha))
+    cfg = EvalConfig(rise_steps=spec.rise_steps, thesis_steps=spec.thesis_steps)
+    tables = []
+    for sample in samples:
+        seed = image_seed(sample.file)
+        cls, pred = explained_class(bundle, sample, "top1")
+        xs = sample.tensor[None].expand(len(specs), -1, -1, -1)
+        idxs = torch.tensor([cls]).expand(len(specs))
+        maps = normalise(explain_rows(bundle, xs, idxs, specs, seed, dict(cfg.cam_options)), cfg.normalise)
+        scores = road_scores(bundle, xs, maps, idxs, tie_seed=seed)
+        tables.append(pd.DataFrame({"image": sample.file, "method": [s.label for s in specs], "class_idx": cls,
+                                    "pred_idx": pred, **{k: v.double().numpy() for k, v in scores.items()}}))
+    return pd.concat(tables, ignore_index=True).assign(model=bundle.name, layer=bundle.target_layer)
+
+
+RUNNERS: dict[str, Runner] = {"road": run_road, "alpha_sweep": run_alpha_sweep, "evaluate": run_evaluate, "layers": run_layers,
                               "model": run_model, "sanity": run_sanity, "features": run_features}

@@ -26,7 +26,7 @@ from ..evaluation.alpha import ALPHAS
 from ..evaluation.metrics import PRESETS
 
 #: What a part computes (:mod:`helpers.study.parts` has one runner per kind).
-KINDS: tuple[str, ...] = ("alpha_sweep", "evaluate", "layers", "model", "sanity", "features")
+KINDS: tuple[str, ...] = ("alpha_sweep", "evaluate", "layers", "model", "sanity", "features", "road")
 STAGES: tuple[str, ...] = ("val", "test")
 SPLIT_OF_STAGE: dict[str, str] = {"val": "val", "test": "test"}
 
@@ -37,6 +37,9 @@ MAIN_METHODS: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = (
     ("cam", "cam", ()), ("gradcam++", "gradcam++", ()), ("xgradcam", "xgradcam", ()),
     ("hirescam", "hirescam", ()), ("scorecam", "scorecam", ()), ("reciprocam", "reciprocam", ()),
     ("random", "random", ()), ("gaussian", "gaussian", ()))
+
+#: The methods' labels of the thesis comparisons and the floors (ROAD on every photo); the others on fewer.
+CORE: tuple[str, ...] = ("gradcam", "layercam", "hybrid@0.7", "hybrid@val", "random", "gaussian")
 
 #: The layer settings below the head of EfficientNet-Lite0 (shallow to deep when fused).
 LITE0_LAYER_SETTINGS: tuple[str | tuple[str, ...], ...] = ("stages.5", "stages.4", ("stages.4", "stages.5", "head"))
@@ -128,7 +131,7 @@ def _sweep(name: str, model: str, n: int | None, settings: tuple, alphas=ALPHAS,
 
 
 def _design(name: str, n_val: int | None, n_test: int | None, n_sanity: int, batch: int, description: str,
-            **protocol: Any) -> StudySpec:
+            n_road_extra: int | None = None, **protocol: Any) -> StudySpec:
     """The study's design at the given sizes (the full and the quick definition differ only in sizes)."""
     models = ("efficientnet_lite1", "efficientnet_lite2")
     parts = [
@@ -147,14 +150,21 @@ def _design(name: str, n_val: int | None, n_test: int | None, n_sanity: int, bat
         _sweep("oracle", "efficientnet_lite0", n_test, ("head",), batch=batch, stage="test", modes=("insertion",)),
         Part("features_val", "features", "val", "efficientnet_lite0", n_val, batch),
         Part("features_test", "features", "test", "efficientnet_lite0", n_test, batch),
+        # ROAD (its own parts, so adding it invalidated nothing): the thesis methods and floors on every photo,
+        # the six further methods on the first n_road_extra (the imputation costs ~1.3 s per map here)
+        Part("road", "road", "test", "efficientnet_lite0", n_test, 1, "alpha_head",
+             (("methods", tuple(m for m in MAIN_METHODS if m[0] in CORE)),)),
+        Part("road_extra", "road", "test", "efficientnet_lite0", n_road_extra, 1, "alpha_head",
+             (("methods", tuple(m for m in MAIN_METHODS if m[0] not in CORE)),)),
     ]
     return StudySpec(name, tuple(parts), description=description, **protocol)
 
 
 #: The whole design: a on all 200 val photos, every method on all 600 test photos.
-FULL = _design("full", None, None, 50, 4, "the full design: 200 val photos, 600 test photos, sanity on 50")
+FULL = _design("full", None, None, 50, 4, "the full design: 200 val photos, 600 test photos, sanity on 50, "
+               "ROAD of the six further methods on 200", n_road_extra=200)
 #: A smoke-test definition: 2 val photos, 3 test photos, 4-step curves.
-QUICK = _design("quick", 2, 3, 2, 2, "a smoke test: 2 val and 3 test photos, 4-step curves",
+QUICK = _design("quick", 2, 3, 2, 2, "a smoke test: 2 val and 3 test photos, 4-step curves", n_road_extra=2,
                 rise_steps=4, thesis_steps=4)
 SPECS: dict[str, StudySpec] = {"full": FULL, "quick": QUICK}
 

@@ -31,6 +31,8 @@ TINY = StudySpec("tiny", (
     Part("oracle", "alpha_sweep", "test", n=3, batch=2, options=(("settings", ("head",)), *SWEEP[:3],
                                                                   ("modes", ("insertion",)))),
     Part("features_test", "features", "test", n=3, batch=2),
+    Part("road", "road", "test", n=1, batch=1, alpha_from="alpha_head", options=(("methods", (
+        ("gradcam", "gradcam", ()), ("random", "random", ()))),)),
 ), rise_steps=3, thesis_steps=3)
 
 
@@ -146,6 +148,9 @@ def test_definitions_and_toml(tmp_path):
                                                    "features_val"]
     assert FULL.part("oracle").opts["modes"] == ("insertion",) and FULL.part("oracle").stage == "test"
     assert FULL.part("main").n is None and FULL.part("sanity").n == 50 and QUICK.part("main").n == 3
+    assert FULL.part("road").n is None and FULL.part("road_extra").n == 200
+    assert {m[0] for m in FULL.part("road").opts["methods"] + FULL.part("road_extra").opts["methods"]} == \
+        {m[0] for m in FULL.part("main").opts["methods"]}
     assert {dataclasses.replace(p, n=None, batch=4) for p in QUICK.parts} == \
         {dataclasses.replace(p, n=None, batch=4) for p in FULL.parts}          # quick = the full design, smaller
     toml = tmp_path / "mine.toml"
@@ -186,3 +191,26 @@ def test_adaptive_answer_from_the_study_files(single):
     assert (result.upper_bound[ORACLE_INSERTION].to_numpy() >= rows.xs("gradcam", level="method").to_numpy()).all()
     assert set(result.predicted.index) == set(parts["oracle"].facts["part_photos"])
     assert "upper bound" in result.verdict.lower() or "Upper bound" in result.verdict
+
+
+def test_road_rows_score_the_evaluate_parts_maps(single):
+    from helpers.cam.maps import normalise
+    from helpers.cam.models import load_model
+    from helpers.evaluation.road import road_scores
+    from helpers.evaluation.runner import explain_rows, image_seed
+    from helpers.study.parts import main_specs
+    from helpers.study.run import part_photos
+    road = store.read_part(single / "road.parquet")
+    part = TINY.part("road")
+    bundle = load_model("efficientnet_lite0")
+    sample = part_photos(part, TINY).load(bundle, road.facts["photos"])[0]
+    specs = main_specs(part, road.facts["alpha"])
+    cls = int(road.rows["class_idx"].iloc[0])
+    xs, idx = sample.tensor[None].expand(2, -1, -1, -1), torch.tensor([cls, cls])
+    maps = normalise(explain_rows(bundle, xs, idx, specs, image_seed(sample.file), {}), "max")
+    expected = road_scores(bundle, xs, maps, idx, tie_seed=image_seed(sample.file))
+    rows = road.rows.set_index("method")
+    for i, s in enumerate(specs):
+        assert rows.loc[s.label, "road_combined"] == pytest.approx(float(expected["road_combined"][i]), abs=1e-6)
+        assert rows.loc[s.label, "road_morf"] == pytest.approx(
+            float(expected["road_morf"][i]), abs=1e-6) and 0 <= rows.loc[s.label, "road_lerf"] <= 1
