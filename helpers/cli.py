@@ -118,6 +118,21 @@ def _alpha(value: float) -> float:
     return value
 
 
+def _device(text: str | None) -> str | None:
+    """``--device``: a device torch knows and this machine has."""
+    if text is None:
+        return None
+    try:
+        device = torch.device(text)
+    except RuntimeError as err:
+        raise UserError(f"--device {text!r}: {_one_line(err)}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {text}: CUDA is not available on this machine (use cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return text
+
+
 def class_index(value: str, names: Sequence[str]) -> int:
     """``--class``: an index, a name or a WordNet id, by the labels CSV's rule
     (:func:`helpers.data.folders.class_index`); a UserError otherwise."""
@@ -154,9 +169,9 @@ def provenance(bundle: ModelBundle) -> dict:
 
 def output_stems(paths: Sequence[Path]) -> dict[Path, str]:
     """Output name stem per image: its file stem, plus ``-`` and 8 hex digits of its path where
-    images share a stem (``a/bird.jpg``, ``b/bird.jpg``, ``bird.png``), so no output overwrites another."""
-    stems = [p.stem for p in paths]
-    return {p: p.stem if stems.count(p.stem) == 1 else
+    images share a stem, in any case (``a/bird.jpg``, ``b/bird.jpg``, ``Bird.png``), so no output overwrites another."""
+    stems = [p.stem.lower() for p in paths]   # Bird.jpg and bird.png clash on case-insensitive disks
+    return {p: p.stem if stems.count(p.stem.lower()) == 1 else
             f"{p.stem}-{hashlib.sha256(str(p.resolve()).encode()).hexdigest()[:8]}" for p in paths}
 
 
@@ -169,9 +184,11 @@ def run_explain(args: argparse.Namespace) -> None:
     from .data.images import load_image
     from .teaching.viz import overlay
 
-    methods = _methods(args.methods)
-    alpha = _alpha(args.alpha)
-    paths = list(dict.fromkeys(Path(p) for p in args.images))
+    methods, alpha, _ = _methods(args.methods), _alpha(args.alpha), _device(args.device)
+    unique: dict[Path, Path] = {}
+    for p in map(Path, args.images):   # a file named twice (a/x.jpg, ./a/../a/x.jpg) is explained once
+        unique.setdefault(p.resolve(), p)
+    paths = list(unique.values())
     images = {p: load_image(p) for p in paths}  # every file checked before the model loads
     out = writable_folder(args.out)
     stems = output_stems(paths)
@@ -250,6 +267,7 @@ def check_evaluate_inputs(args: argparse.Namespace) -> tuple[int, int, list]:
     if args.steps is not None and not STEPS_RANGE[0] <= args.steps <= STEPS_RANGE[1]:
         raise UserError(f"--steps {args.steps}: must lie in {STEPS_RANGE[0]}..{STEPS_RANGE[1]}")
     k, n = parse_shard(args.shard)
+    _device(args.device)
     return k, n, eval_specs(_methods(args.methods), _alpha(args.alpha))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from skimage import data
 
@@ -185,8 +186,11 @@ def test_bad_evaluate_options_are_refused_before_any_work(folder, tmp_path, caps
     one_line(status, lines, 2, *[w.format(**fill) for w in words])
 
 
-def test_explain_refuses_a_bad_alpha_and_an_unwritable_out(folder, tmp_path, capsys, no_model) -> None:
+def test_explain_refuses_a_bad_alpha_device_or_unwritable_out(folder, tmp_path, capsys, no_model) -> None:
     img = folder / "espresso" / "coffee.png"
+    one_line(*main(capsys, "explain", img, "--device", "gpu0", "--out", tmp_path), 2, "--device 'gpu0'")
+    if not torch.cuda.is_available():
+        one_line(*main(capsys, "explain", img, "--device", "cuda", "--out", tmp_path), 2, "CUDA is not available")
     one_line(*main(capsys, "explain", img, "--alpha", "-0.1", "--out", tmp_path), 2, "--alpha -0.1")
     (tmp_path / "f").write_text("x")
     one_line(*main(capsys, "explain", img, "--out", tmp_path / "f"), 2, f"--out {tmp_path / 'f'}", "is a file")
@@ -282,7 +286,7 @@ def test_explain_gives_same_named_images_their_own_files(tmp_path, capsys) -> No
         Image.fromarray(image).resize((64, 48)).save(tmp_path / sub / "bird.png")
     out = tmp_path / "out"
     status = cli.main(["explain", str(tmp_path / "a" / "bird.png"), str(tmp_path / "b" / "bird.png"),
-                       "--methods", "gradcam", "--class", "great_grey_owl", "--out", str(out)])
+                       str(tmp_path / "a" / ".." / "a" / "bird.png"), "--methods", "gradcam", "--class", "great_grey_owl", "--out", str(out)])
     assert status == 0 and "wrote 2 overlays and maps, 2 JSON files" in capsys.readouterr().out
     records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     assert sorted(r["image"] for r in records) == [str(tmp_path / s / "bird.png") for s in "ab"]
@@ -291,9 +295,12 @@ def test_explain_gives_same_named_images_their_own_files(tmp_path, capsys) -> No
     assert len(list(out.glob("*.npy"))) == 2 and not np.array_equal(*maps)
 
 
-def test_an_ambiguous_class_name_is_refused(folder, tmp_path, capsys) -> None:
-    one_line(*main(capsys, "explain", folder / "tabby" / "cat.png", "--class", "cardigan", "--out", tmp_path), 2,
-             "'cardigan' is ambiguous", "264, 474")
+def test_class_names_equal_but_for_case_need_the_exact_spelling(folder, tmp_path, capsys) -> None:
+    one_line(*main(capsys, "explain", folder / "tabby" / "cat.png", "--class", "CARDIGAN", "--out", tmp_path), 2,
+             "'CARDIGAN' is ambiguous", "264, 474")
+    names = cli.load_model("efficientnet_lite0").class_names
+    assert [cli.class_index(c, names) for c in ("Cardigan", "cardigan", "great_grey_owl", "Great Grey  Owl")] == \
+        [264, 474, 24, 24]
 
 
 def _rgb(path: Path, seed: int) -> None:
@@ -323,3 +330,16 @@ def test_labels_csv_encodings_spaces_and_paths_outside(tmp_path) -> None:
     df = import_folder(root, labels_csv=tmp_path / "out.csv", out=tmp_path / "m.csv", relative_to=root,
                        allow_outside=True)
     assert df.file.tolist() == ["../outside.png", "x.png"]   # the absolute path names the same file: kept once
+
+
+def test_same_named_files_in_two_class_folders_are_two_source_photos(tmp_path) -> None:
+    for seed, label in enumerate(("tabby", "espresso")):
+        (tmp_path / label).mkdir()
+        _rgb(tmp_path / label / "1.png", seed)
+    df = import_folder(tmp_path, out=tmp_path / "m.csv")
+    assert df.source.tolist() == ["espresso/1.png", "tabby/1.png"]   # not "1" twice: one cluster in the CIs
+
+
+def test_more_shards_than_images_is_refused(pair, tmp_path, capsys) -> None:
+    one_line(*main(capsys, "evaluate", "--images", pair, "--shard", "3/3", "--out", tmp_path, *FAST), 2,
+             "--shard 3/3: only 2 images")

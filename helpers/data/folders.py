@@ -39,9 +39,10 @@ def class_index(label: str, class_names: Sequence[str], synsets: dict[str, int] 
     """A class index from an index (``"281"``), a name (``"tabby"``, ``"Egyptian_cat"``, ``"great grey
     owl"``, any case, underscores as spaces) or, given ``synsets``, a WordNet id (``"n02123045"``).
 
-    The one rule of the labels CSV, class subfolders, box files and ``explain --class``. An index
-    outside 0..N-1 and a name that several classes share (ImageNet's "Cardigan" dog and "cardigan" sweater) are
-    refused with a ValueError saying so.
+    The one rule of the labels CSV, class subfolders, box files and ``explain --class``. Names that
+    differ only in case (ImageNet's "Cardigan" dog, 264, and "cardigan" sweater, 474) match the one
+    written exactly so; any other spelling of them, and an index outside 0..N-1, is refused with a
+    ValueError saying so.
     """
     text = str(label).strip()
     if text.lstrip("+-").isdigit():
@@ -53,6 +54,8 @@ def class_index(label: str, class_names: Sequence[str], synsets: dict[str, int] 
     if synsets and text in synsets:
         return synsets[text]
     hits = [i for i, name in enumerate(class_names) if _class_key(name) == _class_key(text)]
+    if len(hits) > 1:   # names equal but for case: the one written exactly so wins
+        hits = [i for i in hits if " ".join(class_names[i].split()) == " ".join(text.replace("_", " ").split())] or hits
     if len(hits) > 1:
         raise ValueError(f"class {label!r} is ambiguous: classes {', '.join(map(str, hits))} share the name; "
                          "give the index")
@@ -146,7 +149,9 @@ def import_folder(path: str | Path, labels_csv: str | Path | None = None, boxes_
     ``path`` is refused unless ``allow_outside``; a repeated file is kept once, with a warning).
     The manifest's ``file`` column is relative to ``relative_to`` (default: the manifest's folder;
     pass ``path`` so that the paths, and the per-image seeds hashed from them, do not depend on
-    where the manifest is written). Class names follow :func:`class_index`.
+    where the manifest is written). Class names follow :func:`class_index`. Each image's ``source``
+    is its path under ``path`` ('+' written %2B: it joins a composite's sources), so same-named
+    files in two class folders are two source photos.
     Optional Pascal VOC XML boxes: ``<stem>.xml`` in ``boxes_dir`` (default: next to the image);
     WordNet ids in them need ``synsets``. With a ``bundle`` the model's top-5 is recorded.
     A bad image, label or box file is skipped and reported (``df.attrs["rejected"]``, printed).
@@ -178,7 +183,8 @@ def import_folder(path: str | Path, labels_csv: str | Path | None = None, boxes_
             rejected.append(str(err) if str(file) in str(err) else f"{file}: {err}")
             continue
         rows.append({"file": Path(os.path.relpath(file, base)).as_posix(),
-                     "sha256": hashlib.sha256(file.read_bytes()).hexdigest(), "source": file.stem,
+                     "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+                     "source": Path(os.path.relpath(file, root)).as_posix().replace("+", "%2B"),
                      "licence": licence, "kind": "photo", "split": row_split or split, "label_idx": idx,
                      "label_name": names[idx], "boxes": json.dumps(boxes), "top5": "[]",
                      "orig_size": f"{image.size[0]}x{image.size[1]}"})
