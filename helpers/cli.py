@@ -71,7 +71,8 @@ def parser() -> argparse.ArgumentParser:
                         description="Overlay PNG and map (.npy) per image and method, and a JSON per image.")
     ex.add_argument("images", nargs="+", help="image files")
     _model_args(ex)
-    ex.add_argument("--class", dest="class_", help="class to explain: index, name or WordNet id (default: the prediction)")
+    ex.add_argument("--class", dest="class_", help="class to explain: index or name, any case, _ for spaces "
+                                                   "(default: the prediction)")
     ex.add_argument("--out", default="explanations", help="output folder")
     ev = sub.add_parser("evaluate", help="faithfulness/localisation evaluation of an image folder",
                         description="Import an image folder, evaluate the methods, write CSVs and REPORT.md. "
@@ -205,7 +206,7 @@ def run_explain(args: argparse.Namespace) -> None:
 
     for path, image in tqdm(images.items(), desc="explaining", disable=len(images) < 2):
         x = bundle.preprocess(image)[None]
-        maps = compute_cams(bundle, x, methods, class_idx=target, alpha=alpha, layer=args.layer)
+        maps = compute_cams(bundle, x, methods, class_idx=target, alpha=args.alpha, layer=args.layer)
         top = predict_topk(bundle, x, k=5)[0]
         explained = int(maps.class_idx[0])
         for method, m in maps.items():
@@ -256,14 +257,15 @@ def shard_of(items: Sequence, k: int, n: int) -> list:
 
 def check_evaluate_inputs(args: argparse.Namespace) -> tuple[int, int, list]:
     """Every ``evaluate`` input that can be checked before the model loads: ``(K, N, method specs)``."""
-    from .data.folders import read_labels
+    from .data.folders import read_labels, read_synsets
     if not Path(args.images).is_dir():
         raise UserError(f"{args.images}: no such image folder")
-    for option, value in (("--boxes", args.boxes), ("--synsets", args.synsets)):
-        if value is not None and not Path(value).exists():
-            raise UserError(f"{option} {value}: no such file or folder")
+    if args.boxes is not None and not Path(args.boxes).is_dir():
+        raise UserError(f"--boxes {args.boxes}: no such folder")
     if args.labels is not None:
         read_labels(args.labels)   # a folder, a missing file, an unreadable encoding: named now
+    if args.synsets is not None:
+        read_synsets(args.synsets)
     if args.steps is not None and not STEPS_RANGE[0] <= args.steps <= STEPS_RANGE[1]:
         raise UserError(f"--steps {args.steps}: must lie in {STEPS_RANGE[0]}..{STEPS_RANGE[1]}")
     k, n = parse_shard(args.shard)
@@ -292,7 +294,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
         raise UserError(f"{root}: no readable, labelled images")
     if n > len(df):
         raise UserError(f"--shard {k}/{n}: only {len(df)} images, so N must be at most {len(df)}")
-    samples = shard_of(sorted(load_samples(bundle, manifest=out / "manifest.csv", root=root), key=lambda s: s.file), k, n)
+    samples = load_samples(bundle, manifest=out / "manifest.csv", root=root)
+    samples = shard_of(sorted(samples, key=lambda s: s.file), k, n)
     cfg = EvalConfig()
     if args.steps is not None:
         cfg = dataclasses.replace(cfg, rise_steps=args.steps, thesis_steps=args.steps)
@@ -330,6 +333,7 @@ def run_merge(args: argparse.Namespace) -> None:
     from .evaluation.shards import ShardError, merge_shards
 
     out = writable_folder(args.out)
+    args.kept = lambda: "the shard folders are unchanged; run the same command again"
     try:
         ev, alpha, facts = merge_shards(args.shards)
     except ShardError as err:

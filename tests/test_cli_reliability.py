@@ -176,10 +176,14 @@ def test_merge_refuses_other_image_lists_repeats_and_gaps(runs, tmp_path, capsys
     (["--shard", "1/2/3"], ["--shard '1/2/3'"]), (["--methods", ","], ["no method"]),
     (["--labels", "{folder}"], ["is a folder"]), (["--out", "{file}"], ["is a file"]),
     (["--out", "{file}/sub"], ["is a file"]), (["--cache", "{file}"], ["--cache", "is a file"]),
+    (["--synsets", "{folder}"], ["synsets file {folder}", "cannot be read"]),
+    (["--synsets", "{binary}"], ["synsets file {binary}", "cannot be read"]),
+    (["--boxes", "{file}"], ["--boxes {file}: no such folder"]),
 ])
 def test_bad_evaluate_options_are_refused_before_any_work(folder, tmp_path, capsys, no_model, options, words) -> None:
     (tmp_path / "f.txt").write_text("x")
-    fill = {"folder": folder, "file": tmp_path / "f.txt"}
+    (tmp_path / "b.bin").write_bytes(b"\xff\xfe\x00\xd8")
+    fill = {"folder": folder, "file": tmp_path / "f.txt", "binary": tmp_path / "b.bin"}
     options = [o.format(**fill) for o in options]
     status, lines = main(capsys, "evaluate", "--images", folder, *(["--out", tmp_path / "o"] if "--out" not in
                                                                     options else []), *options)
@@ -286,7 +290,8 @@ def test_explain_gives_same_named_images_their_own_files(tmp_path, capsys) -> No
         Image.fromarray(image).resize((64, 48)).save(tmp_path / sub / "bird.png")
     out = tmp_path / "out"
     status = cli.main(["explain", str(tmp_path / "a" / "bird.png"), str(tmp_path / "b" / "bird.png"),
-                       str(tmp_path / "a" / ".." / "a" / "bird.png"), "--methods", "gradcam", "--class", "great_grey_owl", "--out", str(out)])
+                       str(tmp_path / "a" / ".." / "a" / "bird.png"), "--methods", "gradcam",
+                       "--class", "great_grey_owl", "--out", str(out)])
     assert status == 0 and "wrote 2 overlays and maps, 2 JSON files" in capsys.readouterr().out
     records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     assert sorted(r["image"] for r in records) == [str(tmp_path / s / "bird.png") for s in "ab"]
@@ -343,3 +348,18 @@ def test_same_named_files_in_two_class_folders_are_two_source_photos(tmp_path) -
 def test_more_shards_than_images_is_refused(pair, tmp_path, capsys) -> None:
     one_line(*main(capsys, "evaluate", "--images", pair, "--shard", "3/3", "--out", tmp_path, *FAST), 2,
              "--shard 3/3: only 2 images")
+
+
+def test_atomic_writes_keep_usual_permissions_and_name_the_path_on_a_full_disk(tmp_path, monkeypatch) -> None:
+    from helpers.config import write_atomic
+    mask = os.umask(0)
+    os.umask(mask)
+    write_atomic(tmp_path / "a.csv", "x\n")
+    assert (tmp_path / "a.csv").stat().st_mode & 0o777 == 0o666 & ~mask
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left on device") as err:
+        write_atomic(tmp_path / "b.npy", b"\x93NUMPY")
+    assert err.value.filename == str(tmp_path / "b.npy") and sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]

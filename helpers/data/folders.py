@@ -25,8 +25,14 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ti
 
 def read_synsets(path: str | Path) -> dict[str, int]:
     """WordNet ids -> class index from an ImageNet ``LOC_synset_mapping.txt``-style file
-    (one ``n01440764 tench, Tinca tinca`` line per class, in class order)."""
-    lines = [ln.split()[0] for ln in Path(path).read_text().splitlines() if ln.strip()]
+    (one ``n01440764 tench, Tinca tinca`` line per class, in class order); a ValueError naming the
+    file when it is not such a text file."""
+    path = Path(path)
+    try:
+        lines = [ln.split()[0] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or err
+        raise ValueError(f"synsets file {path}: cannot be read as text ({reason})") from None
     return {wnid: i for i, wnid in enumerate(lines)}
 
 
