@@ -363,3 +363,11 @@ def test_atomic_writes_keep_usual_permissions_and_name_the_path_on_a_full_disk(t
     with pytest.raises(OSError, match="No space left on device") as err:
         write_atomic(tmp_path / "b.npy", b"\x93NUMPY")
     assert err.value.filename == str(tmp_path / "b.npy") and sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
+
+
+def test_an_output_folder_inside_a_class_folder_is_not_imported_as_photos(tmp_path) -> None:
+    (tmp_path / "tabby" / "eval").mkdir(parents=True)
+    _rgb(tmp_path / "tabby" / "1.png", 0)
+    _rgb(tmp_path / "tabby" / "eval" / "comparison_plots.png", 1)   # what `evaluate --out images/tabby/eval` wrote
+    df = import_folder(tmp_path, out=tmp_path / "tabby" / "eval" / "manifest.csv", relative_to=tmp_path)
+    assert df.file.tolist() == ["tabby/1.png"]

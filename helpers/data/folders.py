@@ -119,14 +119,16 @@ def _inside(root: Path, file: Path) -> bool:
     return Path(os.path.relpath(os.path.normpath(file), os.path.normpath(root))).parts[:1] != ("..",)
 
 
-def _folder_entries(root: Path, labels_csv: str | Path | None, allow_outside: bool = False
-                    ) -> tuple[list[tuple[Path, str, str | None]], list[str]]:
-    """``(image path, label, split or None)`` from a labels CSV or from class subfolders, and the
-    rows refused: a file outside ``root`` (unless ``allow_outside``). A file listed twice is kept
-    once (its first row) with one warning on stderr."""
+def _folder_entries(root: Path, labels_csv: str | Path | None, allow_outside: bool = False,
+                    skip: Path | None = None) -> tuple[list[tuple[Path, str, str | None]], list[str]]:
+    """``(image path, label, split or None)`` from a labels CSV or from class subfolders (files under
+    ``skip``, an output folder inside them, are not images of the class), and the rows refused: a
+    file outside ``root`` (unless ``allow_outside``). A file listed twice is kept once (its first
+    row) with one warning on stderr."""
     if labels_csv is None:
         return [(p, folder.name, None) for folder in sorted(d for d in root.iterdir() if d.is_dir())
-                for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES], []
+                for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES
+                and not (skip is not None and _inside(skip, p))], []
     table = read_labels(labels_csv)
     entries: dict[Path, tuple[Path, str, str | None]] = {}
     refused, repeated = [], []
@@ -157,7 +159,8 @@ def import_folder(path: str | Path, labels_csv: str | Path | None = None, boxes_
     pass ``path`` so that the paths, and the per-image seeds hashed from them, do not depend on
     where the manifest is written). Class names follow :func:`class_index`. Each image's ``source``
     is its path under ``path`` ('+' written %2B: it joins a composite's sources), so same-named
-    files in two class folders are two source photos.
+    files in two class folders are two source photos. Images in the manifest's own folder, when it
+    lies inside a class folder (an output folder), are not imported.
     Optional Pascal VOC XML boxes: ``<stem>.xml`` in ``boxes_dir`` (default: next to the image);
     WordNet ids in them need ``synsets``. With a ``bundle`` the model's top-5 is recorded.
     A bad image, label or box file is skipped and reported (``df.attrs["rejected"]``, printed).
@@ -170,7 +173,8 @@ def import_folder(path: str | Path, labels_csv: str | Path | None = None, boxes_
     names = bundle.class_names if bundle is not None else imagenet_class_names()
     wnids = read_synsets(synsets) if synsets is not None else None
     base = Path(relative_to) if relative_to is not None else out.parent
-    entries, rejected = _folder_entries(root, labels_csv, allow_outside)
+    skip = None if out.parent.resolve() == root.resolve() else out.parent   # e.g. evaluate --out images/tabby/eval
+    entries, rejected = _folder_entries(root, labels_csv, allow_outside, skip)
     rows, images = [], []
     for file, label, row_split in entries:
         try:
