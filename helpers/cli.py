@@ -24,13 +24,16 @@ import math
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 import numpy as np
 import torch
 
 from .cam.models import ModelBundle, load_model, predict_topk
 from .config import SEED, write_atomic
+
+if TYPE_CHECKING:
+    from .evaluation.runner import Evaluation
 
 #: Accepted ``--steps`` (insertion/deletion steps): at least 2 points per curve; more than 1000
 #: costs over 1000 forwards per image and method and is refused as a typo.
@@ -301,8 +304,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
         cfg = dataclasses.replace(cfg, rise_steps=args.steps, thesis_steps=args.steps)
     ev = evaluate(bundle, samples, specs, cfg, cache_dir=cache, time_first=0 if args.no_timing else None)
     if ev.results.empty:
-        raise RunError(f"every one of the {len(samples)} images failed, nothing to report (first: "
-                       f"{ev.failures[0][0]}: {ev.failures[0][1]})" if ev.failures else "no image to evaluate")
+        first = f"{ev.failures[0][0]}: {' '.join(ev.failures[0][1].split())}" if ev.failures else "none loaded"
+        raise RunError(f"every one of the {len(samples)} images failed, nothing to report (first: {first})")
     facts = {"model": f"{bundle.name} ({bundle.weights_source})", "CAM layer": args.layer or bundle.target_layer,
              "images": f"{root} ({len(df)} imported)", "rise protocol": f"{cfg.rise_steps} steps",
              "timings": "skipped" if args.no_timing else "median per image, batch 1"}
@@ -315,7 +318,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
           f"{len(ev.failures)} failed; metrics: {', '.join(M.MODES)})")
 
 
-def write_report(ev, out: Path, alpha: float, facts: dict[str, str]) -> None:
+def write_report(ev: Evaluation, out: Path, alpha: float, facts: dict[str, str]) -> None:
     """The CSVs (measured tables first), the figure and REPORT.md; a RunError saying what was kept if it fails."""
     from .evaluation.report import write_all
     try:
@@ -324,7 +327,7 @@ def write_report(ev, out: Path, alpha: float, facts: dict[str, str]) -> None:
         raise
     except Exception as err:   # a bug in the statistics must not hide the measured results
         kept = [f.name for f in (out / "evaluation_results.csv", out / "evaluation_timings.csv") if f.is_file()]
-        raise RunError(f"the report failed ({type(err).__name__}: {err}); kept in {out}: "
+        raise RunError(f"the report failed ({type(err).__name__}: {_one_line(err)}); kept in {out}: "
                        f"{', '.join(kept) or 'nothing'}") from err
 
 
