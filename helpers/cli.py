@@ -2,29 +2,58 @@
 
 ``explain`` writes, per image and method, an overlay PNG and the map (.npy), plus one JSON per
 image with the prediction, the settings and the model's provenance. ``evaluate`` imports an image
-folder (:func:`helpers.data.images.import_folder`), runs the cached evaluation
+folder (:func:`helpers.data.folders.import_folder`), runs the cached evaluation
 (:func:`helpers.evaluation.runner.evaluate`) and writes the CSVs and REPORT.md
 (:func:`helpers.evaluation.report.write_all`); ``--shard K/N`` evaluates the K-th of N contiguous
-parts of the sorted image list, and ``merge`` joins the parts into the report a single run gives.
-Bad input (missing file, unknown model/layer/class) exits with status 2 and one line naming it.
+parts of the sorted image list into data files (:mod:`helpers.evaluation.shards`), and ``merge``
+joins the parts into the report a single run gives.
+
+Exit status: 0 done; 2 bad input (a missing file, an unknown model/layer/class, a bad option, an
+unwritable ``--out``), said in one line ``error: ...`` before any model loads where it can be
+checked then; 1 the run could not finish (a full disk, every image failed, the report failed),
+said in one line, with what was kept; 130 interrupted (Ctrl-C), with what is kept and how to resume.
+Every output file is written to a temporary file beside it and renamed (never half written).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
-import pickle
+import math
 import sys
+import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 import numpy as np
 import torch
 
 from .cam.models import ModelBundle, load_model, predict_topk
-from .config import SEED
+from .config import SEED, write_atomic
 from .teaching.explorer import add_explore_args, run_explore
 
-SHARD_FILE = "shard.pkl"
+if TYPE_CHECKING:
+    from .evaluation.runner import Evaluation
+
+#: Accepted ``--steps`` (insertion/deletion steps): at least 2 points per curve; more than 1000
+#: costs over 1000 forwards per image and method and is refused as a typo.
+STEPS_RANGE: tuple[int, int] = (2, 1000)
+
+
+class UserError(Exception):
+    """Bad input: reported as one line, exit status 2."""
+
+
+class RunError(Exception):
+    """A run that could not finish (full disk, nothing evaluated, the report failed): one line, status 1."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors in one line (``error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -35,18 +64,19 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", help="CAM layer (default: the last spatial map, printed)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--methods", default="gradcam,layercam,hybrid", help="comma-separated CAM methods")
-    p.add_argument("--alpha", type=float, default=0.7, help="the hybrid's Grad-CAM exponent a")
+    p.add_argument("--alpha", type=float, default=0.7, help="the hybrid's Grad-CAM exponent a, in [0, 1]")
 
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of all sub-commands."""
-    top = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.splitlines()[0])
+    top = OneLineParser(prog="python -m helpers", description=__doc__.splitlines()[0])
     sub = top.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("explain", help="CAM overlays, maps and a JSON for images",
                         description="Overlay PNG and map (.npy) per image and method, and a JSON per image.")
     ex.add_argument("images", nargs="+", help="image files")
     _model_args(ex)
-    ex.add_argument("--class", dest="class_", help="class to explain: index or name (default: the prediction)")
+    ex.add_argument("--class", dest="class_", help="class to explain: index or name, any case, _ for spaces "
+                                                   "(default: the prediction)")
     ex.add_argument("--score", choices=("logit", "probability"), default="logit", help="the class score explained")
     ex.add_argument("--out", default="explanations", help="output folder")
     ev = sub.add_parser("evaluate", help="faithfulness/localisation evaluation of an image folder",
@@ -54,13 +84,16 @@ def parser() -> argparse.ArgumentParser:
                                     "Grad-CAM, LayerCAM, the hybrid (at --alpha and 0.7) and the random/Gaussian "
                                     "floors are always included: the report compares them.")
     ev.add_argument("--images", required=True, help="folder of class subfolders, or of files named in --labels")
-    ev.add_argument("--labels", help="CSV with columns file,label[,split]")
+    ev.add_argument("--labels", help="CSV with columns file,label[,split] (files relative to --images)")
+    ev.add_argument("--allow-outside", action="store_true",
+                    help="accept --labels files outside --images (../x.jpg, absolute paths)")
     ev.add_argument("--boxes", help="folder of Pascal VOC XML boxes (<image stem>.xml)")
     ev.add_argument("--synsets", help="WordNet id list (for wnid labels or boxes)")
     _model_args(ev)
     ev.add_argument("--out", default="evaluation", help="output folder")
     ev.add_argument("--shard", help="K/N: evaluate only the K-th of N parts; combine with `merge`")
-    ev.add_argument("--steps", type=int, help="insertion/deletion steps (default: the protocol's)")
+    ev.add_argument("--steps", type=int, help=f"insertion/deletion steps, {STEPS_RANGE[0]}..{STEPS_RANGE[1]} "
+                                              "(default: the protocol's)")
     ev.add_argument("--no-timing", action="store_true", help="skip timings (then reruns give identical files)")
     ev.add_argument("--cache", help="per-image result cache (default: OUT/.cache); shards may share one")
     mg = sub.add_parser("merge", help="combine `evaluate --shard` outputs into one report",
@@ -73,33 +106,66 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-class UserError(Exception):
-    """Bad input: reported as one line, exit status 2."""
-
-
 def _bundle(args: argparse.Namespace) -> ModelBundle:
     return load_model(args.model, weights=args.weights, device=args.device, download=args.download, layer=args.layer)
 
 
 def _methods(text: str) -> list[str]:
+    """``--methods``: known names, each once, at least one."""
     from .cam.engine import _resolve
-    names = [m.strip() for m in text.split(",") if m.strip()]
+    names = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    if not names:
+        raise UserError(f"--methods {text!r}: no method named")
     for name in names:
         _resolve(name)
     return names
 
 
+def _alpha(value: float) -> float:
+    if not (math.isfinite(value) and 0 <= value <= 1):
+        raise UserError(f"--alpha {value}: must lie in [0, 1]")
+    return value
+
+
+def _device(text: str | None) -> str | None:
+    """``--device``: a device torch knows and this machine has."""
+    if text is None:
+        return None
+    try:
+        device = torch.device(text)
+    except RuntimeError as err:
+        raise UserError(f"--device {text!r}: {_one_line(err)}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {text}: CUDA is not available on this machine (use cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return text
+
+
 def class_index(value: str, names: Sequence[str]) -> int:
-    """A class given as an index or a (case-insensitive) name -> its index; a clear error otherwise."""
-    if value.lstrip("-").isdigit():
-        idx = int(value)
-        if not 0 <= idx < len(names):
-            raise UserError(f"class {idx} out of range: the model has {len(names)} classes (0..{len(names) - 1})")
-        return idx
-    lower = [n.lower() for n in names]
-    if value.lower() not in lower:
-        raise UserError(f"unknown class {value!r}: not one of the model's {len(names)} class names")
-    return lower.index(value.lower())
+    """``--class``: an index, a name or a WordNet id, by the labels CSV's rule
+    (:func:`helpers.data.folders.class_index`); a UserError otherwise."""
+    from .data.folders import class_index as rule
+    try:
+        return rule(value, names)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def writable_folder(path: str | Path, option: str = "--out") -> Path:
+    """Create the folder ``path`` if needed and check that files can be written in it; a UserError
+    naming it when it is a file, lies under a file or is not writable."""
+    path = Path(path)
+    above = next((p for p in (path, *path.parents) if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UserError(f"{option} {path}: {'it' if above == path else above} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise UserError(f"{option} {path}: cannot write there ({err.strerror})") from None
+    return path
 
 
 def provenance(bundle: ModelBundle) -> dict:
@@ -108,6 +174,14 @@ def provenance(bundle: ModelBundle) -> dict:
     return {"name": bundle.name, "weights": bundle.weights_source, "pretrained": bundle.pretrained,
             "input_size": bundle.input_size, "mean": list(bundle.mean), "std": list(bundle.std),
             "torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
+def output_stems(paths: Sequence[Path]) -> dict[Path, str]:
+    """Output name stem per image: its file stem, plus ``-`` and 8 hex digits of its path where
+    images share a stem, in any case (``a/bird.jpg``, ``b/bird.jpg``, ``Bird.png``), so no output overwrites another."""
+    stems = [p.stem.lower() for p in paths]   # Bird.jpg and bird.png clash on case-insensitive disks
+    return {p: p.stem if stems.count(p.stem.lower()) == 1 else
+            f"{p.stem}-{hashlib.sha256(str(p.resolve()).encode()).hexdigest()[:8]}" for p in paths}
 
 
 def run_explain(args: argparse.Namespace) -> None:
@@ -119,12 +193,25 @@ def run_explain(args: argparse.Namespace) -> None:
     from .data.images import load_image
     from .teaching.viz import overlay
 
-    methods = _methods(args.methods)
-    images = {Path(p): load_image(p) for p in args.images}  # every file checked before the model loads
+    methods, alpha, _ = _methods(args.methods), _alpha(args.alpha), _device(args.device)
+    unique: dict[Path, Path] = {}
+    for p in map(Path, args.images):   # a file named twice (a/x.jpg, ./a/../a/x.jpg) is explained once
+        unique.setdefault(p.resolve(), p)
+    paths = list(unique.values())
+    images = {p: load_image(p) for p in paths}  # every file checked before the model loads
+    out = writable_folder(args.out)
+    stems = output_stems(paths)
+    written: list[str] = []
+    args.kept = lambda: f"{len(written)} whole files written to {out}; run the same command again to redo the rest"
     bundle = _bundle(args)
     target = None if args.class_ is None else class_index(args.class_, bundle.class_names)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+
+    def save(name: str, write: Callable[[io.BytesIO], object]) -> None:
+        blob = io.BytesIO()
+        write(blob)   # in memory first: a short write to disk then fails with the system's own reason
+        write_atomic(out / name, blob.getvalue())
+        written.append(name)
+
     for path, image in tqdm(images.items(), desc="explaining", disable=len(images) < 2):
         x = bundle.preprocess(image)[None]
         maps = compute_cams(bundle, x, [method_options(m, {"alpha": args.alpha}) for m in methods],
@@ -132,19 +219,20 @@ def run_explain(args: argparse.Namespace) -> None:
         top = predict_topk(bundle, x, k=5)[0]
         explained = int(maps.class_idx[0])
         for method, m in maps.items():
-            stem = f"{path.stem}_{method}"
-            np.save(out / f"{stem}.npy", m[0].cpu().numpy().astype(np.float32))
+            save(f"{stems[path]}_{method}.npy", lambda fh: np.save(fh, m[0].cpu().numpy().astype(np.float32)))
             rgb = overlay(x[0], m[0], mean=bundle.mean, std=bundle.std)
-            Image.fromarray((rgb * 255).round().astype(np.uint8)).save(out / f"{stem}.png")
+            save(f"{stems[path]}_{method}.png",
+                 lambda fh: Image.fromarray((rgb * 255).round().astype(np.uint8)).save(fh, format="PNG"))
         record = {"image": str(path), "prediction": [{"class_idx": i, "class_name": n, "probability": round(p, 6)}
                                                      for i, n, p in top],
                   "explained_class": {"class_idx": explained, "class_name": bundle.class_names[explained]},
-                  "settings": {"methods": methods, "alpha": args.alpha, "layer": args.layer or bundle.target_layer,
+                  "settings": {"methods": methods, "alpha": alpha, "layer": args.layer or bundle.target_layer,
                                "score": "logit", "maps": "[0, 1], bilinearly upsampled to the model input"},
                   "model": provenance(bundle),
-                  "files": {m: [f"{path.stem}_{m}.png", f"{path.stem}_{m}.npy"] for m in methods}}
-        (out / f"{path.stem}.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {len(images) * len(methods)} overlays and maps, {len(images)} JSON files to {out}")
+                  "files": {m: [f"{stems[path]}_{m}.png", f"{stems[path]}_{m}.npy"] for m in methods}}
+        save(f"{stems[path]}.json", lambda fh: fh.write((json.dumps(record, indent=2) + "\n").encode()))
+    maps_written = sum(name.endswith(".npy") for name in written)
+    print(f"wrote {maps_written} overlays and maps, {len(written) - 2 * maps_written} JSON files to {out}")
 
 
 def eval_specs(methods: Sequence[str], alpha: float) -> list:
@@ -176,69 +264,91 @@ def shard_of(items: Sequence, k: int, n: int) -> list:
     return list(items[(k - 1) * size // n: k * size // n])
 
 
+def check_evaluate_inputs(args: argparse.Namespace) -> tuple[int, int, list]:
+    """Every ``evaluate`` input that can be checked before the model loads: ``(K, N, method specs)``."""
+    from .data.folders import read_labels, read_synsets
+    if not Path(args.images).is_dir():
+        raise UserError(f"{args.images}: no such image folder")
+    if args.boxes is not None and not Path(args.boxes).is_dir():
+        raise UserError(f"--boxes {args.boxes}: no such folder")
+    if args.labels is not None:
+        read_labels(args.labels)   # a folder, a missing file, an unreadable encoding: named now
+    if args.synsets is not None:
+        read_synsets(args.synsets)
+    if args.steps is not None and not STEPS_RANGE[0] <= args.steps <= STEPS_RANGE[1]:
+        raise UserError(f"--steps {args.steps}: must lie in {STEPS_RANGE[0]}..{STEPS_RANGE[1]}")
+    k, n = parse_shard(args.shard)
+    _device(args.device)
+    return k, n, eval_specs(_methods(args.methods), _alpha(args.alpha))
+
+
 def run_evaluate(args: argparse.Namespace) -> None:
     """The ``evaluate`` sub-command."""
     import dataclasses
 
-    from .data.images import import_folder, load_samples
+    from .data.folders import import_folder
+    from .data.images import load_samples
     from .evaluation import metrics as M
-    from .evaluation.report import write_all
     from .evaluation.runner import EvalConfig, evaluate
+    from .evaluation.shards import image_list, write_shard
 
-    root = Path(args.images)
-    if not root.is_dir():
-        raise UserError(f"{root}: no such image folder")
-    for option, value in (("--labels", args.labels), ("--boxes", args.boxes), ("--synsets", args.synsets)):
-        if value is not None and not Path(value).exists():
-            raise UserError(f"{option} {value}: no such file or folder")
-    k, n = parse_shard(args.shard)
-    specs = eval_specs(_methods(args.methods), args.alpha)
+    k, n, specs = check_evaluate_inputs(args)
+    root, out = Path(args.images), writable_folder(args.out)
+    cache = writable_folder(args.cache if args.cache else out / ".cache", "--cache")
+    args.kept = lambda: f"the finished images are kept in the cache {cache}; run the same command again to resume"
     bundle = _bundle(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = out / "manifest.csv"
-    df = import_folder(root, labels_csv=args.labels, boxes_dir=args.boxes, synsets=args.synsets, out=manifest)
+    df = import_folder(root, labels_csv=args.labels, boxes_dir=args.boxes, synsets=args.synsets,
+                       out=out / "manifest.csv", relative_to=root, allow_outside=args.allow_outside)
     if df.empty:
         raise UserError(f"{root}: no readable, labelled images")
-    samples = shard_of(sorted(load_samples(bundle, manifest=manifest), key=lambda s: s.file), k, n)
+    if n > len(df):
+        raise UserError(f"--shard {k}/{n}: only {len(df)} images, so N must be at most {len(df)}")
+    samples = load_samples(bundle, manifest=out / "manifest.csv", root=root)
+    samples = shard_of(sorted(samples, key=lambda s: s.file), k, n)
     cfg = EvalConfig()
     if args.steps is not None:
         cfg = dataclasses.replace(cfg, rise_steps=args.steps, thesis_steps=args.steps)
-    cache = Path(args.cache) if args.cache else out / ".cache"
     ev = evaluate(bundle, samples, specs, cfg, cache_dir=cache, time_first=0 if args.no_timing else None)
+    if ev.results.empty:
+        first = f"{ev.failures[0][0]}: {' '.join(ev.failures[0][1].split())}" if ev.failures else "none loaded"
+        raise RunError(f"every one of the {len(samples)} images failed, nothing to report (first: {first})")
     facts = {"model": f"{bundle.name} ({bundle.weights_source})", "CAM layer": args.layer or bundle.target_layer,
              "images": f"{root} ({len(df)} imported)", "rise protocol": f"{cfg.rise_steps} steps",
              "timings": "skipped" if args.no_timing else "median per image, batch 1"}
     if n > 1:
-        with open(out / SHARD_FILE, "wb") as fh:
-            pickle.dump({"shard": (k, n), "evaluation": ev, "alpha": args.alpha, "facts": facts}, fh)
+        write_shard(out, ev, k, n, args.alpha, facts, image_list(df))
         print(f"shard {k}/{n}: {len(samples)} images evaluated into {out}; combine with `merge`")
         return
-    write_all(ev, out, args.alpha, facts)
+    write_report(ev, out, args.alpha, facts)
     print(f"wrote the CSVs, comparison_plots.png and REPORT.md to {out} ({len(samples)} images, "
           f"{len(ev.failures)} failed; metrics: {', '.join(M.MODES)})")
 
 
+def write_report(ev: Evaluation, out: Path, alpha: float, facts: dict[str, str]) -> None:
+    """The CSVs (measured tables first), the figure and REPORT.md; a RunError saying what was kept if it fails."""
+    from .evaluation.report import write_all
+    try:
+        write_all(ev, out, alpha, facts)
+    except OSError:
+        raise
+    except Exception as err:   # a bug in the statistics must not hide the measured results
+        kept = [f.name for f in (out / "evaluation_results.csv", out / "evaluation_timings.csv") if f.is_file()]
+        raise RunError(f"the report failed ({type(err).__name__}: {_one_line(err)}); kept in {out}: "
+                       f"{', '.join(kept) or 'nothing'}") from err
+
+
 def run_merge(args: argparse.Namespace) -> None:
     """The ``merge`` sub-command."""
-    from .evaluation.report import write_all
-    from .evaluation.runner import join_images
+    from .evaluation.shards import ShardError, merge_shards
 
-    shards = []
-    for folder in args.shards:
-        path = Path(folder) / SHARD_FILE
-        if not path.is_file():
-            raise UserError(f"{path}: not found (run `evaluate --shard K/N --out {folder}` first)")
-        with open(path, "rb") as fh:
-            shards.append(pickle.load(fh))
-    shards.sort(key=lambda s: s["shard"][0])
-    n = shards[0]["shard"][1]
-    if sorted(s["shard"] for s in shards) != [(k, n) for k in range(1, n + 1)]:
-        raise UserError(f"need shards 1..{n} of {n} exactly once, got {', '.join('%d/%d' % s['shard'] for s in shards)}")
-    if any(s["facts"] != shards[0]["facts"] or s["alpha"] != shards[0]["alpha"] for s in shards):
-        raise UserError("the shards differ in model, images or settings")
-    write_all(join_images(*[s["evaluation"] for s in shards]), args.out, shards[0]["alpha"], shards[0]["facts"])
-    print(f"merged {n} shards into {args.out}")
+    out = writable_folder(args.out)
+    args.kept = lambda: "the shard folders are unchanged; run the same command again"
+    try:
+        ev, alpha, facts = merge_shards(args.shards)
+    except ShardError as err:
+        raise UserError(str(err)) from None
+    write_report(ev, out, alpha, facts)
+    print(f"merged {len(args.shards)} shards into {out}")
 
 
 def run_study(args: argparse.Namespace) -> int:
@@ -251,17 +361,33 @@ COMMANDS = {"explain": run_explain, "evaluate": run_evaluate, "merge": run_merge
             "explore": run_explore}
 
 
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; bad input prints one line ``error: ...`` and returns 2."""
+    """Run the command line; returns the exit status (0, 1, 2 or 130, see the module docstring)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["study"]:  # its own parsers (sub-sub-commands merge / verify)
         argv = [argv[0], "--", *argv[1:]]
     args = parser().parse_args(argv)
     torch.manual_seed(SEED)
+    args.kept = lambda: "nothing was written"
     try:
         status = COMMANDS[args.command](args)
-    except (UserError, FileNotFoundError, ValueError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"interrupted: {args.kept()}", file=sys.stderr)
+        return 130
+    except (UserError, ValueError, FileNotFoundError) as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except RunError as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except OSError as err:   # a full or read-only disk while writing
+        print(f"error: {_one_line(err)}; {args.kept()}", file=sys.stderr)
+        return 1
     return status or 0

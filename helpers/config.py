@@ -1,8 +1,11 @@
-"""Project-wide settings: paths, the quick mode switch and the random seed."""
+"""Project-wide settings: paths, the quick mode switch, the random seed, and the one atomic file writer."""
 from __future__ import annotations
 
 import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Iterator
 
 #: Repository root (the folder holding the notebooks).
 ROOT: Path = Path(__file__).resolve().parent.parent
@@ -28,3 +31,33 @@ RESULTS_DIR: Path = ROOT / "results" / "quick" if QUICK else ROOT / "results"
 
 #: The one seed every random choice in the project derives from.
 SEED: int = 0
+
+
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """A file object whose content replaces ``path`` atomically when the block ends without error:
+    written to a temporary file in the same folder, fsynced, then renamed (``os.replace``). On any
+    error (a full disk, Ctrl-C) the temporary file is removed and ``path`` is left as it was; an
+    ``OSError`` of the write names ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)   # the permissions of a plain open(), not mkstemp's private 0600
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+        raise
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write text or bytes to ``path`` atomically (:func:`atomic_file`)."""
+    with atomic_file(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)

@@ -46,11 +46,11 @@ def test_help(command: str) -> None:
     (["explain", "{img}", "--model", "no_such_net"], "unknown model 'no_such_net'"),
     (["explain", "{img}", "--layer", "no_such_layer"], "unknown layer 'no_such_layer'"),
     (["explain", "{img}", "--class", "1000"], "class 1000 out of range"),
-    (["explain", "{img}", "--class", "not a class"], "unknown class 'not a class'"),
+    (["explain", "{img}", "--class", "not a class"], "unknown ImageNet class 'not a class'"),
     (["explain", "{img}", "--methods", "gradcam,nope"], "unknown CAM method 'nope'"),
     (["evaluate", "--images", "no_such_dir"], "no_such_dir: no such image folder"),
     (["evaluate", "--images", "{dir}", "--shard", "3/2"], "--shard '3/2'"),
-    (["merge", "no_such_shard"], "no_such_shard/shard.pkl: not found"),
+    (["merge", "no_such_shard"], "shard no_such_shard: no shard.json"),
 ])
 def test_bad_input_exits_nonzero_with_one_line(args, message, folder) -> None:
     args = [a.format(img=folder / "espresso" / "coffee.png", dir=folder) for a in args]

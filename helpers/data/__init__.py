@@ -2,6 +2,7 @@
 
 May import :mod:`helpers.cam` (to ask a model for its top-5); never the evaluation or teaching packages.
 """
-from .images import ImageLoadError, Sample, import_folder, load_image, load_samples, read_manifest
+from .folders import import_folder
+from .images import ImageLoadError, Sample, load_image, load_samples, read_manifest
 
 __all__ = ["ImageLoadError", "Sample", "import_folder", "load_image", "load_samples", "read_manifest"]

@@ -21,9 +21,7 @@ checked from the header before any pixel is decoded).
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ import pandas as pd
 import torch
 from PIL import Image, ImageOps
 
-from ..config import MANIFEST
+from ..config import MANIFEST, write_atomic
 
 #: Smallest accepted side in pixels: below this the model's resize-256 would invent almost
 #: every pixel (a 32-pixel side is already an 8x upscale).
@@ -267,15 +265,12 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = list(MANIFEST_COLUMNS) + [c for c in df.columns if c not in MANIFEST_COLUMNS]
-    df.loc[:, columns].to_csv(path, index=False, lineterminator="\n")
+    write_atomic(path, df.loc[:, columns].to_csv(index=False, lineterminator="\n"))
     return path
 
 
 
-# ---------------------------------------------------------------- top-5 and user folders
-
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
+# ---------------------------------------------------------------- top-5
 
 def top5_of(bundle: Any, images: list[Image.Image], batch: int = 32) -> list[list[tuple[int, str, float]]]:
     """The model's top-5 ``(index, name, probability)`` for each PIL image, in batches."""
@@ -286,109 +281,3 @@ def top5_of(bundle: Any, images: list[Image.Image], batch: int = 32) -> list[lis
     for start in tqdm(range(0, len(images), batch), desc="top-5", leave=False, disable=len(images) <= batch):
         out += predict_topk(bundle, torch.stack([bundle.preprocess(im) for im in images[start:start + batch]]))
     return out
-
-
-def read_synsets(path: str | Path) -> dict[str, int]:
-    """WordNet ids -> class index from an ImageNet ``LOC_synset_mapping.txt``-style file
-    (one ``n01440764 tench, Tinca tinca`` line per class, in class order)."""
-    lines = [ln.split()[0] for ln in Path(path).read_text().splitlines() if ln.strip()]
-    return {wnid: i for i, wnid in enumerate(lines)}
-
-
-def class_index(label: str, class_names: Sequence[str], synsets: dict[str, int] | None = None) -> int:
-    """An ImageNet class index from an index (``"281"``), a name (``"tabby"``, ``"Egyptian_cat"``,
-    any case) or, given ``synsets``, a WordNet id (``"n02123045"``)."""
-    text = str(label).strip()
-    if text.isdigit() and int(text) < len(class_names):
-        return int(text)
-    if synsets and text in synsets:
-        return synsets[text]
-    wanted = text.replace("_", " ").lower()
-    for i, name in enumerate(class_names):
-        if name.lower() == wanted:
-            return i
-    hint = " (a WordNet id needs synsets=LOC_synset_mapping.txt)" if text[:1] == "n" and text[1:].isdigit() else ""
-    raise ValueError(f"unknown ImageNet class {label!r}{hint}")
-
-
-def read_voc_boxes(path: Path, class_names: Sequence[str], synsets: dict[str, int] | None = None
-                   ) -> tuple[tuple[int, int] | None, list[tuple[int, Box]]]:
-    """Image size and ``(class_idx, box)`` pairs from a Pascal VOC XML file (ImageNet's box format).
-
-    VOC coordinates are 1-based and inclusive; boxes come back 0-based, half-open:
-    ``(xmin - 1, ymin - 1, xmax, ymax)``.
-    """
-    import xml.etree.ElementTree as ET
-
-    root = ET.parse(path).getroot()
-    size = root.find("size")
-    wh = (int(size.findtext("width")), int(size.findtext("height"))) if size is not None else None
-    boxes = []
-    for obj in root.iter("object"):
-        bb = obj.find("bndbox")
-        x0, y0, x1, y1 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
-        boxes.append((class_index(obj.findtext("name"), class_names, synsets), (x0 - 1, y0 - 1, x1, y1)))
-    return wh, boxes
-
-
-def _folder_entries(root: Path, labels_csv: str | Path | None) -> list[tuple[Path, str, str | None]]:
-    """``(image path, label, split or None)`` from a labels CSV or from class subfolders."""
-    if labels_csv is not None:
-        table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
-        if not {"file", "label"} <= set(table.columns):
-            raise ValueError(f"{labels_csv}: a labels CSV needs the columns 'file' and 'label'")
-        return [(root / r["file"], r["label"], r.get("split") or None) for _, r in table.iterrows()]
-    return [(p, folder.name, None) for folder in sorted(d for d in root.iterdir() if d.is_dir())
-            for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
-
-
-def import_folder(path: str | Path, labels_csv: str | Path | None = None, boxes_dir: str | Path | None = None,
-                  synsets: str | Path | None = None, bundle: Any = None, split: str = "test",
-                  licence: str = "user-supplied", out: str | Path | None = None) -> pd.DataFrame:
-    """A user's image folder -> a manifest (written to ``out``, default ``path/manifest.csv``).
-
-    Labels come from class subfolders (folder name = ImageNet class name or index) or from
-    ``labels_csv`` (columns ``file``, ``label``, optional ``split``; files relative to ``path``).
-    Optional Pascal VOC XML boxes: ``<stem>.xml`` in ``boxes_dir`` (default: next to the image);
-    WordNet ids in them need ``synsets``. With a ``bundle`` the model's top-5 is recorded.
-    A bad image, label or box file is skipped and reported (``df.attrs["rejected"]``, printed).
-    """
-    root = Path(path)
-    out = Path(out) if out is not None else root / "manifest.csv"
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    from ..cam.models import imagenet_class_names
-    names = bundle.class_names if bundle is not None else imagenet_class_names()
-    wnids = read_synsets(synsets) if synsets is not None else None
-    rows, images, rejected = [], [], []
-    for file, label, row_split in _folder_entries(root, labels_csv):
-        try:
-            idx = class_index(label, names, wnids)
-            image = load_image(file)
-            xml = (Path(boxes_dir) if boxes_dir is not None else file.parent) / f"{file.stem}.xml"
-            voc_size, voc = read_voc_boxes(xml, names, wnids) if xml.is_file() else (None, [])
-            if voc_size is not None and voc_size != image.size:
-                raise ValueError(f"box file {xml.name} is for a {voc_size[0]}x{voc_size[1]} image, "
-                                 f"the image is {image.size[0]}x{image.size[1]}")
-            boxes = [{"class_idx": c, "class_name": names[c], "crop": list(to_crop_box(b, image.size)),
-                      "orig": list(b)} for c, b in voc]
-            if (row_split or split) not in SPLITS:
-                raise ValueError(f"unknown split {row_split!r}")
-        except Exception as err:  # one bad file, label or box never stops the others
-            rejected.append(str(err) if str(file) in str(err) else f"{file}: {err}")
-            continue
-        rows.append({"file": Path(os.path.relpath(file, out.parent)).as_posix(),
-                     "sha256": hashlib.sha256(file.read_bytes()).hexdigest(), "source": file.stem,
-                     "licence": licence, "kind": "photo", "split": row_split or split, "label_idx": idx,
-                     "label_name": names[idx], "boxes": json.dumps(boxes), "top5": "[]",
-                     "orig_size": f"{image.size[0]}x{image.size[1]}"})
-        images.append(image)
-    if bundle is not None and images:
-        for row, t5 in zip(rows, top5_of(bundle, images)):
-            row["top5"] = json.dumps([[i, n, round(p, 4)] for i, n, p in t5])
-    df = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS) + ["orig_size"])
-    write_manifest(df, out)
-    df.attrs["rejected"] = rejected
-    if rejected:
-        print(f"import_folder: skipped {len(rejected)} file(s):\n  " + "\n  ".join(rejected))
-    return df

@@ -16,13 +16,13 @@ One JSON file per image, ``<image stem>-<key>.json``, holding ``{"key", "file", 
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from filelock import FileLock
+
+from ..config import write_atomic
 
 #: Parts every result must have (see :func:`helpers.evaluation.runner.evaluate_sample`).
 RESULT_PARTS: tuple[str, ...] = ("rows", "timings", "curves")
@@ -31,20 +31,6 @@ RESULT_PARTS: tuple[str, ...] = ("rows", "timings", "curves")
 def entry_path(cache_dir: str | Path, file: str, key: str) -> Path:
     """Where the entry of image ``file`` under ``key`` lives."""
     return Path(cache_dir) / f"{Path(file).stem}-{key}.json"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: temporary file in the same folder, fsync, ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_entry(path: Path, key: str, file: str, parts: tuple[str, ...] = RESULT_PARTS) -> dict[str, Any]:

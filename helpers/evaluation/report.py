@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..config import SEED
+from ..config import SEED, atomic_file, write_atomic
 from .runner import FLOORS, LOCALISATION, LOWER_IS_BETTER, METRICS, THESIS_ALPHA, Evaluation, describe_protocol
 from .stats import CONFIRMATORY, comparison_table, summary_table
 
@@ -89,18 +89,19 @@ def statistical_tests(results: pd.DataFrame, labels: Sequence[str]) -> pd.DataFr
 
 
 def write_tables(ev: Evaluation, out_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """evaluation_results.csv, evaluation_timings.csv, summary_statistics.csv, statistical_tests.csv."""
+    """The four CSVs, each atomically, in order: the measured tables are on disk before any statistic runs."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    labels = [s.label for s in ev.methods]
     with_photo = ev.results.assign(source_photo=ev.results.source.astype(str).str.split("+").str[0])
     class_col = "class_idx" if "class_idx" in ev.results else "label_idx"
-    tables = {"evaluation_results": ev.results, "evaluation_timings": ev.timings,
-              "summary_statistics": summary_table(with_photo, METRICS, cluster_col="source_photo",
-                                                  class_col=class_col, cluster_metrics=LOCALISATION),
-              "statistical_tests": statistical_tests(ev.results, labels)}
-    for name, table in tables.items():
-        table.to_csv(out / f"{name}.csv", index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    makers = {"evaluation_results": lambda: ev.results, "evaluation_timings": lambda: ev.timings,
+              "summary_statistics": lambda: summary_table(with_photo, METRICS, cluster_col="source_photo",
+                                                          class_col=class_col, cluster_metrics=LOCALISATION),
+              "statistical_tests": lambda: statistical_tests(ev.results, [s.label for s in ev.methods])}
+    tables = {}
+    for name, make in makers.items():
+        tables[name] = make()
+        write_atomic(out / f"{name}.csv", tables[name].to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n"))
     return tables
 
 
@@ -383,7 +384,8 @@ def plot_comparison(ev: Evaluation, metrics: Sequence[str] = METRICS, path: str 
         extra.axis("off")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=90)
+        with atomic_file(path) as fh:
+            fig.savefig(fh, dpi=90, format=Path(path).suffix.lstrip(".") or "png")
     return fig
 
 
@@ -392,5 +394,5 @@ def write_all(ev: Evaluation, out_dir: str | Path, alpha: float, facts: dict[str
     """Every output: the four CSVs, comparison_plots.png and REPORT.md in ``out_dir``."""
     tables = write_tables(ev, out_dir)
     plt.close(plot_comparison(ev, path=Path(out_dir) / "comparison_plots.png"))
-    (Path(out_dir) / "REPORT.md").write_text(render_report(ev, tables, alpha, facts, sections))
+    write_atomic(Path(out_dir) / "REPORT.md", render_report(ev, tables, alpha, facts, sections))
     return tables

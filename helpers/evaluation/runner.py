@@ -14,6 +14,7 @@ table and CSV): it is the only part that changes between runs.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import sys
@@ -39,6 +40,8 @@ from ..cam.models import ModelBundle, predict_topk
 from .timing import interleaved_medians
 
 FLOORS: tuple[str, ...] = ("random", "gaussian")
+#: Errors of the disk itself (full, over quota, read-only): they stop a run instead of failing one image.
+DISK_ERRNOS: frozenset[int] = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 THESIS_ALPHA = 0.7
 #: Metric columns of the results table (higher is better except deletion AUCs, average drop, complexity).
 METRICS: tuple[str, ...] = ("insertion_auc", "deletion_auc", "insertion_auc_thesis", "deletion_auc_thesis",
@@ -319,7 +322,8 @@ def evaluate(bundle: ModelBundle, samples: Sequence[Any], specs: Iterable[str | 
     """Evaluate every method on every sample (:func:`evaluate_sample`), cached per image.
 
     ``cache_dir=None`` disables the cache. ``time_first`` times only the first that many images
-    (None: all). A failing image is reported on stderr and skipped.
+    (None: all). A failing image is reported on stderr and skipped; a full or read-only disk
+    (:data:`DISK_ERRNOS`) stops the run with its ``OSError`` (the entries already written are kept).
     """
     for sample in samples:
         check_images(sample.tensor[None], bundle, what=f"image {sample.file}")
@@ -337,6 +341,12 @@ def evaluate(bundle: ModelBundle, samples: Sequence[Any], specs: Iterable[str | 
         try:
             result = compute() if cache is None else \
                 cached(cache, cache_key(bundle, sample, specs, cfg, timed), sample.file, compute)
+        except OSError as err:
+            if err.errno in DISK_ERRNOS:  # the cache cannot be written: stop, the entries written are kept
+                raise
+            failures.append((sample.file, f"{type(err).__name__}: {err}"))
+            print(f"evaluate: skipped {sample.file}: {type(err).__name__}: {err}", file=sys.stderr)
+            continue
         except Exception as err:  # one bad image must not stop the others
             failures.append((sample.file, f"{type(err).__name__}: {err}"))
             print(f"evaluate: skipped {sample.file}: {type(err).__name__}: {err}\n"

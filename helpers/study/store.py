@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..evaluation.cache import write_atomic
+from ..config import write_atomic
 
 PROVENANCE = "PROVENANCE.json"
 META_KEY = b"study"

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers.data.images import (ImageLoadError, crop_geometry, import_folder, load_image, load_images, load_samples, parse_boxes, read_manifest, to_crop_box, write_manifest)
+from helpers.data.folders import import_folder
+from helpers.data.images import (ImageLoadError, crop_geometry, load_image, load_images, load_samples, parse_boxes, read_manifest, to_crop_box, write_manifest)
 from helpers.cam.models import make_preprocess
 
 

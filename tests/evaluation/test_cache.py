@@ -80,7 +80,7 @@ def test_writes_are_atomic_and_leave_no_temporary_file(tmp_path, monkeypatch) ->
     def disk_full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(C.os, "fsync", disk_full)  # a write that fails half-way ...
+    monkeypatch.setattr(os, "fsync", disk_full)  # a write that fails half-way ...
     with pytest.raises(OSError, match="No space"):
         C.store(path, "k", "x.png", {**empty, "rows": [{"image": "x.png"}]})
     assert C.read_entry(path, "k", "x.png") == empty  # ... leaves the old entry whole and no temporary file
