@@ -354,6 +354,8 @@ def run_merge(args: argparse.Namespace) -> None:
 def run_study(args: argparse.Namespace) -> int:
     """The ``study`` sub-command (:mod:`helpers.study.cli`)."""
     from .study.cli import main as study_main
+    args.kept = lambda: ("finished part files and every finished batch (the study cache) are kept; run the same "
+                         "command again to resume")
     return study_main(args.rest[1:] if args.rest[:1] == ["--"] else args.rest)
 
 

@@ -214,3 +214,14 @@ def test_road_rows_score_the_evaluate_parts_maps(single):
         assert rows.loc[s.label, "road_combined"] == pytest.approx(float(expected["road_combined"][i]), abs=1e-6)
         assert rows.loc[s.label, "road_morf"] == pytest.approx(
             float(expected["road_morf"][i]), abs=1e-6) and 0 <= rows.loc[s.label, "road_lerf"] <= 1
+
+
+def test_command_line_bad_options_are_one_line_before_any_work(tmp_path):
+    for argv, message in ((["--spec", "quick", "--stage", "val", "--shard", "0/2"], "need 1 <= K <= N"),
+                          (["--spec", "nope.toml"], "no such study definition"),
+                          (["--spec", "quick", "--shard", "1/2"], "--shard needs --stage")):
+        done = subprocess.run([sys.executable, "-m", "helpers", "study", *argv, "--out", str(tmp_path / "o")],
+                              cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 2, argv
+        assert message in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
+        assert not (tmp_path / "o").exists()
