@@ -265,9 +265,17 @@ def test_a_full_disk_stops_evaluate_non_zero_keeping_whole_files(folder, tmpfs, 
             json.loads(p.read_text())   # every entry kept is whole
 
 
-def test_ctrl_c_says_what_is_kept_and_exits_130(folder, tmp_path) -> None:
+def test_ctrl_c_says_what_is_kept_and_exits_130(tmp_path) -> None:
+    # 40 photos (each of the three, renamed): the run lasts minutes, so the signal surely arrives mid-run,
+    # however loaded the machine is; it is sent as soon as the progress bar shows
+    images = tmp_path / "images"
+    for i in range(40):
+        label, name, image, size = PHOTOS[i % len(PHOTOS)]
+        (images / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).resize(size).save(images / label / f"{name}{i}.png")
+    tmp_path = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "helpers", "evaluate", "--images", str(folder), "--no-timing",
+    proc = subprocess.Popen([sys.executable, "-m", "helpers", "evaluate", "--images", str(images), "--no-timing",
                              "--out", str(tmp_path)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
     seen, deadline = b"", time.monotonic() + 120
     while b"evaluating images" not in seen and time.monotonic() < deadline:
