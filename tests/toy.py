@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from helpers.cam.models import ModelBundle
+from helpers.cam.models import GapLinearHead, ModelBundle, ModelSplit, register_split
 
 
 class GapLinear(nn.Module):
@@ -57,3 +57,14 @@ def two_layer_toy(n_samples: int = 5) -> tuple[ModelBundle, list[FakeSample]]:
 def mean_and_corner(bundle, images, maps, class_idx, tie_seed=None) -> dict[str, torch.Tensor]:
     """A stand-in metric easy to recompute: insertion = mean of the map, deletion = its top-left value."""
     return {"insertion": maps.mean(dim=(1, 2)), "deletion": maps[:, 0, 0]}
+
+
+class SplitToy(GapLinear):
+    """GapLinear with a registered split after ``features``: GAP + linear, so CAM and the engine's split apply."""
+
+
+@register_split(SplitToy)
+def _split_toy(model: SplitToy, layer: str) -> ModelSplit:
+    if layer != "features":
+        raise ValueError(f"cannot split at layer {layer!r}; valid split layers: features")
+    return ModelSplit(layer, model.features, GapLinearHead(nn.AdaptiveAvgPool2d(1), model.fc))

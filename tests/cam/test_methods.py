@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from helpers.cam.engine import METHODS, compute_cams, gradient_methods, noisy_copies
 from helpers.cam.maps import normalise, normalise_max
 from helpers.cam.methods import gradcam_pp, hirescam, normalise_minmax, spatial_masks, xgradcam
-from helpers.cam.models import GapLinearHead, ModelSplit, load_model, register_split, split_at
+from helpers.cam.models import GapLinearHead, load_model, split_at
 from helpers.cam.options import ReciproCAM, ScoreCAM, Smooth
-from toy import GapLinear, toy_bundle
+from toy import GapLinear, SplitToy, toy_bundle
 
 # A = the input itself (2 channels, 2x2); w = [[1, -2], [0.5, 3]]; bias 0.1 (see tests/toy.py).
 A = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[4.0, 0.0], [0.0, 1.0]]]])
@@ -18,17 +17,6 @@ W = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
 NEW = ("cam", "gradcam++", "xgradcam", "hirescam", "scorecam", "reciprocam")
 #: NEW with Score-CAM keeping 2 channels and 4 images per forward of both gradient-free methods.
 OPTIONED = NEW[:4] + (ScoreCAM(top_k=2, batch_size=4), ReciproCAM(batch_size=4))
-
-
-class SplitToy(GapLinear):
-    """GapLinear with a registered split after ``features``: GAP + linear, so CAM applies."""
-
-
-@register_split(SplitToy)
-def _split_toy(model: SplitToy, layer: str) -> ModelSplit:
-    if layer != "features":
-        raise ValueError(f"cannot split at layer {layer!r}; valid split layers: features")
-    return ModelSplit(layer, model.features, GapLinearHead(nn.AdaptiveAvgPool2d(1), model.fc))
 
 
 def toy(weight: torch.Tensor = W) -> object:

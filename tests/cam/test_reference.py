@@ -20,30 +20,18 @@ from torch import nn
 from helpers.cam.engine import METHODS, compute_cams
 from helpers.cam.options import Hybrid, LayerFusion, ReciproCAM, ScoreCAM, Smooth
 from helpers.cam.targets import ClassProbability
-from helpers.cam.models import GapLinearHead, ModelSplit, register_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from toy import GapLinear, toy_bundle  # noqa: E402
+from toy import SplitToy, toy_bundle  # noqa: E402
 
 FIXTURE = Path(__file__).with_name("reference_maps.npz")
-
-
-class ReferenceNet(GapLinear):
-    """Two convolutions ("features.0", "features.2" inside "features"), then GAP + a linear layer."""
-
-
-@register_split(ReferenceNet)
-def _split(model: ReferenceNet, layer: str) -> ModelSplit:
-    if layer != "features":
-        raise ValueError(f"cannot split at layer {layer!r}; valid split layers: features")
-    return ModelSplit(layer, model.features, GapLinearHead(nn.AdaptiveAvgPool2d(1), model.fc))
 
 
 def reference_setup():
     """The seeded toy (4 classes, layer "features", 8 x 8 maps) and two 16 x 16 images."""
     torch.manual_seed(0)
     features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1, stride=2))
-    bundle = dataclasses.replace(toy_bundle(ReferenceNet(torch.randn(4, 6), features)), backend="torch")
+    bundle = dataclasses.replace(toy_bundle(SplitToy(torch.randn(4, 6), features)), backend="torch")
     return bundle, torch.randn(2, 3, 16, 16)
 
 
