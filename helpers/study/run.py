@@ -154,16 +154,22 @@ def alpha_for(spec: StudySpec, part: Part, alpha_dir: str | Path) -> float | dic
     return alphas if part.kind == "layers" else next(iter(alphas.values()))
 
 
-def machine() -> dict[str, str]:
-    """CPU model, core count and GPU (if any) of this machine."""
-    cpu = platform.processor() or platform.machine()
+#: CPU features that change the speed of these machines by 2x (the README's benchmark quotes them).
+CPU_FLAGS: tuple[str, ...] = ("avx512f", "avx512_bf16", "amx_tile", "avx2")
+
+
+def machine(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, str]:
+    """CPU model and speed-relevant flags (from ``cpuinfo``), thread count and GPU (if any) of this machine."""
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        lines = Path(cpuinfo).read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = set(next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags")))
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return {"cpu": cpu, "cores": str(torch.get_num_threads()), "gpu": gpu, "platform": platform.platform()}
+    return {"cpu": cpu, "cpu_flags": " ".join(f for f in CPU_FLAGS if f in flags), "cores": str(torch.get_num_threads()),
+            "gpu": gpu, "platform": platform.platform()}
 
 
 def code_commit() -> str:

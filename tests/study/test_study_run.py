@@ -225,3 +225,13 @@ def test_command_line_bad_options_are_one_line_before_any_work(tmp_path):
         assert done.returncode == 2, argv
         assert message in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
         assert not (tmp_path / "o").exists()
+
+
+def test_machine_record_names_the_cpu_and_its_speed_flags(tmp_path):
+    from helpers.study.run import machine
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx2 fma\n")
+    record = machine(info)
+    assert record["cpu"] == "AMD EPYC 7B13" and record["cpu_flags"] == "avx2"
+    info.write_text("model name\t: Intel Xeon\nflags\t: avx2 avx512f avx512_bf16 amx_tile\n")
+    assert machine(info)["cpu_flags"] == "avx512f avx512_bf16 amx_tile avx2"
