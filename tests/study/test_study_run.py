@@ -235,3 +235,23 @@ def test_machine_record_names_the_cpu_and_its_speed_flags(tmp_path):
     assert record["cpu"] == "AMD EPYC 7B13" and record["cpu_flags"] == "avx2"
     info.write_text("model name\t: Intel Xeon\nflags\t: avx2 avx512f avx512_bf16 amx_tile\n")
     assert machine(info)["cpu_flags"] == "avx512f avx512_bf16 amx_tile avx2"
+
+
+def test_verify_recomputes_a_sample_and_catches_a_changed_row(single, tmp_path):
+    import shutil
+
+    from helpers.study.verify import verify
+    report = verify(TINY, single, n_test=2, n_val=2, parts=("main", "alpha_head"))
+    assert report["passed"].all() and (report["unmatched"] == 0).all()
+    assert report.set_index("part").loc["main", "rows"] == 2 * 3        # 2 photos x 3 methods
+    tampered = tmp_path / "t"
+    shutil.copytree(single, tampered)
+    part = store.read_part(tampered / "main.parquet")
+    part.rows.loc[:, "insertion_auc"] += 0.05                            # every committed AUC off by 0.05
+    store.write_part(tampered, part)
+    bad = verify(TINY, tampered, n_test=2, n_val=2, parts=("main",))
+    assert not bad["passed"].any() and bad["max_abs_diff"].iloc[0] == pytest.approx(0.05, abs=1e-6)
+    part.facts["hash"] = "0" * 16
+    store.write_part(tampered, part)
+    with pytest.raises(store.StudyFileError, match="stale"):
+        verify(TINY, tampered, n_test=2, n_val=2, parts=("main",))
