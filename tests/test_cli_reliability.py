@@ -275,8 +275,11 @@ def test_ctrl_c_says_what_is_kept_and_exits_130(tmp_path) -> None:
         Image.fromarray(image).resize(size).save(images / label / f"{name}{i}.png")
     tmp_path = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # the child starts with Ctrl-C's default disposition, as from a terminal (a library used by an earlier test
+    # in this process may leave SIGINT ignored, and an ignored SIGINT is inherited)
     proc = subprocess.Popen([sys.executable, "-m", "helpers", "evaluate", "--images", str(images), "--no-timing",
-                             "--out", str(tmp_path)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+                             "--out", str(tmp_path)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen, deadline = b"", time.monotonic() + 120
     while b"evaluating images" not in seen and time.monotonic() < deadline:
         seen += os.read(proc.stderr.fileno(), 4096)
