@@ -19,10 +19,9 @@ from ..evaluation.adaptive import (ADAPTIVE, FEATURES, FIXED, GRADCAM, ORACLE, O
                                    adaptive_comparison, adaptive_verdict, alpha_gains, feature_importance,
                                    fit_alpha_predictor, oracle, predict_alpha)
 from ..evaluation.alpha import ALPHAS
+from ..evaluation.runner import THESIS_ALPHA
 from .run import chosen_alphas
 from .store import part_path, read_part
-
-THESIS_ALPHA = 0.7
 
 
 @dataclass
