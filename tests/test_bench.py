@@ -7,6 +7,8 @@ import mmap
 import pandas as pd
 
 from helpers import bench
+import helpers.bench.engine
+import helpers.bench.study
 from helpers.evaluation.runner import MethodSpec
 
 
@@ -16,7 +18,7 @@ def few_methods(alpha: float) -> list[MethodSpec]:
 
 
 def test_benchmark_runs_on_a_tiny_input(tmp_path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(bench, "default_specs", few_methods)
+    monkeypatch.setattr(bench.engine, "default_specs", few_methods)
     out = tmp_path / "bench.csv"
     table = bench.run(repeats=1, calls=10, eval_images=2, out=out, device="cpu", batches=(1, 2), curve_steps=2,
                       curve_images=1, eval_batch=3, leak_images=2)
@@ -33,7 +35,7 @@ def test_benchmark_runs_on_a_tiny_input(tmp_path, capsys, monkeypatch) -> None:
 
 
 def test_memory_check_flags_a_leak_and_passes_flat_memory(lite0, monkeypatch) -> None:
-    monkeypatch.setattr(bench, "default_specs", few_methods)
+    monkeypatch.setattr(bench.engine, "default_specs", few_methods)
     flat = bench.rss_flat(lite0, calls=10, eval_images=3)
     # repeated CAM calls: flat. The 2-image evaluation is reported, but its growth is not asserted here:
     # with the Makefile's malloc settings RSS is the heap's high-water mark, which a 2-image run after a
@@ -41,7 +43,7 @@ def test_memory_check_flags_a_leak_and_passes_flat_memory(lite0, monkeypatch) ->
     assert flat[0]["met"]
     assert "2 evaluated images, every method" in flat[1]["measure"] and flat[1]["value"] == flat[1]["value"]
     kept = []
-    real = bench.compute_cams
+    real = bench.engine.compute_cams
 
     def leaking(*args, **kwargs):
         # 30 MB kept per call and written, mapped outside malloc: with the Makefile's malloc settings the heap
@@ -51,15 +53,15 @@ def test_memory_check_flags_a_leak_and_passes_flat_memory(lite0, monkeypatch) ->
         kept.append(block)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bench, "compute_cams", leaking)
+    monkeypatch.setattr(bench.engine, "compute_cams", leaking)
     cams, _ = bench.rss_flat(lite0, calls=10, eval_images=3)
-    assert cams["value"] > bench.RSS_LIMIT_MB and not cams["met"] and cams["target"] == "<= 50"
+    assert cams["value"] > bench.engine.RSS_LIMIT_MB and not cams["met"] and cams["target"] == "<= 50"
 
 
 def test_slider_latency_moves_the_explorers_slider(lite0, monkeypatch) -> None:
     fused = []
-    real = bench.HybridExplorer.show_hybrid
-    monkeypatch.setattr(bench.HybridExplorer, "show_hybrid", lambda self: fused.append(self.slider.value) or real(self))
+    real = bench.study.HybridExplorer.show_hybrid
+    monkeypatch.setattr(bench.study.HybridExplorer, "show_hybrid", lambda self: fused.append(self.slider.value) or real(self))
     (row,) = bench.slider_latency(lite0, moves=21)
     assert fused == [0.7] + [round(0.05 * (i % 20), 2) for i in range(1, 22)]  # set-up, then one redraw per move
     assert row["value"] > 0 and row["target"] == "<= 200" and row["met"] == (row["value"] <= 200)
