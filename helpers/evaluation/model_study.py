@@ -25,8 +25,8 @@ from ..data.images import seeded_subset
 from ..data.imagenet import study_samples
 from .alpha import Metric, sweep, sweep_plan
 from .layer_study import choose_layer_alphas, explained_classes, sweep_layers
-from .report import GC, HYBRID, HYBRID_VAL, LC, aliases
-from .runner import THESIS_ALPHA, image_seed
+from .policy import GC, HYBRID, HYBRID_VAL, LC, THESIS_ALPHA, aliases
+from .runner import image_seed
 from .stats import comparison_table
 
 #: The alpha grid of the per-model choice on validation photos.

@@ -75,7 +75,7 @@ def test_pointing_game_tolerance_is_in_original_pixels(bundle, tmp_path) -> None
     hits = [E.evaluate(bundle, [FakeSample(f"s{scale}.png", x, 0, boxes_crop=box, crop_scale=scale)], ["gaussian"],
                        CFG, cache_dir=tmp_path, progress=False).results.pointing_game.item() for scale in (1.0, 2.0, 0.5)]
     assert hits == [0.0, 1.0, 0.0]
-    assert "original image's pixels" in E.describe_protocol(CFG)["localisation"]
+    assert "original image's pixels" in R.describe_protocol(CFG)["localisation"]
 
 
 def test_cache_resumes_and_gives_identical_tables(bundle, tmp_path) -> None:
@@ -185,7 +185,11 @@ def test_random_floor_is_seeded_by_file_name() -> None:
 
 # ---------------------------------------------------------------- report: verdicts from synthetic tables
 
+from helpers.evaluation import figures as F  # noqa: E402
+from helpers.evaluation import leaderboard as L  # noqa: E402
+from helpers.evaluation import policy as P  # noqa: E402
 from helpers.evaluation import report as R  # noqa: E402
+from helpers.evaluation import verdict as V  # noqa: E402
 from helpers.evaluation import stats as S  # noqa: E402
 from helpers.evaluation.stats import comparison_table  # noqa: E402
 
@@ -213,9 +217,9 @@ def synthetic(hybrid_gain: float, n: int = 12, slow: float = 1.0) -> E.Evaluatio
 
 
 def verdicts(ev: E.Evaluation) -> dict[str, bool]:
-    auc_metrics = [m for cols in R.PRESET_COLUMNS.values() for m in cols]  # all that the claims read
-    tests = comparison_table(ev.results, auc_metrics, R.comparison_pairs(LABELS), confirmatory=R.CONFIRMATORY_TESTS)
-    return {c.claim: c.holds for c in R.thesis_claims(ev.results, tests, ev.timings)}
+    auc_metrics = [m for cols in P.PRESET_COLUMNS.values() for m in cols]  # all that the claims read
+    tests = comparison_table(ev.results, auc_metrics, P.comparison_pairs(LABELS), confirmatory=P.CONFIRMATORY_TESTS)
+    return {c.claim: c.holds for c in V.thesis_claims(ev.results, tests, ev.timings)}
 
 
 def test_verdicts_follow_the_numbers() -> None:
@@ -238,11 +242,11 @@ def test_ranking_compares_only_methods_on_the_same_images() -> None:
     ev = synthetic(hybrid_gain=0.03)
     extra = ev.results[ev.results.method == "gradcam"].head(2).assign(method="reciprocam", insertion_auc=0.99)
     results = pd.concat([ev.results, extra], ignore_index=True)
-    means = R.comparable_means(results, "insertion_auc", "hybrid@0.7")
+    means = V.comparable_means(results, "insertion_auc", "hybrid@0.7")
     assert "reciprocam" not in means.index and list(means.index) == LABELS
     assert means.equals(results[results.method.isin(LABELS)].groupby("method", sort=False).insertion_auc.mean())
     # a method on a subset is compared with the others on ITS images only (nested subsets of a study)
-    sub = R.comparable_means(results, "insertion_auc", "reciprocam")
+    sub = V.comparable_means(results, "insertion_auc", "reciprocam")
     two = set(extra.image)
     assert sub["reciprocam"] == 0.99 and set(sub.index) == {*LABELS, "reciprocam"}
     assert sub["gradcam"] == pytest.approx(results[(results.method == "gradcam") & results.image.isin(two)].insertion_auc.mean())
@@ -254,10 +258,10 @@ def test_a_method_equal_to_another_on_a_subset_of_its_images_is_an_alias() -> No
     first = ev.results[ev.results.method == "hybrid@0.7"].head(3)
     results = pd.concat([ev.results[ev.results.method != "hybrid@val"], first.assign(method="hybrid@val")],
                         ignore_index=True)
-    assert R.aliases(results) == {"hybrid@val": "hybrid@0.7"}
+    assert P.aliases(results) == {"hybrid@val": "hybrid@0.7"}
     changed = results.copy()
     changed.loc[changed.method == "hybrid@val", "insertion_auc"] += 0.01
-    assert R.aliases(changed) == {}
+    assert P.aliases(changed) == {}
 
 
 def test_report_and_tables_are_generated_and_deterministic(tmp_path) -> None:
@@ -270,7 +274,7 @@ def test_report_and_tables_are_generated_and_deterministic(tmp_path) -> None:
     assert "n = 12 images** from **5 distinct source photos" in report and "a = 0.6" in report
     assert "**HOLDS** - [rise protocol] hybrid@0.7 beats gradcam" in report
     assert "What a reader should NOT conclude" in report
-    R.plot_comparison(ev, metrics=("insertion_auc",), path=tmp_path / "plots.png")
+    F.plot_comparison(ev, ("insertion_auc",), path=tmp_path / "plots.png")
     assert (tmp_path / "plots.png").is_file()
     tests = pd.read_csv(tmp_path / "a" / "statistical_tests.csv")
     assert {"pair", "metric", "test", "statistic", "p", "p_holm", "cohens_dz", "ci_low", "ci_high"} <= set(tests.columns)
@@ -283,8 +287,8 @@ def test_confirmatory_family_of_four_and_no_identical_pairs(tmp_path) -> None:
     ev.results.loc[same, E.METRICS] = ev.results.loc[ev.results.method == "hybrid@0.7", E.METRICS].to_numpy() + 4e-7
     ev.results["correct"] = ev.results.image.isin([f"im{i}" for i in range(8)])
     ev.config = E.EvalConfig()
-    assert R.aliases(ev.results) == {"hybrid@val": "hybrid@0.7"}
-    assert not [p for p in R.comparison_pairs(LABELS, ev.results) if "hybrid@val" in p]
+    assert P.aliases(ev.results) == {"hybrid@val": "hybrid@0.7"}
+    assert not [p for p in P.comparison_pairs(LABELS, ev.results) if "hybrid@val" in p]
     written = R.write_tables(ev, tmp_path)
     tests, summary = written["statistical_tests"], written["summary_statistics"]
     pg = summary[(summary.method == "gradcam") & (summary.metric == "pointing_game")].iloc[0]
@@ -305,7 +309,7 @@ def test_confirmatory_family_of_four_and_no_identical_pairs(tmp_path) -> None:
 
 
 def test_comparison_pairs() -> None:
-    pairs = R.comparison_pairs(["gradcam", "layercam", "hybrid@val", "hybrid@0.7", "random"])
+    pairs = P.comparison_pairs(["gradcam", "layercam", "hybrid@val", "hybrid@0.7", "random"])
     assert pairs[:4] == [("hybrid@0.7", "gradcam"), ("hybrid@0.7", "layercam"), ("hybrid@0.7", "hybrid@val"),
                          ("hybrid@0.7", "random")]
     assert ("hybrid@val", "hybrid@0.7") not in pairs and pairs[-1] == ("gradcam", "layercam") and len(pairs) == 8
@@ -348,9 +352,9 @@ def test_report_sections_and_markdown_tables(tmp_path) -> None:
     summary = pd.DataFrame({"layer": ["head", "stages.5"], "method": ["gradcam", "gradcam"], "n": [3, 3],
                             "insertion_auc_mean": [0.5, 0.25], "insertion_auc_lo": [0.4, 0.125],
                             "insertion_auc_hi": [0.6, 0.375]})
-    table = R.interval_table(summary, ["layer", "method"], ["insertion_auc"])
+    table = L.interval_table(summary, ["layer", "method"], ["insertion_auc"])
     assert table["insertion_auc"].tolist() == ["0.5000 [0.4000, 0.6000]", "0.2500 [0.1250, 0.3750]"]
-    lines = R.markdown_table(table)
+    lines = L.markdown_table(table)
     assert lines[:2] == ["| layer | method | n | insertion_auc |", "|---|---|---|---|"]
     assert lines[3] == "| stages.5 | gradcam | 3 | 0.2500 [0.1250, 0.3750] |"
     ev = synthetic(hybrid_gain=0.03)
@@ -365,7 +369,7 @@ def test_localisation_table_takes_the_source_photo_intervals() -> None:
     summary = pd.DataFrame({"method": ["gradcam", "gradcam"], "metric": ["insertion_auc", "pointing_game"],
                             "n": [4, 4], "mean": [0.3, 0.75], "ci_low_cluster": [np.nan, 0.5],
                             "ci_high_cluster": [np.nan, 1.0], "class_mean": [np.nan, 0.625]})
-    table = R.localisation_table(summary)
+    table = L.localisation_table(summary)
     assert table.to_dict("records") == [{"metric": "pointing_game", "method": "gradcam", "n": 4,
                                          "mean [95% CI, source photos]": "0.7500 [0.5000, 1.0000]",
                                          "mean of class means": 0.625}]
@@ -378,8 +382,8 @@ def test_floor_comparison_uses_the_floors_images_and_skips_undefined_metrics() -
                             "method": ["gradcam"] * 4 + ["random"] * 2,
                             "insertion_auc": [0.8, 0.8, 0.2, 0.2, 0.6, 0.6],
                             "pointing_game": [float("nan")] * 6})
-    assert R.floor_beaten(results, "insertion_auc", "gradcam") == {"random": True}
-    assert R.floor_beaten(results, "pointing_game", "gradcam") == {}
+    assert V.floor_beaten(results, "insertion_auc", "gradcam") == {"random": True}
+    assert V.floor_beaten(results, "pointing_game", "gradcam") == {}
     # a method that did not run on all the floor's images is not compared with it
-    assert R.floor_beaten(results[~(results.image.isin(["a", "b"]) & (results.method == "gradcam"))],
+    assert V.floor_beaten(results[~(results.image.isin(["a", "b"]) & (results.method == "gradcam"))],
                           "insertion_auc", "gradcam") == {}
