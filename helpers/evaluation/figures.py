@@ -19,10 +19,15 @@ from ..config import SEED, atomic_file
 from .policy import ALPHA_LEVEL
 from .runner import LOWER_IS_BETTER, Evaluation
 from .stats import bootstrap_ci, paired_values
-from .verdict import format_p
+from .verdict import p_text
 
 MAX_CURVES = 4
 NAMES = {"gradcam": "Grad-CAM", "layercam": "LayerCAM"}
+METRIC_NAMES = {"insertion_auc": "insertion AUC, rise protocol",
+                "insertion_auc_thesis": "insertion AUC, thesis protocol",
+                "deletion_auc": "deletion AUC, rise protocol", "deletion_auc_thesis": "deletion AUC, thesis protocol"}
+#: Forest-plot colours: significantly better (Holm), significantly worse, no difference shown.
+VERDICT_COLOURS = {"better": "C2", "worse": "C3", "no difference shown": "C0"}
 
 
 def save(fig: plt.Figure, path: str | Path | None, dpi: int = 100) -> plt.Figure:
@@ -46,16 +51,21 @@ def forest_plot(tests: pd.DataFrame, path: str | Path | None = None) -> plt.Figu
     for yi, t in zip(y, tests.itertuples(), strict=True):
         ax.fill_between([-t.detectable_diff_80, t.detectable_diff_80], yi - 0.3, yi + 0.3, color="0.85", lw=0,
                         label="+- smallest detectable difference (80% power)" if yi == y[0] else None)
-        colour = "C2" if t.p_holm < ALPHA_LEVEL and t.mean_diff > 0 else "C3" if t.p_holm < ALPHA_LEVEL else "C0"
+        verdict = ("no difference shown" if not t.p_holm < ALPHA_LEVEL else "better" if t.mean_diff > 0 else "worse")
         ax.errorbar(t.mean_diff, yi, xerr=[[t.mean_diff - t.ci_low], [t.ci_high - t.mean_diff]], fmt="o",
-                    color=colour, capsize=4)
-        ax.annotate(f"n = {t.n}, Holm p = {format_p(t.p_holm)}", (1.01, yi), xycoords=("axes fraction", "data"),
+                    color=VERDICT_COLOURS[verdict], capsize=4)
+        ax.annotate(f"n = {t.n}, {p_text(t.p_holm, 'Holm p')}", (1.01, yi), xycoords=("axes fraction", "data"),
                     va="center", fontsize=8)
+    for verdict, colour in VERDICT_COLOURS.items():
+        ax.errorbar([], [], fmt="o", color=colour, label=f"first method {verdict}" if verdict != "no difference shown"
+                    else verdict + " (Holm p >= 0.05)")
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(y, [f"{_name(t.a)} - {_name(t.b)}\n{t.metric}" for t in tests.itertuples()], fontsize=8)
+    ax.set_yticks(y, [f"{_name(t.a)} - {_name(t.b)}\n{METRIC_NAMES.get(t.metric, t.metric)}"
+                      for t in tests.itertuples()], fontsize=8)
     ax.set_xlabel("paired mean difference (95% BCa CI); > 0: the first method is better")
     ax.set_ylabel("comparison, metric")
-    ax.set_title("Confirmatory family: paired differences per photo, averaged", fontsize=10)
+    n = f"{tests['n'].min()}" + ("" if tests["n"].min() == tests["n"].max() else f"-{tests['n'].max()}")
+    ax.set_title(f"Paired mean differences per photo (n = {n} photos), 95% BCa CIs", fontsize=10)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return save(fig, path)
@@ -66,20 +76,27 @@ def differences_panel(ax: plt.Axes, rows: pd.DataFrame, metric: str, pairs: Sequ
     """Per-photo differences a - b of ``metric`` for each pair (one row each): the photos as dots, the mean
     and its 95% BCa CI as a bar; the title states n (photos where both have a value)."""
     rng = np.random.default_rng(seed)
-    ns = []
+    ns, spread = [], []
     for i, (a, b) in enumerate(pairs):
         x, z = paired_values(rows, metric, a, b)
         d = x - z
         ns.append(len(d))
+        spread.append(np.abs(d))
         yi = len(pairs) - 1 - i
         ax.scatter(d, yi + rng.uniform(-0.25, 0.25, len(d)), s=4, alpha=0.25, color="0.4")
         lo, hi = bootstrap_ci(d, seed=seed)
         ax.errorbar(d.mean(), yi, xerr=[[d.mean() - lo], [hi - d.mean()]], fmt="o", color="C3", capsize=4)
+        ax.annotate(f"{d.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]", (1.01, yi), xycoords=("axes fraction", "data"),
+                    va="center", fontsize=7)
+    # the central 98% of the photos' differences: a few extreme photos would squeeze the means out of sight
+    edge = float(np.quantile(np.concatenate(spread), 0.98)) if any(len(v) for v in spread) else 0.0
+    if edge > 0:
+        ax.set_xlim(-1.05 * edge, 1.05 * edge)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(range(len(pairs))[::-1], [f"{_name(a)} - {_name(b)}" for a, b in pairs], fontsize=7)
     n = f"n = {min(ns)}" if min(ns) == max(ns) else f"n = {min(ns)}-{max(ns)}"
     ax.set_title(f"{metric} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better), {n} photos", fontsize=9)
-    ax.set_xlabel("per-photo difference; red: mean, 95% CI")
+    ax.set_xlabel("per-photo difference (central 98% shown); red: mean, 95% BCa CI (right)")
     ax.set_ylabel("pair")
 
 
@@ -91,7 +108,7 @@ def paired_differences(rows: pd.DataFrame, metrics: Sequence[str], pairs: Sequen
     if not measured:
         raise ValueError(f"none of the metrics {list(metrics)} is measured on these rows")
     nrows = -(-len(measured) // cols)
-    fig, axes = plt.subplots(nrows, min(cols, len(measured)), figsize=(6.5 * min(cols, len(measured)),
+    fig, axes = plt.subplots(nrows, min(cols, len(measured)), figsize=(8 * min(cols, len(measured)),
                                                                        0.35 * len(pairs) * nrows + 1.5 * nrows),
                              squeeze=False)
     for ax, metric in zip(axes.ravel(), measured, strict=False):

@@ -32,6 +32,12 @@ def format_p(p: float) -> str:
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
 
+def p_text(p: float, name: str = "p") -> str:
+    """``p = 0.043``, ``p = 2.0e-08`` or ``p < 1e-10`` (:func:`format_p` with its sign)."""
+    text = format_p(p)
+    return f"{name} {text}" if text.startswith("<") else f"{name} = {text}"
+
+
 @dataclass(frozen=True)
 class Claim:
     """One thesis claim checked on our data: what it says, our numbers, whether it holds."""
@@ -54,7 +60,7 @@ def find_test(tests: pd.DataFrame, a: str, b: str, metric: str, test: str = "pai
 def difference_text(t: pd.Series) -> str:
     """``+0.0012 [95% CI -0.0003, +0.0027], n = 600, Holm p = 0.120`` of one tests-table row."""
     return (f"{t.mean_diff:+.4f} [95% CI {t.ci_low:+.4f}, {t.ci_high:+.4f}], n = {t.n}, "
-            f"{'Holm ' if t.family == CONFIRMATORY else 'exploratory Holm '}p = {format_p(t.p_holm)}")
+            + p_text(t.p_holm, "Holm p" if t.family == CONFIRMATORY else "exploratory Holm p"))
 
 
 def direction(t: pd.Series, lower_is_better: bool = False) -> str:
@@ -81,12 +87,12 @@ def answer_lines(tests: pd.DataFrame, timing_note: str | None = None, hybrid: st
                      f"power: {parts['rise'].detectable_diff_80:.4f}.{agree}")
     rows = {o: find_test(tests, hybrid, o, PRESET_COLUMNS["rise"][1]) for o in (GC, LC)}
     significant = [o for o, t in rows.items() if t.p < ALPHA_LEVEL]
-    word = "HOLDS" if not significant else "DOES NOT HOLD (" + ", ".join(
-        f"{NAMES[o]}: {direction(rows[o], lower_is_better=True)} for the hybrid" for o in significant) + ")"
+    word = "HOLDS" if not significant else "DOES NOT HOLD (the hybrid's deletion AUC is " + " and ".join(
+        f"{'higher' if rows[o].mean_diff > 0 else 'lower'} than {NAMES[o]}'s" for o in significant) + ")"
     lines.append(f"- **Claim: the deletion AUC differences are not significant - {word}** (exploratory, unadjusted "
                  f"p >= {ALPHA_LEVEL}). " + "; ".join(
                      f"vs {NAMES[o]}: {t.mean_diff:+.4f} [95% CI {t.ci_low:+.4f}, {t.ci_high:+.4f}], "
-                     f"p = {format_p(t.p)}" for o, t in rows.items()) + ".")
+                     f"{p_text(t.p)}" for o, t in rows.items()) + "; lower is better.")
     if timing_note:
         lines.append(f"- **Claim: the hybrid costs no extra time over Grad-CAM** - {timing_note}")
     return lines

@@ -1,0 +1,158 @@
+"""The study presented answer first: the confirmatory forest plot and verdicts, the leaderboard, the figures.
+
+Everything here is computed from the study's rows (:class:`helpers.study.results.Study`): the
+confirmatory family (:data:`helpers.evaluation.policy.CONFIRMATORY_TESTS`) on the ``main`` part's
+photos, a leaderboard per metric on the photos all methods share, per-photo paired differences, and
+the worked example's photo. :func:`write_outputs` writes the figures and CSVs that REPORT.md links.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from ..config import SEED, write_atomic
+from ..evaluation.figures import forest_plot, mean_curves, paired_differences, proportions
+from ..evaluation.leaderboard import leaderboard
+from ..evaluation.policy import (
+    CONFIRMATORY_TESTS,
+    GC,
+    HYBRID,
+    HYBRID_VAL,
+    LC,
+    PRESET_COLUMNS,
+    ROUNDING_BOUND,
+    ROUNDING_SHARE,
+    aliases,
+)
+from ..evaluation.runner import FLOORS
+from ..evaluation.stats import comparison_table
+from ..evaluation.verdict import answer_lines
+from .results import Study
+
+#: The continuous metrics of the main part shown as leaderboards and paired differences.
+SHOWN: tuple[str, ...] = ("insertion_auc", "deletion_auc", "insertion_auc_thesis", "deletion_auc_thesis",
+                          "average_drop", "adcc")
+#: 0/1 metrics, shown as proportions with CIs.
+PROPORTIONS: tuple[str, ...] = ("increase_in_confidence",)
+#: Where the time claim is judged (the study's rows hold no timings: time depends on the machine).
+TIMING_NOTE = ("not judged from the study's rows, which hold no timings (they depend on the machine): "
+               "`python -m helpers.bench` measures the CAM pass; the README's benchmark quotes it.")
+FLOAT_FORMAT = "%.8g"
+
+
+@dataclass
+class Answer:
+    """The answer that opens notebook 5, REPORT.md and the README."""
+
+    tests: pd.DataFrame      # the confirmatory family (plus the exploratory deletion tests the claims read)
+    lines: list[str]         # one verdict line per thesis claim
+    n: int                   # photos
+    alpha: float             # the a chosen on the val photos
+
+
+def identical(rows: pd.DataFrame, alpha: float) -> dict[str, str]:
+    """{method: the method it equals}: metrics equal up to float rounding (:func:`aliases`), and
+    hybrid@val by definition when the chosen a is 1, 0 or 0.7 (Grad-CAM, LayerCAM, hybrid@0.7)."""
+    same = aliases(rows, share=ROUNDING_SHARE, bound=ROUNDING_BOUND)
+    by_definition = {1.0: GC, 0.0: LC, float(HYBRID.split("@")[1]): HYBRID}.get(float(alpha))
+    if by_definition is not None and HYBRID_VAL in set(rows["method"]):
+        same[HYBRID_VAL] = by_definition
+    return same
+
+
+def confirmatory(rows: pd.DataFrame, seed: int = SEED) -> pd.DataFrame:
+    """hybrid@0.7 vs Grad-CAM and vs LayerCAM on both presets' insertion AUC (the confirmatory family, Holm
+    among the 4) and deletion AUC (exploratory), paired on the photos both have."""
+    metrics = [c for cols in PRESET_COLUMNS.values() for c in cols]
+    return comparison_table(rows, metrics, [(HYBRID, GC), (HYBRID, LC)], seed=seed, confirmatory=CONFIRMATORY_TESTS)
+
+
+def answer(study: Study, seed: int = SEED) -> Answer:
+    """The confirmatory tests and the verdict lines, from the ``main`` part."""
+    rows = study.rows("main")
+    tests = confirmatory(rows, seed)
+    return Answer(tests, answer_lines(tests, TIMING_NOTE), int(rows["image"].nunique()),
+                  float(study.parts["main"].facts["alpha"]))
+
+
+def confirmatory_rows(tests: pd.DataFrame) -> pd.DataFrame:
+    """The 4 confirmatory t-tests in the family's order (rise before thesis; Grad-CAM before LayerCAM)."""
+    conf = tests[tests["family"] == "confirmatory"].set_index(["b", "metric"])
+    return conf.loc[[(b, m) for a, b, m in CONFIRMATORY_TESTS]].reset_index()
+
+
+def distinct_methods(rows: pd.DataFrame, alpha: float) -> list[str]:
+    """The main part's methods in definition order, without those identical to another."""
+    same = identical(rows, alpha)
+    return [m for m in dict.fromkeys(rows["method"]) if m not in same]
+
+
+def leaderboards(rows: pd.DataFrame, alpha: float, metrics: tuple[str, ...] = SHOWN + PROPORTIONS,
+                 seed: int = SEED) -> pd.DataFrame:
+    """:func:`leaderboard` of every metric on the distinct methods (identical ones folded, noted), long format."""
+    same = identical(rows, alpha)
+    keep = rows[~rows["method"].isin(same)]
+    tables = []
+    for metric in metrics:
+        table = leaderboard(keep, metric, seed=seed)
+        table["note"] = [", ".join(f"= {a}" for a, o in same.items() if o == m) for m in table["method"]]
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def difference_pairs(methods: list[str]) -> list[tuple[str, str]]:
+    """Every CAM method against Grad-CAM, and the hybrid against LayerCAM too (the floors are in the leaderboard:
+    their differences are 100 times larger and would hide the others')."""
+    pairs = [(m, GC) for m in methods if m != GC and m not in FLOORS]
+    return pairs + [(HYBRID, LC)] if HYBRID in methods and LC in methods else pairs
+
+
+def curve_groups(methods: list[str]) -> list[list[str]]:
+    """Panels of at most 4 methods: the thesis' three with the random floor, then Grad-CAM with the others by 3."""
+    first = [m for m in (GC, LC, HYBRID, "random") if m in methods]
+    rest = [m for m in methods if m not in first]
+    return [first] + [[GC, *rest[i:i + 3]] for i in range(0, len(rest), 3)]
+
+
+def worked_example(rows: pd.DataFrame, metric: str = "insertion_auc") -> tuple[str, float, int]:
+    """The photo whose Grad-CAM-minus-random ``metric`` difference is the median one (the lower middle for an
+    even count): (photo, its difference, how many photos random beats Grad-CAM on)."""
+    wide = rows[rows["method"].isin([GC, "random"])].pivot(index="image", columns="method", values=metric)
+    diff = (wide[GC] - wide["random"]).sort_values(kind="stable")
+    photo = diff.index[(len(diff) - 1) // 2]
+    return str(photo), float(diff[photo]), int((diff < 0).sum())
+
+
+def write_outputs(study: Study, out: str | Path, seed: int = SEED) -> dict[str, Path]:
+    """answer.png, leaderboard.csv, confirmatory_tests.csv, paired_differences.png, proportions.png and
+    mean_curves.png in ``out``; returns the paths by name."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, ans = study.rows("main"), answer(study, seed)
+    methods = distinct_methods(rows, ans.alpha)
+    names = (("answer", "png"), ("leaderboard", "csv"), ("confirmatory_tests", "csv"), ("paired_differences", "png"),
+             ("proportions", "png"), ("mean_curves", "png"))
+    paths = {k: out / f"{k}.{ext}" for k, ext in names}
+    plt.close(forest_plot(confirmatory_rows(ans.tests), paths["answer"]))
+    write_atomic(paths["confirmatory_tests"], ans.tests.to_csv(index=False, float_format=FLOAT_FORMAT,
+                                                               lineterminator="\n"))
+    write_atomic(paths["leaderboard"], leaderboards(rows, ans.alpha, seed=seed).to_csv(
+        index=False, float_format=FLOAT_FORMAT, lineterminator="\n"))
+    plt.close(paired_differences(rows, SHOWN, difference_pairs(methods), paths["paired_differences"], seed))
+    fig, axes = plt.subplots(1, len(PROPORTIONS), figsize=(6 * len(PROPORTIONS), 0.35 * len(methods) + 1.4),
+                             squeeze=False)
+    for ax, metric in zip(axes.ravel(), PROPORTIONS, strict=True):
+        proportions(rows, metric, methods, ax)
+    fig.tight_layout()
+    fig.savefig(paths["proportions"], dpi=100)
+    plt.close(fig)
+    plt.close(mean_curves(rows, curve_groups(methods), path=paths["mean_curves"]))
+    return paths
+
+
+def floors_in(rows: pd.DataFrame) -> list[str]:
+    """The sanity floors present in ``rows``."""
+    return [f for f in FLOORS if f in set(rows["method"])]

@@ -1,0 +1,114 @@
+"""Reading the committed study for the notebooks and the report: every part checked against today's code.
+
+:func:`load_study` reads the part files of a study folder and recomputes each part's hash from the
+code as it is now (:func:`helpers.study.run.part_hash`: definition, protocol, metric code version,
+model weights, photos, chosen alpha). A part whose committed hash differs is stale: loading stops
+with a :class:`StalePartError` that names it and gives the command that re-runs it. A part not in
+the folder is missing: :meth:`Study.missing` says so, with the command, and the presentation skips it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from ..config import ROOT
+from .run import Bundles, alpha_for, part_hash, part_photos
+from .spec import StudySpec, load_spec
+from .store import PartFile, StudyFileError, part_path, read_part
+
+#: The committed study.
+STUDY_DIR = ROOT / "results" / "study"
+
+
+class StalePartError(StudyFileError):
+    """A committed part whose hash differs from what the code computes now."""
+
+
+def shown_folder(folder: str | Path) -> str:
+    """``folder`` relative to the repository root when inside it (as a reader types it), else absolute."""
+    folder = Path(folder).resolve()
+    return str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT) else str(folder)
+
+
+def rerun_command(spec: StudySpec, name: str, folder: str | Path) -> str:
+    """The command that (re)computes part ``name`` of ``spec`` into ``folder``."""
+    return (f"python -m helpers study --spec {spec.name} --stage {spec.part(name).stage} --parts {name} "
+            f"--out {shown_folder(folder)}")
+
+
+@dataclass
+class Study:
+    """The parts of a study folder that exist (checked), and what the rest would take to compute."""
+
+    folder: Path
+    spec: StudySpec
+    parts: dict[str, PartFile]
+    #: Parts whose hash could not be recomputed here (their photos are not on this machine): shown as committed.
+    unverified: dict[str, str] = field(default_factory=dict)
+
+    def has(self, name: str) -> bool:
+        """Whether part ``name`` is in the folder."""
+        return name in self.parts
+
+    def rows(self, name: str) -> pd.DataFrame:
+        """Part ``name``'s rows; a :class:`StudyFileError` with the command when it is missing."""
+        if name not in self.parts:
+            raise StudyFileError(self.missing(name))
+        return self.parts[name].rows
+
+    def missing(self, name: str) -> str:
+        """``Part X: not computed yet; run `...` `` (the sentence every skipped section shows)."""
+        return f"Part `{name}`: not computed yet; run `{rerun_command(self.spec, name, self.folder)}`."
+
+    def coverage(self, name: str) -> str:
+        """``600 photos`` for a complete part, ``330 of 600 photos (a partial part)`` for a shard."""
+        facts = self.parts[name].facts
+        n, total = len(facts["photos"]), len(facts["part_photos"])
+        return f"{n} photos" if n == total else f"{n} of {total} photos (a partial part: shards still running)"
+
+
+def expected_hash(spec: StudySpec, name: str, folder: Path, bundles: Bundles) -> tuple[str, str]:
+    """(dataset, hash) part ``name`` would have if computed now from the photos on this machine."""
+    part = spec.part(name)
+    photos = part_photos(part, spec)
+    return photos.dataset, part_hash(spec, part, bundles.get(part.model), photos, alpha_for(spec, part, folder))
+
+
+def check_parts(spec: StudySpec, folder: Path, parts: dict[str, PartFile],
+                device: str | None = None) -> dict[str, str]:
+    """Recompute every part's hash; raise :class:`StalePartError` naming the stale parts and their commands.
+
+    Returns the parts that could not be checked here, with why (their photos are not on this machine)."""
+    bundles, stale, unverified = Bundles(device), [], {}
+    for name in sorted(parts, key=lambda n: spec.part(n).model):
+        committed = parts[name].facts
+        dataset, now = expected_hash(spec, name, folder, bundles)
+        if dataset != committed.get("dataset"):
+            unverified[name] = f"computed on {committed.get('dataset')}, which is not on this machine ({dataset} is)"
+        elif now != committed["hash"]:
+            stale.append(f"- part {name!r}: committed hash {committed['hash']}, the code gives {now}; re-run it: "
+                         f"`{rerun_command(spec, name, folder)}`")
+    if stale:
+        raise StalePartError(f"{folder}: {len(stale)} stale part(s) (the definition, protocol, metric code, weights, "
+                             "photos or chosen alpha changed since they were computed):\n" + "\n".join(stale))
+    return unverified
+
+
+def load_study(folder: str | Path = STUDY_DIR, spec: str | Path | StudySpec = "full", check: bool = True,
+               parts: Sequence[str] | None = None, device: str | None = None) -> Study:
+    """The study in ``folder`` (its ``parts``, default all of the definition), each part checked against the
+    code (``check``); stale parts raise :class:`StalePartError`, missing ones are left for :meth:`Study.missing`."""
+    spec, folder = load_spec(spec), Path(folder)
+    if not folder.is_dir():
+        raise StudyFileError(f"{folder}: no such study folder; run `python -m helpers study --spec {spec.name} "
+                             f"--out {shown_folder(folder)}`")
+    names = [p.name for p in spec.parts] if parts is None else list(parts)
+    found = {n: read_part(part_path(folder, n)) for n in names if part_path(folder, n).is_file()}
+    for name, part in found.items():
+        if part.facts.get("study") not in (None, spec.name):
+            raise StudyFileError(f"{part_path(folder, name)}: part of study {part.facts['study']!r}, not {spec.name!r}")
+    unverified = check_parts(spec, folder, found, device) if check else {}
+    return Study(folder, spec, found, unverified)
