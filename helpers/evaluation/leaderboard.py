@@ -7,7 +7,7 @@ appears once, with a note naming its aliases.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,11 +26,19 @@ def shared_images(rows: pd.DataFrame, methods: Sequence[str], metric: str) -> li
     return list(counts.index[counts == len(set(methods))])
 
 
-def leaderboard(rows: pd.DataFrame, metric: str, reference: str = GC, seed: int = SEED) -> pd.DataFrame:
+def alias_note(method: str, same: Mapping[str, str]) -> str:
+    """``same maps: cam, hirescam`` for a method others equal (``same``: {alias: original}), else ``""``."""
+    folded = [a for a, o in same.items() if o == method]
+    return "same maps: " + ", ".join(folded) if folded else ""
+
+
+def leaderboard(rows: pd.DataFrame, metric: str, reference: str = GC, seed: int = SEED,
+                same: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Every distinct method on the images all of them share: rank (1 = best, direction-aware), n, mean
     [95% BCa CI], paired difference vs ``reference`` [95% BCa CI], its paired t-test p and Holm-adjusted p
-    (over this table's comparisons, exploratory), and a note naming the identical methods folded in."""
-    same = aliases(rows)
+    (over this table's comparisons, exploratory), and a note naming the identical methods folded in (``same``:
+    {alias: original}, default :func:`aliases` of the rows)."""
+    same = aliases(rows) if same is None else same
     methods = [m for m in dict.fromkeys(rows["method"]) if m not in same]
     if reference not in methods:
         raise ValueError(f"leaderboard of {metric}: no reference method {reference!r} in the rows")
@@ -50,7 +58,7 @@ def leaderboard(rows: pd.DataFrame, metric: str, reference: str = GC, seed: int 
                     "diff_low": np.nan if diff is None else diff["ci_low"],
                     "diff_high": np.nan if diff is None else diff["ci_high"],
                     "p": np.nan if diff is None else diff["p"], "p_holm": np.nan if diff is None else diff["p_holm"],
-                    "note": ", ".join(f"= {a}" for a, o in same.items() if o == m)})
+                    "note": alias_note(m, same)})
     table = pd.DataFrame(out)
     sign = 1 if metric in LOWER_IS_BETTER else -1
     table.insert(0, "rank", (sign * table["mean"]).rank(method="min").astype(int))

@@ -94,12 +94,7 @@ def leaderboards(rows: pd.DataFrame, alpha: float, metrics: tuple[str, ...] = SH
                  seed: int = SEED) -> pd.DataFrame:
     """:func:`leaderboard` of every metric on the distinct methods (identical ones folded, noted), long format."""
     same = identical(rows, alpha)
-    keep = rows[~rows["method"].isin(same)]
-    tables = []
-    for metric in metrics:
-        table = leaderboard(keep, metric, seed=seed)
-        table["note"] = [", ".join(f"= {a}" for a, o in same.items() if o == m) for m in table["method"]]
-        tables.append(table)
+    tables = [leaderboard(rows, metric, seed=seed, same=same) for metric in metrics]
     return pd.concat(tables, ignore_index=True)
 
 

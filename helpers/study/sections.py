@@ -1,0 +1,168 @@
+"""The report's further sections, each generated from one part's rows, or "not computed yet" with its command.
+
+Sanity check (``sanity``), below the head (``layers``), across architectures (``lite1``, ``lite2``),
+ROAD (``road``, ``road_extra``), adaptive a (``alpha_head``, ``features_val``, ``oracle``,
+``features_test``), the worked metric example, and the consistency notes (composites' counts, the
+thesis' sample, why the AUC levels differ). Each returns Markdown lines; a missing part gives the
+sentence of :meth:`helpers.study.results.Study.missing` instead.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..config import SEED
+from ..evaluation.leaderboard import leaderboard, leaderboard_view, markdown_table
+from ..evaluation.policy import GC, HYBRID, THESIS_ALPHA
+from ..evaluation.stats import bootstrap_ci
+from . import adaptive
+from .present import identical, worked_example
+from .results import Study
+
+#: A map passes the cascading-randomisation check when its mean Spearman correlation with the trained
+#: model's map falls below this once the classifier is randomised (Adebayo et al. read "stays high" as failing).
+SANITY_THRESHOLD = 0.5
+ROAD_METRICS: tuple[str, ...] = ("road_combined", "road_morf", "road_lerf")
+#: The thesis' setting (for the consistency paragraph): its sample, model and insertion AUCs.
+THESIS_N, THESIS_MODEL, THESIS_INSERTION = 10, "ResNet-50", 0.11
+
+
+def missing_lines(study: Study, *names: str) -> list[str] | None:
+    """The "not computed yet" lines of the ``names`` not in the study, or None when all are there."""
+    absent = [n for n in names if not study.has(n)]
+    return [f"- {study.missing(n)}" for n in absent] or None
+
+
+def sanity_lines(study: Study, threshold: float = SANITY_THRESHOLD) -> list[str]:
+    """Which methods pass the cascading randomisation (mean Spearman after the classifier is randomised below
+    ``threshold``), with n and CIs, and what a map that stays similar means."""
+    if (skip := missing_lines(study, "sanity")) is not None:
+        return skip
+    rows = study.rows("sanity")
+    first = rows[rows["step"] == 1]
+    last = rows[rows["step"] == rows["step"].max()]
+    n = rows["image"].nunique()
+    lines = [f"Spearman rank correlation between each map and the trained model's map, n = {n} photos; a method "
+             f"passes when the mean falls below {threshold:g} once the classifier is randomised.", ""]
+    stay = []
+    for method, g in first.groupby("method", sort=False):
+        v = g["spearman"].to_numpy(dtype=np.float64)
+        lo, hi = bootstrap_ci(v, seed=SEED)
+        end = last.loc[last["method"] == method, "spearman"].mean()
+        passes = v.mean() < threshold
+        stay += [] if passes else [method]
+        lines.append(f"- **{method}: {'passes' if passes else 'FAILS'}** - classifier randomised: {v.mean():.3f} "
+                     f"[95% CI {lo:.3f}, {hi:.3f}]; after the last step ({last['randomised'].iloc[0]}): {end:.3f}.")
+    if stay:
+        lines += ["", f"{', '.join(stay)} stay(s) close to the trained map when the classifier's weights are random: "
+                  "such a map follows the features' activations (what the image contains), not the class decision. "
+                  "LayerCAM weights each activation by its positive gradient; once the classifier is random those "
+                  "gradients are still positive where the activations are strong, so the map keeps the activation "
+                  "pattern. It is a map of salient image structure, so its agreement with a class's evidence is not "
+                  "evidence that it explains the classifier."]
+    return lines
+
+
+def leaderboard_lines(rows: pd.DataFrame, metric: str, by: str) -> list[str]:
+    """One leaderboard per value of ``by`` (a layer setting or a model), each on its own shared photos."""
+    lines = []
+    for key, g in rows.groupby(by, sort=False):
+        ref = GC if GC in set(g["method"]) else g["method"].iloc[0]
+        hybrids = g[g["method"].str.startswith("hybrid") & g["alpha"].notna()] if "alpha" in g else g.iloc[:0]
+        alphas = hybrids.groupby("method", sort=False)["alpha"].first()
+        same = {1.0: "Grad-CAM", 0.0: "LayerCAM"}
+        notes = [f"{m}: a = {a:g}" + (f" (its maps are {same[float(a)]}'s)" if float(a) in same else "")
+                 for m, a in alphas.items() if m != f"hybrid@{THESIS_ALPHA}"]
+        lines += ["", f"**{by} {key}**" + (f" ({'; '.join(notes)})" if notes else ""), ""]
+        lines += markdown_table(leaderboard_view(leaderboard(g, metric, ref), ref))
+    return lines
+
+
+def secondary_lines(study: Study) -> dict[str, list[str]]:
+    """The layer study and the other architectures: insertion AUC leaderboards (exploratory)."""
+    out = {}
+    out["Below the head (layer study, exploratory)"] = missing_lines(study, "layers") or (
+        [f"Insertion AUC (rise) per layer setting, {study.coverage('layers')}; the hybrid's a per setting was chosen "
+         "on the val photos (`alpha_layers`); a hybrid whose a is 0 or 1 is LayerCAM or Grad-CAM."]
+        + leaderboard_lines(study.rows("layers"), "insertion_auc", "layer"))
+    models = [m for m in ("lite1", "lite2") if study.has(m)]
+    out["Across architectures (exploratory)"] = (missing_lines(study, "lite1", "lite2") or []) + (
+        [f"Insertion AUC (rise) per model on the same test photos ({', '.join(study.coverage(m) for m in models)})."]
+        + leaderboard_lines(pd.concat([study.rows(m) for m in models]), "insertion_auc", "model") if models else [])
+    return out
+
+
+def road_lines(study: Study) -> list[str]:
+    """Does the verdict hold under ROAD? Paired differences vs Grad-CAM on road_combined/morf/lerf (exploratory)."""
+    if (skip := missing_lines(study, "road")) is not None:
+        return skip
+    rows = pd.concat([study.rows(n) for n in ("road", "road_extra") if study.has(n)], ignore_index=True)
+    alpha = float(study.parts["road"].facts["alpha"])
+    rows = rows[~rows["method"].isin(identical(rows, alpha))]
+    lines = ["Exploratory: the confirmatory family was fixed before the data and stays insertion AUC. ROAD "
+             "(Rong et al. 2022) fills removed pixels by noisy linear imputation, so the removed region's shape "
+             f"does not leak the class. {study.coverage('road')} for the thesis methods and the floors"
+             + (f", {study.coverage('road_extra')} for the further methods" if study.has("road_extra") else "")
+             + "; each leaderboard is on the photos all its methods share. road_combined = (LeRF - MoRF) / 2 "
+             "(higher is better); MoRF lower is better, LeRF higher is better."]
+    for metric in ROAD_METRICS:
+        table = leaderboard(rows, metric, GC)
+        lines += ["", f"**{metric}**", ""] + markdown_table(leaderboard_view(table))
+        if metric == "road_combined":
+            t = table.set_index("method")
+            if HYBRID in t.index and "random" in t.index:
+                floor = t.loc["random"]
+                word = ("above" if floor["diff_high"] < 0 else "below" if floor["diff_low"] > 0
+                        else "not distinguishable from")
+                lines += ["", f"Under ROAD, Grad-CAM is {word} the random floor (random minus Grad-CAM "
+                          f"{floor['diff']:+.4f} [95% CI {floor['diff_low']:+.4f}, {floor['diff_high']:+.4f}]); "
+                          f"hybrid@0.7 minus Grad-CAM {t.loc[HYBRID, 'diff']:+.4f} [95% CI "
+                          f"{t.loc[HYBRID, 'diff_low']:+.4f}, {t.loc[HYBRID, 'diff_high']:+.4f}]."]
+    return lines
+
+
+def adaptive_lines(study: Study) -> list[str]:
+    """The adaptive-a answer (:func:`helpers.study.adaptive.answer`): its verdict first, then the comparisons."""
+    if (skip := missing_lines(study, "alpha_head", "features_val", "oracle", "features_test")) is not None:
+        return skip
+    ans = adaptive.answer(study.folder)
+    table = ans.comparison[["pair", "n", "mean_diff", "ci_low", "ci_high", "p_holm", "detectable_diff_80"]]
+    return [f"**{ans.verdict}**", "", f"a chosen on the val photos: {ans.alpha_val:g}. Exploratory.", ""] + \
+        markdown_table(table)
+
+
+def example_lines(study: Study) -> list[str]:
+    """The worked example's rule, photo and the explanation of a random map beating Grad-CAM."""
+    photo, diff, beaten = worked_example(study.rows("main"))
+    n = study.rows("main")["image"].nunique()
+    return [f"The photo is picked by a stated rule: the median Grad-CAM-minus-random insertion AUC difference over "
+            f"the {n} test photos: **{photo}** ({diff:+.4f}). The random map beats Grad-CAM on {beaten} of the {n} "
+            "photos. Under the blurred insertion substrate the blur keeps the object's coarse shape and colour, so "
+            "the class probability is often high from the first step; revealing scattered pixels (random) restores "
+            "fine texture everywhere at once, which can raise the probability as fast as revealing the object's "
+            "region (Grad-CAM), especially for large objects or texture-defined classes. One photo says little: the "
+            "means over all photos (leaderboard) are the comparison."]
+
+
+def consistency_lines(localisation: pd.DataFrame | None) -> list[str]:
+    """The composites' counts (from their rows), the thesis' sample, and why the AUC levels differ."""
+    lines = []
+    if localisation is not None:
+        one = localisation[localisation["method"] == localisation["method"].iloc[0]]
+        kinds = one["kind"].value_counts()
+        objects = one["source"].astype(str).str.split("+").str[0].nunique()
+        scored = one["pointing_game"].notna()
+        unscored = ", ".join(f"{r.image} (label {r.label_idx})" for r in one[~scored].itertuples())
+        lines.append(f"- Composites: {len(one)} test images = {kinds.get('photo', 0)} object photos + "
+                     f"{kinds.get('composite', 0)} composites (object-background pairs: "
+                     f"{one.loc[one['kind'] == 'composite', 'source'].nunique()} distinct pairs); the CIs resample the "
+                     f"{objects} object photos (the independent unit). Localisation n = {int(scored.sum())} of "
+                     f"{len(one)}" + (f": {unscored} has no box of its label's class." if unscored else "."))
+    lines += [f"- The thesis' sample: {THESIS_N} images, {THESIS_MODEL}, its 10-step zero-substrate protocol.",
+              f"- Levels: the thesis' insertion AUCs are about {THESIS_INSERTION:g}, ours about 0.5. Insertion AUC is "
+              "the area under p(class) as pixels are revealed: its level depends on the model's confidence (Lite0 "
+              "vs ResNet-50), the substrate (our rise preset starts from a blur that keeps much of the class "
+              "evidence; a zero substrate starts near chance) and the steps. Differences between methods on the "
+              "same model, photos and protocol can be compared with the thesis' direction of effect; the levels, and "
+              "differences across protocols, cannot."]
+    return lines
