@@ -4,5 +4,7 @@
 computes, :mod:`.run` runs stages and shards resumably with a hash per part, :mod:`.store` reads and
 writes the Parquet files and ``PROVENANCE.json``, :mod:`.merge` joins shards, :mod:`.distributed`
 schedules the same plan on Dask, :mod:`.verify` recomputes a sample of committed rows, and
-:mod:`.cli` is ``python -m helpers study``.
+:mod:`.cli` is ``python -m helpers study``. The presentation reads it back: :mod:`.results` loads the
+committed parts and checks each part's hash against the code, :mod:`.present` computes the answer,
+leaderboards and figures, :mod:`.sections` the further sections, :mod:`.report` writes REPORT.md.
 """

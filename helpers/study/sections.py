@@ -8,12 +8,14 @@ sentence of :meth:`helpers.study.results.Study.missing` instead.
 """
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from ..config import SEED
 from ..evaluation.leaderboard import leaderboard, leaderboard_view, markdown_table
 from ..evaluation.policy import GC, HYBRID, THESIS_ALPHA
+from ..evaluation.sanity import plot_randomisation
 from ..evaluation.stats import bootstrap_ci
 from . import adaptive
 from .present import identical, worked_example
@@ -166,3 +168,18 @@ def consistency_lines(localisation: pd.DataFrame | None) -> list[str]:
               "same model, photos and protocol can be compared with the thesis' direction of effect; the levels, and "
               "differences across protocols, cannot."]
     return lines
+
+
+def sanity_figure(study: Study, threshold: float = SANITY_THRESHOLD) -> plt.Figure:
+    """The cascade's mean Spearman per method and step (:func:`plot_randomisation`), with n, the pass threshold
+    and the legend outside the data."""
+    rows = study.rows("sanity").rename(columns={"layer": "target_layer", "randomised": "layer"})
+    fig = plot_randomisation(rows)
+    ax = fig.axes[0]
+    ax.axhline(threshold, color="C3", ls="--", lw=0.8, label=f"pass threshold {threshold:g}")
+    ax.set_title(f"cascading model randomisation, n = {rows['image'].nunique()} photos (lower = more model-dependent)",
+                 fontsize=9)
+    ax.set_xlabel("weights randomised down to")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,113 @@
+"""The study's report on toy rows: the answer first, identical methods once, the worked example's rule,
+sections from the numbers, and "not computed yet" with the command for a missing part."""
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.study import present, sections
+from helpers.study.report import GLANCE_END, GLANCE_START, update_readme, write_report
+from helpers.study.results import Study
+from helpers.study.spec import QUICK
+from helpers.study.store import PartFile
+
+matplotlib.use("Agg")
+METHODS = ("gradcam", "layercam", "hybrid@0.7", "hybrid@val", "cam", "random")
+
+
+def main_rows(n: int = 12) -> pd.DataFrame:
+    """Every metric the report reads; hybrid@val = Grad-CAM (a = 1), cam = Grad-CAM up to rounding on 2 photos."""
+    rng = np.random.default_rng(0)
+    g = rng.uniform(0.4, 0.7, n)
+    shift = {"gradcam": 0.0, "layercam": -0.02, "hybrid@0.7": 0.01, "hybrid@val": 0.0, "cam": 0.0, "random": -0.2}
+    rows = []
+    for m in METHODS:
+        for i in range(n):
+            ins = g[i] + shift[m] + (1e-3 if m == "cam" and i < 2 else 0) + rng.normal(0, 0.003) * (m == "hybrid@0.7")
+            rows.append({"image": f"p{i:02d}.JPEG", "method": m, "insertion_auc": ins, "insertion_auc_thesis": ins,
+                         "deletion_auc": 0.2 - shift[m] / 4, "deletion_auc_thesis": 0.2, "average_drop": 0.3,
+                         "adcc": 0.6 + shift[m], "increase_in_confidence": float(i % 3 == 0),
+                         "insertion_curve": np.array([0.1, ins, 0.9]), "deletion_curve": np.array([0.9, 0.5, 0.1])})
+    return pd.DataFrame(rows)
+
+
+def toy_study(tmp_path, **extra: PartFile) -> Study:
+    rows = main_rows()
+    photos = sorted(rows.image.unique())
+    facts = {"part": "main", "stage": "test", "hash": "x", "shard": [1, 1], "photos": photos, "part_photos": photos,
+             "dataset": "toy", "alpha": 1.0, "study": "quick"}
+    return Study(tmp_path, QUICK, {"main": PartFile(rows, facts), **extra})
+
+
+def test_identical_methods_appear_once_with_a_note() -> None:
+    rows = main_rows()
+    assert present.identical(rows, alpha=1.0) == {"hybrid@val": "gradcam", "cam": "gradcam"}
+    assert present.identical(rows[rows.method != "cam"], alpha=0.0) == {"hybrid@val": "layercam"}
+    assert present.distinct_methods(rows, 1.0) == ["gradcam", "layercam", "hybrid@0.7", "random"]
+    table = present.leaderboards(rows, 1.0, ("insertion_auc",)).set_index("method")
+    assert table.loc["gradcam", "note"] == "same maps: hybrid@val, cam" and "cam" not in table.index
+    assert list(table.index[:2]) == ["hybrid@0.7", "gradcam"] and (table["n"] == 12).all()
+
+
+def test_pairs_groups_and_the_worked_example_rule() -> None:
+    methods = ["gradcam", "layercam", "hybrid@0.7", "scorecam", "xgradcam", "gradcam++", "reciprocam", "random"]
+    assert present.difference_pairs(methods)[-1] == ("hybrid@0.7", "layercam")
+    assert ("random", "gradcam") not in present.difference_pairs(methods)
+    groups = present.curve_groups(methods)
+    assert groups[0] == ["gradcam", "layercam", "hybrid@0.7", "random"] and all(len(g) <= 4 for g in groups)
+    assert sorted(m for g in groups for m in g if m != "gradcam") == sorted(set(methods) - {"gradcam"})
+    rows = pd.DataFrame({"image": list("abcde") * 2, "method": ["gradcam"] * 5 + ["random"] * 5,
+                         "insertion_auc": [0.5, 0.6, 0.7, 0.8, 0.9, 0.6, 0.3, 0.2, 0.79, 0.1]})
+    # differences -0.1, 0.3, 0.5, 0.01, 0.8: the median is 0.3 (photo b); random wins on a only
+    assert present.worked_example(rows) == ("b", pytest.approx(0.3), 1)
+
+
+def test_the_report_opens_with_the_answer_and_skips_missing_parts(tmp_path) -> None:
+    ans = write_report(toy_study(tmp_path), tmp_path)
+    report = (tmp_path / "REPORT.md").read_text()
+    assert report.index("## The answer") < report.index("![The confirmatory family](answer.png)") < \
+        report.index("- **Claim: hybrid@0.7 has a higher insertion AUC than Grad-CAM") < report.index("## Leaderboard")
+    assert ans.n == 12 and ans.alpha == 1.0 and len(ans.lines) == 4
+    assert "Identical maps (up to float rounding), shown once: hybrid@val = gradcam; cam = gradcam." in report
+    assert ("Part `sanity`: not computed yet; run `python -m helpers study --spec quick --stage test --parts sanity "
+            f"--out {tmp_path.resolve()}`") in report
+    for name in ("answer.png", "leaderboard.csv", "confirmatory_tests.csv", "paired_differences.png", "proportions.png",
+                 "mean_curves.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    tests = pd.read_csv(tmp_path / "confirmatory_tests.csv")
+    assert (tests.family == "confirmatory").sum() == 4
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{GLANCE_START}\nstale block\n{GLANCE_END}\n\nrest\n")
+    assert update_readme(readme, ans)
+    text = readme.read_text()
+    assert "stale block" not in text and "## Results at a glance" in text and text.endswith("\n\nrest\n")
+    assert ans.lines[0] in text and "(results/answer.png)" in text
+
+
+def test_sanity_verdicts_come_from_the_numbers(tmp_path) -> None:
+    rows = pd.DataFrame([{"step": s, "randomised": r, "method": m, "image": f"i{k}", "spearman": v + 0.01 * k}
+                         for s, r in ((0, "none"), (1, "classifier"), (2, "stem"))
+                         for m, v in (("gradcam", {0: 1.0, 1: -0.4, 2: 0.1}[s]),
+                                      ("layercam", {0: 1.0, 1: 0.96, 2: 0.8}[s]))
+                         for k in range(3)])
+    study = toy_study(tmp_path, sanity=PartFile(rows, {}))
+    lines = sections.sanity_lines(study)
+    assert "n = 3 photos" in lines[0]
+    assert any(line.startswith("- **gradcam: passes** - classifier randomised: -0.390") for line in lines)
+    assert any(line.startswith("- **layercam: FAILS** - classifier randomised: 0.970") for line in lines)
+    assert lines[-1].startswith("layercam stay(s) close to the trained map")
+    fig = sections.sanity_figure(study)
+    assert "n = 3 photos" in fig.axes[0].get_title()
+
+
+def test_consistency_counts_come_from_the_composites_rows() -> None:
+    loc = pd.DataFrame({"image": ["photo_a.png", "c1.png", "c2.png", "photo_b.png"], "method": ["gradcam"] * 4,
+                        "kind": ["photo", "composite", "composite", "photo"],
+                        "source": ["a", "a+bg1", "b+bg1", "b"], "label_idx": [1, 1, 2, 3],
+                        "pointing_game": [1.0, 0.0, 1.0, np.nan]})
+    first = sections.consistency_lines(loc)[0]
+    assert first == ("- Composites: 4 test images = 2 object photos + 2 composites (object-background pairs: 2 "
+                     "distinct pairs); the CIs resample the 2 object photos (the independent unit). Localisation "
+                     "n = 3 of 4: photo_b.png (label 3) has no box of its label's class.")
