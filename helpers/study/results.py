@@ -97,16 +97,41 @@ def check_parts(spec: StudySpec, folder: Path, parts: dict[str, PartFile],
     return unverified
 
 
+def join_shards(folder: Path, name: str) -> PartFile | None:
+    """Part ``name`` from the shard files under ``<folder>/shards/<name>-K-of-N/`` while the merged file is not
+    there yet (a partial part: the shards finished so far, in photo order); None when there are none. Shards
+    with different hashes or overlapping photos are refused, as :func:`helpers.study.merge.merge_part` does."""
+    pieces = [read_part(p) for p in sorted((folder / "shards").glob(f"{name}-*-of-*/{name}.parquet"))]
+    if not pieces:
+        return None
+    first = pieces[0].facts
+    order = {p: i for i, p in enumerate(first["part_photos"])}
+    seen: set[str] = set()
+    for piece in pieces:
+        if piece.facts["hash"] != first["hash"] or piece.facts["part_photos"] != first["part_photos"]:
+            raise StudyFileError(f"{folder}/shards: the shards of part {name!r} have different hashes or photo lists")
+        if seen & set(piece.facts["photos"]):
+            raise StudyFileError(f"{folder}/shards: two shards of part {name!r} cover the same photos")
+        seen |= set(piece.facts["photos"])
+    pieces.sort(key=lambda p: order[p.facts["photos"][0]] if p.facts["photos"] else -1)
+    rows = pd.concat([p.rows for p in pieces], ignore_index=True)
+    photos = [photo for p in pieces for photo in p.facts["photos"]]
+    return PartFile(rows, {**first, "photos": photos, "shard": [1, 1] if len(photos) == len(order) else [0, 0]})
+
+
 def load_study(folder: str | Path = STUDY_DIR, spec: str | Path | StudySpec = "full", check: bool = True,
                parts: Sequence[str] | None = None, device: str | None = None) -> Study:
-    """The study in ``folder`` (its ``parts``, default all of the definition), each part checked against the
-    code (``check``); stale parts raise :class:`StalePartError`, missing ones are left for :meth:`Study.missing`."""
+    """The study in ``folder`` (its ``parts``, default all of the definition; a part still in shards is joined,
+    :func:`join_shards`), each part checked against the code (``check``); stale parts raise
+    :class:`StalePartError`, missing ones are left for :meth:`Study.missing`."""
     spec, folder = load_spec(spec), Path(folder)
     if not folder.is_dir():
         raise StudyFileError(f"{folder}: no such study folder; run `python -m helpers study --spec {spec.name} "
                              f"--out {shown_folder(folder)}`")
     names = [p.name for p in spec.parts] if parts is None else list(parts)
-    found = {n: read_part(part_path(folder, n)) for n in names if part_path(folder, n).is_file()}
+    found = {n: read_part(part_path(folder, n)) if part_path(folder, n).is_file() else join_shards(folder, n)
+             for n in names}
+    found = {n: part for n, part in found.items() if part is not None}
     for name, part in found.items():
         if part.facts.get("study") not in (None, spec.name):
             raise StudyFileError(f"{part_path(folder, name)}: part of study {part.facts['study']!r}, not {spec.name!r}")

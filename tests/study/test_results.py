@@ -58,3 +58,26 @@ def test_missing_and_unverifiable_parts(tmp_path, monkeypatch) -> None:
 def test_the_command_names_the_folder_as_a_reader_types_it() -> None:
     assert R.shown_folder(R.STUDY_DIR) == "results/study"
     assert R.rerun_command(ONE, "alpha_head", R.STUDY_DIR).endswith("--parts alpha_head --out results/study")
+
+
+def test_a_part_still_in_shards_is_joined_in_photo_order(tmp_path) -> None:
+    every = ["a.JPEG", "b.JPEG", "c.JPEG", "d.JPEG"]
+
+    def shard(k: int, photos: list[str], hash_: str = "h") -> None:
+        rows = pd.DataFrame({"part": "main", "hash": hash_, "image": photos, "insertion_auc": [0.5] * len(photos)})
+        write_part(tmp_path / "shards" / f"main-{k}-of-3", PartFile(rows, {
+            "part": "main", "stage": "test", "hash": hash_, "shard": [k, 3], "photos": photos, "part_photos": every}))
+    shard(3, ["d.JPEG"])
+    shard(1, ["a.JPEG", "b.JPEG"])
+    joined = R.join_shards(tmp_path, "main")
+    assert list(joined.rows.image) == ["a.JPEG", "b.JPEG", "d.JPEG"]
+    assert joined.facts["photos"] == list(joined.rows.image)
+    assert R.join_shards(tmp_path, "road") is None
+    study = R.Study(tmp_path, ONE, {"main": joined})
+    assert study.coverage("main") == "3 of 4 photos (a partial part: shards still running)"
+    shard(2, ["b.JPEG", "c.JPEG"])
+    with pytest.raises(StudyFileError, match="cover the same photos"):
+        R.join_shards(tmp_path, "main")
+    shard(2, ["c.JPEG"], hash_="other")
+    with pytest.raises(StudyFileError, match="different hashes"):
+        R.join_shards(tmp_path, "main")
