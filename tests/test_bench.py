@@ -5,11 +5,11 @@ from __future__ import annotations
 import mmap
 
 import pandas as pd
+import pytest
 
 from helpers import bench
-import helpers.bench.engine
-import helpers.bench.study
 from helpers.evaluation.runner import MethodSpec
+from helpers.study.spec import QUICK
 
 
 def few_methods(alpha: float) -> list[MethodSpec]:
@@ -65,3 +65,19 @@ def test_slider_latency_moves_the_explorers_slider(lite0, monkeypatch) -> None:
     (row,) = bench.slider_latency(lite0, moves=21)
     assert fused == [0.7] + [round(0.05 * (i % 20), 2) for i in range(1, 22)]  # set-up, then one redraw per move
     assert row["value"] > 0 and row["target"] == "<= 200" and row["met"] == (row["value"] <= 200)
+
+
+def test_dask_layout_times_both_layouts_on_the_same_photos(monkeypatch) -> None:
+    ran = []
+    real = bench.study.run_stage
+
+    def counting(spec, stage, out, *args, **kwargs):
+        ran.append((spec.parts[0].n, stage))
+        return real(spec, stage, out, *args, **kwargs)
+
+    monkeypatch.setattr(bench.study, "run_stage", counting)
+    rows = bench.study.dask_layout(photos=2, repeats=1, spec=QUICK)
+    single, dask, ratio = (r["value"] for r in rows)
+    assert ran == [(2, "val")] * 2                        # in-process runs: the warm-up and one timed round
+    assert ratio == pytest.approx(dask / single) and rows[2]["met"] == (dask < single)
+    assert "2 photos" in rows[0]["measure"] and "1 process x 2 threads" in rows[0]["measure"]

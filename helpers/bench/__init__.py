@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from ..cam.models import load_model
+from ..cam.models import ModelBundle, load_model
 from ..config import RESULTS_DIR
+from ..study.run import machine
 from .engine import (
     bf16_auc_shift,
     curve_speed,
@@ -24,7 +24,7 @@ from .engine import (
     rss_flat,
 )
 from .road import road_speed
-from .study import slider_latency, study_cost
+from .study import dask_layout, slider_latency, study_cost
 
 #: The targets of the benchmark issues: (name, "<=" or ">=", bound); ratios read at the large batch
 #: (the evaluation forwards at the curves' chunk size).
@@ -84,7 +84,14 @@ def run(repeats: int = 7, calls: int = 1000, eval_images: int = 64, out: Path = 
                          + slider_latency(bundle) + study_cost(bundle)
                          + [{"measure": f"peak RSS, evaluation of {eval_images} images (MB)", "value": peak}])
     table = pd.concat([rows, engine, checks, extra], ignore_index=True)
-    stamp = f"{datetime.date.today()} | {platform.machine()} | {torch.get_num_threads()} threads | {bundle.device}"
+    write_table(table, out, bundle)
+    return table
+
+
+def write_table(table: pd.DataFrame, out: Path, bundle: ModelBundle) -> pd.DataFrame:
+    """Stamp ``table`` with the date, CPU, threads and device, write it to ``out`` and print it."""
+    cpu = machine()["cpu"]
+    stamp = f"{datetime.date.today()} | {cpu} | {torch.get_num_threads()} threads | {bundle.device}"
     table.insert(0, "taken", stamp)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False, float_format="%.4g")
@@ -106,14 +113,13 @@ def main() -> None:
     parser.add_argument("--leak-images", type=int, default=200, help="images of the memory-flat evaluation check")
     parser.add_argument("--road", action="store_true",
                         help="only the ROAD imputation benchmark (road_speed), written to results/benchmark_road.csv")
+    parser.add_argument("--study", action="store_true", help="only the study's cost and its two-core layouts "
+                        "(study_cost, dask_layout), written to results/benchmark_study.csv")
     args = parser.parse_args()
-    if args.road:
+    if args.road or args.study:
         bundle = load_model("efficientnet_lite0", device=args.device)
-        table = pd.DataFrame(road_speed(bundle, args.repeats))
-        table.insert(0, "taken", f"{datetime.date.today()} | {platform.processor() or platform.machine()} | "
-                                 f"{torch.get_num_threads()} threads | {bundle.device}")
-        table.to_csv(RESULTS_DIR / "benchmark_road.csv", index=False, float_format="%.4g")
-        print(table.drop(columns="taken").to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep=""))
+        rows = road_speed(bundle, args.repeats) if args.road else study_cost(bundle) + dask_layout()
+        write_table(pd.DataFrame(rows), RESULTS_DIR / f"benchmark_{'road' if args.road else 'study'}.csv", bundle)
         return
     run(args.repeats, args.calls, args.eval_images, args.out, args.device, tuple(args.batches), args.curve_steps,
         eval_batch=args.eval_batch, leak_images=args.leak_images)

@@ -1,8 +1,11 @@
 """Benchmark of the study and the explorer: per-photo cost against model forwards, slider latency."""
 from __future__ import annotations
 
+import dataclasses
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import onnxruntime
 import torch
@@ -10,9 +13,10 @@ import torch
 from ..cam.backend import infer, onnx_path, ort_session
 from ..cam.models import ModelBundle
 from ..evaluation.runner import THESIS_ALPHA
+from ..study.distributed import shard_task
 from ..study.parts import RUNNERS
-from ..study.run import part_photos
-from ..study.spec import FULL
+from ..study.run import part_photos, run_stage
+from ..study.spec import FULL, StudySpec
 from ..teaching.interactive import HybridExplorer
 from .common import photo_batch, timed
 
@@ -74,3 +78,40 @@ def study_cost(bundle: ModelBundle, n_photos: int = 2, parts: tuple[str, ...] = 
     finally:
         onnxruntime.InferenceSession.run = original
     return rows
+
+
+def dask_layout(photos: int = 8, repeats: int = 2, part: str = "alpha_head", spec: StudySpec = FULL) -> list[dict]:
+    """``make study``'s two ways to use two cores, on the same ``photos`` photos of ``part`` (no cache),
+    interleaved ``repeats`` times: 1 process of 2 threads against 2 Dask workers of 1 thread each (each
+    worker one contiguous shard; the cluster is started once, before the clock). The faster is
+    ``make study``'s default."""
+    from dask.distributed import Client, LocalCluster
+
+    chosen = dataclasses.replace(spec.part(part), n=photos, alpha_from=None)
+    small = dataclasses.replace(spec, name=f"{spec.name}-bench", parts=(chosen,))
+    times: dict[str, list[float]] = {"1 process x 2 threads": [], "2 Dask workers x 1 thread": []}
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with tempfile.TemporaryDirectory() as tmp, cluster, Client(cluster) as client:
+        def single() -> None:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(2)
+            try:
+                run_stage(small, chosen.stage, Path(tmp) / "single", cache=None, progress=False)
+            finally:
+                torch.set_num_threads(threads)
+
+        def dask() -> None:
+            client.gather([client.submit(shard_task, small, chosen.stage, str(Path(tmp) / f"dask-{k}"), (k, 2),
+                                         tmp, None, None, 1, pure=False) for k in (1, 2)])
+
+        layouts = (("1 process x 2 threads", single), ("2 Dask workers x 1 thread", dask))
+        for i in range(repeats + 1):                                # round 0 warms both up (export, load)
+            for name, fn in (layouts if i % 2 else layouts[::-1]):  # alternate which goes first
+                seconds = timed(fn)
+                if i:
+                    times[name].append(seconds)
+    single_s, dask_s = (statistics.median(t) / photos for t in times.values())
+    return [{"measure": f"study ({part}, {photos} photos): seconds per photo, {name}", "value": s}
+            for name, s in zip(times, (single_s, dask_s), strict=True)] + [
+        {"measure": "study: 2 Dask workers x 1 thread / 1 process x 2 threads (time)", "value": dask_s / single_s,
+         "target": "< 1 picks Dask for make study", "met": dask_s < single_s}]

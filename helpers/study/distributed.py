@@ -33,8 +33,9 @@ def parse_dask(text: str) -> tuple[str | None, int | None]:
     return text, None
 
 
-def _shard_task(spec: StudySpec, stage: str, out: str, shard: tuple[int, int], alpha_from: str,
-                parts: Sequence[str] | None, cache: str | None, threads: int) -> str:
+def shard_task(spec: StudySpec, stage: str, out: str, shard: tuple[int, int], alpha_from: str,
+               parts: Sequence[str] | None, cache: str | None, threads: int) -> str:
+    """One shard of one stage in a worker with ``threads`` threads (a Dask task); returns its folder."""
     torch.set_num_threads(threads)
     run_stage(spec, stage, out, shard, alpha_from, parts, cache, progress=False)
     return out
@@ -61,7 +62,7 @@ def run_dask(spec: str | Path | StudySpec, out: str | Path, dask: str, stage: st
             if not chosen:
                 continue
             dirs = [out / ".shards" / f"{st}-{k}-of-{workers}" for k in range(1, workers + 1)]
-            futures = [client.submit(_shard_task, spec, st, str(d), (k, workers), str(out), chosen,
+            futures = [client.submit(shard_task, spec, st, str(d), (k, workers), str(out), chosen,
                                      None if cache is None else str(cache), threads_per_worker, pure=False)
                        for k, d in enumerate(dirs, start=1)]
             client.gather(futures)
