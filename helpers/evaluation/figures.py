@@ -146,9 +146,10 @@ def proportions(rows: pd.DataFrame, metric: str, methods: Sequence[str], ax: plt
 
 
 def mean_curves(rows: pd.DataFrame, groups: Sequence[Sequence[str]], modes: Sequence[str] = ("insertion", "deletion"),
-                path: str | Path | None = None) -> plt.Figure:
-    """Mean rise-preset curves (columns ``<mode>_curve``) with 95% t-bands: one panel per group x mode,
-    at most :data:`MAX_CURVES` methods per panel; the legend gives each method's n."""
+                path: str | Path | None = None, x: Sequence[float] | None = None) -> plt.Figure:
+    """Mean curves (columns ``<mode>_curve``: one array per row, at the fractions ``x``, default evenly spaced
+    from 0 to 1) with 95% t-bands: one panel per group x mode, at most :data:`MAX_CURVES` methods per panel;
+    the legend gives each method's n."""
     if any(len(g) > MAX_CURVES for g in groups):
         raise ValueError(f"at most {MAX_CURVES} methods per panel, got {[len(g) for g in groups]}")
     fig, axes = plt.subplots(len(groups), len(modes), figsize=(5 * len(modes), 3.2 * len(groups)), squeeze=False)
@@ -156,13 +157,13 @@ def mean_curves(rows: pd.DataFrame, groups: Sequence[Sequence[str]], modes: Sequ
         for ax, mode in zip(row, modes, strict=True):
             for m in group:
                 c = np.stack(rows.loc[rows["method"] == m, f"{mode}_curve"].to_list()).astype(np.float64)
-                x = np.linspace(0, 1, c.shape[1])
+                xs = np.linspace(0, 1, c.shape[1]) if x is None else np.asarray(x, dtype=np.float64)
                 mean = c.mean(0)
                 half = stats.t.ppf(0.975, len(c) - 1) * c.std(0, ddof=1) / np.sqrt(len(c)) if len(c) > 1 else 0 * mean
-                ax.plot(x, mean, lw=1.2, label=f"{_name(m)} (n = {len(c)})")
-                ax.fill_between(x, mean - half, mean + half, alpha=0.15)
-            ax.set(xlabel="fraction of pixels " + ("inserted" if mode == "insertion" else "deleted"),
-                   ylabel="p(explained class)", title=f"mean {mode} curve, 95% band")
+                ax.plot(xs, mean, lw=1.2, marker="." if x is not None else None, label=f"{_name(m)} (n = {len(c)})")
+                ax.fill_between(xs, mean - half, mean + half, alpha=0.15)
+            ax.set(xlabel="fraction of pixels " + {"insertion": "inserted", "deletion": "deleted"}.get(mode, "removed"),
+                   ylabel="p(explained class)", title=f"mean {mode.replace('_', ' ')} curve, 95% band")
             ax.legend(fontsize=7)
     fig.tight_layout()
     return save(fig, path)

@@ -28,7 +28,6 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 import torch
 
-from ..cam.maps import normalise
 from ..cam.models import ModelBundle, predict_topk
 from ..cam.options import Hybrid
 from ..config import SEED
@@ -37,6 +36,7 @@ from ..evaluation.adaptive import map_features
 from ..evaluation.alpha import sweep, sweep_plan
 from ..evaluation.layer_study import layer_table, sweep_layers
 from ..evaluation.model_study import model_rows
+from ..cam.maps import normalise
 from ..evaluation.road import road_scores
 from ..evaluation.runner import EvalConfig, MethodSpec, evaluate_sample, explain_rows, explained_class, image_seed
 from ..evaluation.sanity import cascade_order, cascading_randomisation

@@ -11,13 +11,15 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import matplotlib.pyplot as plt
+
 from ..config import SEED, write_atomic
 from ..evaluation.leaderboard import leaderboard_view, markdown_table
 from ..evaluation.report import describe_protocol
 from ..evaluation.runner import EvalConfig
 from .present import Answer, answer, identical, leaderboards, write_outputs
 from .results import Study
-from .sections import adaptive_lines, example_lines, road_lines, sanity_lines, secondary_lines
+from .sections import adaptive_lines, example_lines, road_curves, road_lines, sanity_lines, secondary_lines
 
 GLANCE_START, GLANCE_END = "<!-- results-at-a-glance: start -->", "<!-- results-at-a-glance: end -->"
 
@@ -73,6 +75,8 @@ def write_report(study: Study, out: str | Path, extra: Mapping[str, Sequence[str
     """Figures, CSVs and REPORT.md in ``out``; returns the answer (for the notebook and the README)."""
     out = Path(out)
     write_outputs(study, out, seed)
+    if study.has("road"):
+        plt.close(road_curves(study, out / "road_curves.png"))
     ans = answer(study, seed)
     table = leaderboards(study.rows("main"), ans.alpha, ("insertion_auc",), seed)
     lb = "\n".join(markdown_table(leaderboard_view(table)))

@@ -8,13 +8,16 @@ sentence of :meth:`helpers.study.results.Study.missing` instead.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from ..config import SEED
+from ..evaluation.figures import mean_curves
 from ..evaluation.leaderboard import leaderboard, leaderboard_view, markdown_table
-from ..evaluation.policy import GC, HYBRID, THESIS_ALPHA
+from ..evaluation.policy import GC, HYBRID, LC, THESIS_ALPHA
 from ..evaluation.sanity import plot_randomisation
 from ..evaluation.stats import bootstrap_ci
 from . import adaptive
@@ -106,7 +109,8 @@ def road_lines(study: Study) -> list[str]:
              f"does not leak the class. {study.coverage('road')} for the thesis methods and the floors"
              + (f", {study.coverage('road_extra')} for the further methods" if study.has("road_extra") else "")
              + "; each leaderboard is on the photos all its methods share. road_combined = (LeRF - MoRF) / 2 "
-             "(higher is better); MoRF lower is better, LeRF higher is better."]
+             "(higher is better); MoRF lower is better, LeRF higher is better.", "",
+             "![MoRF and LeRF curves](road_curves.png)"]
     for metric in ROAD_METRICS:
         table = leaderboard(rows, metric, GC)
         lines += ["", f"**{metric}**", ""] + markdown_table(leaderboard_view(table))
@@ -121,6 +125,22 @@ def road_lines(study: Study) -> list[str]:
                           f"hybrid@0.7 minus Grad-CAM {t.loc[HYBRID, 'diff']:+.4f} [95% CI "
                           f"{t.loc[HYBRID, 'diff_low']:+.4f}, {t.loc[HYBRID, 'diff_high']:+.4f}]."]
     return lines
+
+
+def road_curves(study: Study, path: str | Path | None = None) -> plt.Figure:
+    """Mean MoRF and LeRF curves (probability of the explained class at each removed fraction p) of the thesis'
+    methods and a floor per panel (at most 4 methods), from the ``road`` part's per-p columns."""
+    rows = study.rows("road")
+    out = {}
+    for mode in ("road_morf", "road_lerf"):
+        cols = sorted((c for c in rows if c.startswith(mode + "_") and c[len(mode) + 1:].isdigit()),
+                      key=lambda c: int(c.rsplit("_", 1)[1]))
+        out[f"{mode}_curve"] = list(rows[cols].to_numpy(dtype=np.float64))
+    ps = [int(c.rsplit("_", 1)[1]) / 100 for c in sorted((c for c in rows if c.startswith("road_morf_")),
+                                                         key=lambda c: int(c.rsplit("_", 1)[1]))]
+    methods = set(rows["method"])
+    groups = [[m for m in group if m in methods] for group in ((GC, LC, HYBRID, "random"), (GC, "gaussian"))]
+    return mean_curves(rows.assign(**out), [g for g in groups if g], ("road_morf", "road_lerf"), path, x=ps)
 
 
 def adaptive_lines(study: Study) -> list[str]:
