@@ -51,6 +51,7 @@ class Answer:
     lines: list[str]         # one verdict line per thesis claim
     n: int                   # photos
     alpha: float             # the a chosen on the val photos
+    coverage: str            # "600 photos", or "420 of 600 photos (a partial part ...)" while shards run
 
 
 def identical(rows: pd.DataFrame, alpha: float) -> dict[str, str]:
@@ -75,7 +76,7 @@ def answer(study: Study, seed: int = SEED) -> Answer:
     rows = study.rows("main")
     tests = confirmatory(rows, seed)
     return Answer(tests, answer_lines(tests, TIMING_NOTE), int(rows["image"].nunique()),
-                  float(study.parts["main"].facts["alpha"]))
+                  float(study.parts["main"].facts["alpha"]), study.coverage("main"))
 
 
 def confirmatory_rows(tests: pd.DataFrame) -> pd.DataFrame:

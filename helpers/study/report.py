@@ -65,8 +65,8 @@ def render(study: Study, ans: Answer, lb: str, extra: Mapping[str, Sequence[str]
 
 def glance_lines(ans: Answer, report: str = "results/REPORT.md", figure: str = "results/answer.png") -> list[str]:
     """The README's "Results at a glance" block: the verdict lines, the figure and the link to the report."""
-    return ["## Results at a glance", "", f"On {ans.n} test photos (the full study; "
-            f"[{os.path.basename(report)}]({report}) has everything, generated from the study's files):", ""] + \
+    return ["## Results at a glance", "", f"Test photos: {ans.coverage}; [{os.path.basename(report)}]({report}) "
+            "has everything, generated from the study's files:", ""] + \
         ans.lines + ["", f"![hybrid@0.7 minus each parent, insertion AUC]({figure})"]
 
 

@@ -83,7 +83,7 @@ def test_the_report_opens_with_the_answer_and_skips_missing_parts(tmp_path) -> N
     assert update_readme(readme, ans)
     text = readme.read_text()
     assert "stale block" not in text and "## Results at a glance" in text and text.endswith("\n\nrest\n")
-    assert ans.lines[0] in text and "(results/answer.png)" in text
+    assert ans.lines[0] in text and "(results/answer.png)" in text and "Test photos: 12 photos;" in text
 
 
 def test_sanity_verdicts_come_from_the_numbers(tmp_path) -> None:
