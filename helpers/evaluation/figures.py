@@ -46,7 +46,7 @@ def forest_plot(tests: pd.DataFrame, path: str | Path | None = None) -> plt.Figu
     """One row per test of ``tests`` (columns a, b, metric, n, mean_diff, ci_low, ci_high, p_holm,
     detectable_diff_80): the paired mean difference with its 95% CI, the band of +- the smallest
     difference detectable with 80% power, n and Holm p, and a zero line."""
-    fig, ax = plt.subplots(figsize=(9, 0.75 * len(tests) + 1.6))
+    fig, ax = plt.subplots(figsize=(9, 0.75 * len(tests) + 2.2))
     y = np.arange(len(tests))[::-1]
     for yi, t in zip(y, tests.itertuples(), strict=True):
         ax.fill_between([-t.detectable_diff_80, t.detectable_diff_80], yi - 0.3, yi + 0.3, color="0.85", lw=0,
@@ -66,7 +66,7 @@ def forest_plot(tests: pd.DataFrame, path: str | Path | None = None) -> plt.Figu
     ax.set_ylabel("comparison, metric")
     n = f"{tests['n'].min()}" + ("" if tests["n"].min() == tests["n"].max() else f"-{tests['n'].max()}")
     ax.set_title(f"Paired mean differences per photo (n = {n} photos), 95% BCa CIs", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)   # below: covers no data
     fig.tight_layout()
     return save(fig, path)
 
