@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ..config import SEED, write_atomic
 from ..evaluation.figures import forest_plot, mean_curves, paired_differences, proportions
@@ -95,7 +96,8 @@ def leaderboards(rows: pd.DataFrame, alpha: float, metrics: tuple[str, ...] = SH
                  seed: int = SEED) -> pd.DataFrame:
     """:func:`leaderboard` of every metric on the distinct methods (identical ones folded, noted), long format."""
     same = identical(rows, alpha)
-    tables = [leaderboard(rows, metric, seed=seed, same=same) for metric in metrics]
+    tables = [leaderboard(rows, metric, seed=seed, same=same)
+              for metric in tqdm(metrics, desc="leaderboards", disable=len(metrics) < 2)]
     return pd.concat(tables, ignore_index=True)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ..config import ROOT
 from .run import Bundles, alpha_for, part_hash, part_photos
@@ -83,7 +84,7 @@ def check_parts(spec: StudySpec, folder: Path, parts: dict[str, PartFile],
 
     Returns the parts that could not be checked here, with why (their photos are not on this machine)."""
     bundles, stale, unverified = Bundles(device), [], {}
-    for name in sorted(parts, key=lambda n: spec.part(n).model):
+    for name in tqdm(sorted(parts, key=lambda n: spec.part(n).model), desc="checking the parts' hashes"):
         committed = parts[name].facts
         dataset, now = expected_hash(spec, name, folder, bundles)
         if dataset != committed.get("dataset"):
