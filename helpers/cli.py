@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 import numpy as np
 import torch
 
-from .cam.models import ModelBundle, load_model, predict_topk
+from .cam.bundle import ModelBundle
+from .cam.inference import predict_topk
+from .cam.models import load_model
 from .config import SEED, write_atomic
 from .teaching.explorer import add_explore_args, run_explore
 

@@ -8,7 +8,7 @@ import onnxruntime
 import torch
 
 from ..cam.backend import infer, onnx_path, ort_session
-from ..cam.models import ModelBundle
+from ..cam.bundle import ModelBundle
 from ..evaluation.runner import THESIS_ALPHA
 from ..study.parts import RUNNERS
 from ..study.run import part_photos

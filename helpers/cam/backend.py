@@ -187,7 +187,7 @@ def infer(bundle: Any, images: torch.Tensor) -> torch.Tensor:
     """Logits of a preprocessed batch, no autograd, on the bundle's backend; on the bundle's device.
 
     ``bundle`` needs ``model`` and ``device``; ``name``, ``backend`` and ``precision`` are read
-    when present (a :class:`helpers.cam.models.ModelBundle` has them).
+    when present (a :class:`helpers.cam.bundle.ModelBundle` has them).
     """
     fn = forward_fn(bundle.model, bundle.device, name=getattr(bundle, "name", None),
                     backend=getattr(bundle, "backend", None), precision=getattr(bundle, "precision", None))

@@ -23,7 +23,7 @@ from PIL import Image
 from .composites import (CANVAS, MARGIN, Placed, compose, cut_box, find_place, fit_in, half_windows, noise_background, overlaps, plain_background, scale_to, texture_background)
 from ..config import INPUT_DIR, SEED
 from .images import SPLITS, Box, to_crop_box, top5_of, write_manifest
-from ..cam.models import ModelBundle
+from ..cam.bundle import ModelBundle
 from .photos import PHOTOS, TEXTURES, PhotoSpec, load_offline, model_sized, square_background
 
 #: How many photo ids / texture ids go to the validation split (the rest is test).

@@ -276,7 +276,7 @@ def top5_of(bundle: Any, images: list[Image.Image], batch: int = 32) -> list[lis
     """The model's top-5 ``(index, name, probability)`` for each PIL image, in batches."""
     from tqdm.auto import tqdm
 
-    from ..cam.models import predict_topk
+    from ..cam.inference import predict_topk
     out: list = []
     for start in tqdm(range(0, len(images), batch), desc="top-5", leave=False, disable=len(images) <= batch):
         out += predict_topk(bundle, torch.stack([bundle.preprocess(im) for im in images[start:start + batch]]))

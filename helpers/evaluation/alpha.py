@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..cam.bundle import ModelBundle
 from ..cam.engine import forward_backward, gradcam, layercam
 from ..cam.maps import FUSIONS, normalise_max, upsample
-from ..cam.models import ModelBundle
 from .stats import mean_ci as t_interval
 
 #: The sweep's grid: a = 0, 0.1, ..., 1.0.

@@ -23,8 +23,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..cam.bundle import ModelBundle
 from ..cam.engine import Hybrid, compute_cams, method_options
-from ..cam.models import ModelBundle
 from .alpha import ALPHAS, Metric, choose_alpha, mean_ci, summarise, sweep, sweep_plan
 from .runner import explained_class, image_seed
 

@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ..cam.backend import infer
-from ..cam.checks import check_images
-from ..cam.models import ModelBundle, check_class_idx
+from ..cam.bundle import ModelBundle
+from ..cam.checks import check_class_idx, check_images
 from ..config import SEED
 
 Box = tuple[float, float, float, float]

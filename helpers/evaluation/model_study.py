@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..cam.models import ModelBundle, find_resnet50_weights, load_model
+from ..cam.bundle import ModelBundle
+from ..cam.models import load_model
+from ..cam.weights import find_resnet50_weights
 from ..config import SEED
 from ..data.images import seeded_subset
 from ..data.imagenet import study_samples

@@ -28,8 +28,8 @@ from typing import Sequence
 
 import torch
 
-from ..cam.checks import check_images
-from ..cam.models import ModelBundle, check_class_idx
+from ..cam.bundle import ModelBundle
+from ..cam.checks import check_class_idx, check_images
 from ..config import SEED
 from .imputation import noisy_linear_impute
 from .metrics import _check_batch, _seeds, class_probabilities, from_pixels, pixel_ranks, to_pixels

@@ -36,7 +36,8 @@ from ..cam.maps import NORMALISATIONS, normalise
 from ..config import RESULTS_DIR, SEED
 from .alpha import read_alpha_json
 from .cache import cached
-from ..cam.models import ModelBundle, predict_topk
+from ..cam.bundle import ModelBundle
+from ..cam.inference import predict_topk
 from .timing import interleaved_medians
 
 FLOORS: tuple[str, ...] = ("random", "gaussian")

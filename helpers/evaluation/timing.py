@@ -12,8 +12,8 @@ from typing import Callable, Mapping, Sequence
 import pandas as pd
 import torch
 
+from ..cam.bundle import ModelBundle
 from ..cam.engine import compute_cams
-from ..cam.models import ModelBundle
 
 
 def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,

@@ -28,7 +28,8 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 import torch
 
-from ..cam.models import ModelBundle, predict_topk
+from ..cam.bundle import ModelBundle
+from ..cam.inference import predict_topk
 from ..cam.options import Hybrid
 from ..config import SEED
 from ..evaluation import metrics as M

@@ -33,7 +33,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cam.backend import weights_hash
-from ..cam.models import ModelBundle, load_model
+from ..cam.bundle import ModelBundle
+from ..cam.models import load_model
 from ..config import IMAGENET_MANIFEST, MANIFEST, ROOT
 from ..data.images import load_samples, read_manifest
 from ..data.imagenet import IMAGENET, PACKAGED, DatasetUnavailable, locate

@@ -14,7 +14,8 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from ..cam.models import MODEL_NAMES, ModelBundle, load_model
+from ..cam.bundle import ModelBundle
+from ..cam.models import MODEL_NAMES, load_model
 from ..cam.zoo import TIMM_PREFIX, torchvision_names
 from ..config import IMAGENET_MANIFEST, ROOT
 from ..data.images import load_image

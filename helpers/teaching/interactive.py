@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..cam.models import ModelBundle, check_class_idx, predict_topk
+from ..cam.bundle import ModelBundle
+from ..cam.checks import check_class_idx
+from ..cam.inference import predict_topk
 from ..data.images import ImageLoadError, load_image
 from ..evaluation.alpha import RawMaps, fused_maps, raw_maps
 from ..evaluation.metrics import MODES, PRESETS, auc, insertion_deletion_curves

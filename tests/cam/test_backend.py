@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from helpers.cam import backend as B
+from helpers.cam.bundle import ModelBundle
 from helpers.cam.engine import compute_cams, engine_split
-from helpers.cam.models import ModelBundle
 from helpers.cam.options import ScoreCAM, Smooth
 from helpers.evaluation.metrics import class_probabilities, insertion_deletion_auc
 from helpers.evaluation.sanity import randomise

@@ -7,7 +7,8 @@ import torch
 from helpers.cam.engine import METHODS, compute_cams, gradient_methods, noisy_copies
 from helpers.cam.maps import normalise, normalise_max
 from helpers.cam.methods import gradcam_pp, hirescam, normalise_minmax, spatial_masks, xgradcam
-from helpers.cam.models import GapLinearHead, load_model, split_at
+from helpers.cam.models import load_model
+from helpers.cam.split import GapLinearHead, split_at
 from helpers.cam.options import ReciproCAM, ScoreCAM, Smooth
 from toy import GapLinear, SplitToy, toy_bundle
 

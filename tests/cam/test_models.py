@@ -8,7 +8,11 @@ from PIL import Image
 
 from helpers.cam.engine import compute_cams
 from helpers.cam.hooks import LayerCapture
-from helpers.cam.models import (RESNET50_FILES, build_lite_original, check_class_idx, find_resnet50_weights, load_model, predict_topk)
+from helpers.cam.checks import check_class_idx
+from helpers.cam.inference import predict_topk
+from helpers.cam.lite import build_lite_original
+from helpers.cam.models import load_model
+from helpers.cam.weights import RESNET50_FILES, find_resnet50_weights
 
 
 def test_wrapped_lite0_gives_the_original_logits(lite0, photo_batch) -> None:

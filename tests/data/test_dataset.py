@@ -17,7 +17,8 @@ from helpers.data.composites import CANVAS, MARGIN, Placed, compose, find_place,
 from helpers.config import INPUT_DIR, MANIFEST
 from helpers.data.images import load_samples, read_manifest, to_crop_box
 from helpers.data.dataset import assign_splits, build_dataset
-from helpers.cam.models import imagenet_class_names, make_preprocess
+from helpers.cam.bundle import make_preprocess
+from helpers.cam.zoo import imagenet_class_names
 from helpers.teaching.overview import class_counts, contact_sheet, counts
 from helpers.data.photos import PHOTOS, load_offline, model_sized, network_disabled
 
@@ -178,7 +179,7 @@ def test_preview_is_a_small_jpeg(tmp_path: Path) -> None:
 @pytest.mark.skipif(not MANIFEST.is_file(), reason="dataset not built yet")
 def test_stored_images_reproduce_the_recorded_top5(lite0, tmp_path: Path) -> None:
     """The PNGs on disk give the model the inputs the build scored (photos are stored resized)."""
-    from helpers.cam.models import predict_topk
+    from helpers.cam.inference import predict_topk
     m = read_manifest()
     rows = pd.concat([m[m.kind == "photo"].head(2), m[m.n_objects.astype(int) == 2].head(1)])
     rows.to_csv(tmp_path / "manifest.csv", index=False)

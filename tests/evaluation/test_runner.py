@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from helpers.cam.engine import compute_cams
-from helpers.cam.models import predict_topk
+from helpers.cam.inference import predict_topk
 from helpers.evaluation import runner as E
 from helpers.evaluation import metrics as M
 from toy import GapLinear, toy_bundle
