@@ -34,7 +34,7 @@ from ..cam.options import Hybrid
 from ..config import SEED
 from ..evaluation import metrics as M
 from ..evaluation.adaptive import map_features
-from ..evaluation.alpha import sweep, sweep_plan
+from ..evaluation.alpha_sweep import sweep, sweep_plan
 from ..evaluation.layer_study import layer_table, sweep_layers
 from ..evaluation.model_study import model_rows
 from ..cam.maps import normalise

@@ -39,7 +39,7 @@ from ..config import IMAGENET_MANIFEST, MANIFEST, ROOT
 from ..data.images import load_samples, read_manifest
 from ..data.imagenet import IMAGENET, PACKAGED, DatasetUnavailable, locate
 from ..evaluation import metrics as M
-from ..evaluation.alpha import choose_alpha, summarise
+from ..evaluation.alpha_sweep import choose_alpha, summarise
 from ..evaluation.cache import cached
 from ..evaluation.runner import EvalConfig
 from .parts import RUNNERS, setting_label

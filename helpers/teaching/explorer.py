@@ -21,7 +21,7 @@ from ..config import IMAGENET_MANIFEST, ROOT
 from ..data.images import load_image
 from ..data.imagenet import configured_root
 from ..data.photos import PHOTOS, network_disabled
-from ..evaluation.alpha import read_alpha_json
+from ..evaluation.alpha_sweep import read_alpha_json
 from .interactive import HybridExplorer, PhotoLoader
 
 NOTEBOOK = Path(__file__).with_name("explorer.ipynb")

@@ -14,7 +14,7 @@ from torchvision.transforms import functional as TF
 from helpers.cam.engine import compute_cams
 from helpers.data.images import ImageLoadError
 from helpers.evaluation import alpha as alpha_module
-from helpers.evaluation.alpha import fused_maps, raw_maps
+from helpers.evaluation.alpha_sweep import fused_maps, raw_maps
 from helpers.evaluation.metrics import PRESETS, insertion_deletion_auc
 from helpers.teaching import explorer as page
 from helpers.teaching import interactive
