@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from PIL import Image, ImageOps
 
+from ..cam.bundle import default_resize
 from ..config import MANIFEST, write_atomic
 
 #: Smallest accepted side in pixels: below this the model's resize-256 would invent almost
@@ -41,9 +42,10 @@ MIN_SIDE: int = 32
 #: Largest accepted image in pixels (100 MP, about 300 MB once decoded as RGB): larger headers
 #: are treated as decompression bombs and rejected before decoding.
 MAX_PIXELS: int = 100_000_000
-#: The model's preprocessing geometry (both models): shorter side to 256, centre crop 224.
-RESIZE: int = 256
+#: The model's preprocessing geometry (both models): centre crop 224 after the shorter side goes to 256
+#: (:func:`helpers.cam.bundle.default_resize`, the one place the 256 -> 224 convention lives).
 CROP: int = 224
+RESIZE: int = default_resize(CROP)
 
 MANIFEST_COLUMNS: tuple[str, ...] = ("file", "sha256", "source", "licence", "kind", "split",
                                      "label_idx", "label_name", "boxes", "top5")

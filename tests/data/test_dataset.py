@@ -103,13 +103,13 @@ def fake_bundle() -> SimpleNamespace:
                            preprocess=make_preprocess((0.5,) * 3, (0.5,) * 3), class_names=imagenet_class_names())
 
 
-TARGETS = {"val": (3, 1), "test": (4, 2)}
+QUOTAS = {"val": (3, 1), "test": (4, 2)}
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, fake_bundle: SimpleNamespace) -> tuple[Path, object]:
     folder = tmp_path_factory.mktemp("built")
-    return folder, build_dataset(fake_bundle, folder, targets=TARGETS)
+    return folder, build_dataset(fake_bundle, folder, quotas=QUOTAS)
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -117,7 +117,7 @@ def _digest(folder: Path) -> dict[str, str]:
 
 
 def test_rebuild_is_byte_identical(tmp_path: Path, fake_bundle: SimpleNamespace, built: tuple) -> None:
-    build_dataset(fake_bundle, tmp_path, targets=TARGETS)
+    build_dataset(fake_bundle, tmp_path, quotas=QUOTAS)
     assert _digest(tmp_path) == _digest(built[0]) and len(_digest(tmp_path)) > len(PHOTOS)
 
 
@@ -125,7 +125,7 @@ def test_build_is_disjoint_filtered_and_loadable(fake_bundle: SimpleNamespace, b
     folder, first = built
     m = first.manifest
     assert (m.kind == "photo").sum() == len(PHOTOS)
-    for split, (single, double) in TARGETS.items():
+    for split, (single, double) in QUOTAS.items():
         mine = m[(m.kind == "composite") & (m.split == split)]
         assert (mine.n_objects == 1).sum() <= single and (mine.n_objects == 2).sum() <= double
     # every kept composite has all its asserted classes in its (favoured) top-5; dropped ones say which class
