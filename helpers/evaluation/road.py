@@ -9,7 +9,7 @@ probability of the explained class at each removed fraction p of :data:`ROAD_PER
 * MoRF (most relevant first) removes the top fraction p of the pixels by the map (lower is
   better), LeRF (least relevant first) removes the rest and keeps the top p (higher is better);
   both remove ``int(p * H * W)`` top pixels or all but them, as the reference does.
-* Pixels are ranked by :func:`helpers.evaluation.metrics.perturbation.pixel_ranks` (ties broken by a seeded
+* Pixels are ranked by :func:`helpers.evaluation.metrics.pixel_ranks` (ties broken by a seeded
   permutation, as the insertion curves); the reference instead adds 1e-4 Gaussian noise to the
   rescaled map before sorting.
 * The imputation noise of image i is seeded from its tie seed, the order and p
