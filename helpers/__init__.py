@@ -2,7 +2,7 @@
 
 Start here (each name is imported on first use, so ``import helpers`` stays light):
 
-- :func:`load_model` -- a :class:`~helpers.cam.models.ModelBundle` (network, preprocessing, classes, layers);
+- :func:`load_model` -- a :class:`~helpers.cam.bundle.ModelBundle` (network, preprocessing, classes, layers);
 - :func:`compute_cams` -- every requested method's maps (N, H, W) in [0, 1] from one forward + backward;
 - :func:`load_image` -- the one image reader (RGB, EXIF, clear errors naming the file);
 - :func:`load_samples` -- a manifest's images, preprocessed for a model;

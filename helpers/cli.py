@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 import numpy as np
 import torch
 
-from .cam.models import ModelBundle, load_model, predict_topk
+from .cam.bundle import ModelBundle
+from .cam.inference import predict_topk
+from .cam.models import load_model
 from .config import SEED, write_atomic
 from .teaching.explorer import add_explore_args, run_explore
 
@@ -235,16 +237,6 @@ def run_explain(args: argparse.Namespace) -> None:
     print(f"wrote {maps_written} overlays and maps, {len(written) - 2 * maps_written} JSON files to {out}")
 
 
-def eval_specs(methods: Sequence[str], alpha: float) -> list:
-    """The evaluated methods: Grad-CAM, LayerCAM, the hybrid at ``alpha`` and 0.7, the others asked for, the floors."""
-    from .evaluation.runner import FLOORS, THESIS_ALPHA, MethodSpec, as_spec
-    specs = [MethodSpec("gradcam", "gradcam"), MethodSpec("layercam", "layercam"),
-             as_spec(("hybrid@val", "hybrid", {"alpha": alpha})),
-             as_spec((f"hybrid@{THESIS_ALPHA}", "hybrid", {"alpha": THESIS_ALPHA}))]
-    specs += [MethodSpec(m, m) for m in methods if m not in ("gradcam", "layercam", "hybrid")]
-    return specs + [MethodSpec(f, f) for f in FLOORS]
-
-
 def parse_shard(text: str | None) -> tuple[int, int]:
     """``"K/N"`` -> (K, N) with 1 <= K <= N; None -> (1, 1)."""
     if text is None:
@@ -279,7 +271,8 @@ def check_evaluate_inputs(args: argparse.Namespace) -> tuple[int, int, list]:
         raise UserError(f"--steps {args.steps}: must lie in {STEPS_RANGE[0]}..{STEPS_RANGE[1]}")
     k, n = parse_shard(args.shard)
     _device(args.device)
-    return k, n, eval_specs(_methods(args.methods), _alpha(args.alpha))
+    from .evaluation.runner import default_specs
+    return k, n, default_specs(_alpha(args.alpha), _methods(args.methods))
 
 
 def run_evaluate(args: argparse.Namespace) -> None:

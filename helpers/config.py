@@ -18,9 +18,9 @@ IMAGENET_MANIFEST: Path = INPUT_DIR / "imagenet_manifest.csv"
 #: taken from the repository root), else ``../shared/data/imagenet-sample`` beside the repository.
 IMAGENET_SAMPLE_ENV: str = "XAI_IMAGENET_SAMPLE"
 IMAGENET_SAMPLE_DEFAULT: Path = ROOT.parent / "shared" / "data" / "imagenet-sample"
-#: Where they are downloaded to when that folder is absent: ``$XAI_DATA_CACHE``, else ``~/.cache/xai-cam``.
+#: Where they are downloaded to when that folder is absent: ``$XAI_DATA_CACHE``, else the user's cache
+#: folder (``pooch.os_cache("xai-cam")``, ``~/.cache/xai-cam`` on Linux).
 DATA_CACHE_ENV: str = "XAI_DATA_CACHE"
-DATA_CACHE_DEFAULT: Path = Path.home() / ".cache" / "xai-cam"
 
 #: Quick mode (``XAI_QUICK=1``): the tests and CI run the notebooks on a small subset.
 QUICK: bool = os.environ.get("XAI_QUICK", "0") not in ("", "0", "false", "False")

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 from skimage import data
 
-from helpers.cam.models import ModelBundle, load_model
+from helpers.cam.bundle import ModelBundle
+from helpers.cam.models import load_model
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -24,8 +24,8 @@ def test_benchmark_runs_on_a_tiny_input(tmp_path, capsys, monkeypatch) -> None:
                       curve_images=1, eval_batch=3, leak_images=2)
     written = pd.read_csv(out)
     assert list(written.columns) == list(table.columns) and len(written) == len(table)
-    checks = table[table.measure.isin([name for name, _, _ in bench.TARGETS])]
-    assert [name for name, _, _ in bench.TARGETS] == checks.measure.tolist()
+    checks = table[table.measure.isin([name for name, _, _ in bench.GOALS])]
+    assert [name for name, _, _ in bench.GOALS] == checks.measure.tolist()
     # the curves ran on one image, the evaluation forwards on 3, the peak RSS is of a 2-image evaluation
     assert (checks.value > 0).all() and checks.batch.tolist() == [2, 2, 1, 3, 3, 2, 2]
     assert {"evaluation forward, bare onnxruntime", "forward, package backend, bf16"} <= set(table.measure)
@@ -41,7 +41,15 @@ def test_memory_check_flags_a_leak_and_passes_flat_memory(lite0, monkeypatch) ->
     # with the Makefile's malloc settings RSS is the heap's high-water mark, which a 2-image run after a
     # 1-image warm-up can still raise by tens of MB without any leak; the 200-image benchmark run decides.
     assert flat[0]["met"]
-    assert "2 evaluated images, every method" in flat[1]["measure"] and flat[1]["value"] == flat[1]["value"]
+    assert "2 evaluated images, every method" in flat[1]["measure"]
+    # the rows are the RSS differences they name: with a scripted RSS (MB) read at the CAM calls' two
+    # checkpoints, then before and after the evaluation, they are 110 - 100 and 260 - 200
+    readings = iter([100.0, 110.0, 200.0, 260.0])
+    monkeypatch.setattr(bench.engine, "rss_mb", lambda: next(readings))
+    scripted = bench.rss_flat(lite0, calls=10, eval_images=3)
+    assert [(r["value"], r["met"]) for r in scripted] == [(10.0, True), (60.0, False)]
+    monkeypatch.undo()
+    monkeypatch.setattr(bench.engine, "default_specs", few_methods)
     kept = []
     real = bench.engine.compute_cams
 

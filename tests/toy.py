@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from helpers.cam.models import GapLinearHead, ModelBundle, ModelSplit, register_split
+from helpers.cam.bundle import ModelBundle
+from helpers.cam.split import GapLinearHead, ModelSplit, register_split
 
 
 class GapLinear(nn.Module):

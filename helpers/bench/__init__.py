@@ -26,9 +26,9 @@ from .engine import (
 from .road import road_speed
 from .study import dask_layout, slider_latency, study_cost
 
-#: The targets of the benchmark issues: (name, "<=" or ">=", bound); ratios read at the large batch
+#: The goals of the benchmark issues: (name, "<=" or ">=", bound); ratios read at the large batch
 #: (the evaluation forwards at the curves' chunk size).
-TARGETS = [
+GOALS = [
     ("gc+lc+hybrid one pass / gradcam alone", "<=", 1.10),
     ("worst single-backward method / forward only", "<=", 1.15),
     ("insertion+deletion batched speed-up over per-step loop", ">=", 4.0),
@@ -39,8 +39,8 @@ TARGETS = [
 ]
 
 
-def summarise(rows: pd.DataFrame, engine: pd.DataFrame, peak_rss: float, eval_images: int) -> pd.DataFrame:
-    """The target checks: measured ratio, bound and verdict for each target, at the largest batch."""
+def check_goals(rows: pd.DataFrame, engine: pd.DataFrame, peak_rss: float, eval_images: int) -> pd.DataFrame:
+    """The goal checks: measured ratio, bound and verdict for each of :data:`GOALS`, at the largest batch."""
     large = rows[rows.batch == rows.batch.max()]
 
     def at(measure: str, table: pd.DataFrame = large) -> float:
@@ -61,7 +61,7 @@ def summarise(rows: pd.DataFrame, engine: pd.DataFrame, peak_rss: float, eval_im
                 (peak_rss, eval_images)]
     return pd.DataFrame([{"measure": name, "batch": n, "value": value,
                           "target": f"{op} {bound}", "met": value <= bound if op == "<=" else value >= bound}
-                         for (name, op, bound), (value, n) in zip(TARGETS, measured)])
+                         for (name, op, bound), (value, n) in zip(GOALS, measured)])
 
 
 def run(repeats: int = 7, calls: int = 1000, eval_images: int = 64, out: Path = RESULTS_DIR / "benchmark.csv",
@@ -79,7 +79,7 @@ def run(repeats: int = 7, calls: int = 1000, eval_images: int = 64, out: Path = 
                         + curve_speed(bundle, curve_images, curve_steps, max(1, repeats // 3), chunk_size=32))
     engine = pd.DataFrame(engine_speed(bundle, eval_batch, batches[-1], repeats))
     peak = peak_rss_of_evaluation(eval_images, batches[-1], curve_steps)
-    checks = summarise(rows, engine, peak, eval_images)
+    checks = check_goals(rows, engine, peak, eval_images)
     extra = pd.DataFrame(rss_flat(bundle, calls, leak_images) + bf16_auc_shift(bundle, curve_images, curve_steps)
                          + slider_latency(bundle) + study_cost(bundle)
                          + [{"measure": f"peak RSS, evaluation of {eval_images} images (MB)", "value": peak}])

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from ..cam.models import ModelBundle
+from ..cam.bundle import ModelBundle
 
 
 def photo_batch(bundle: ModelBundle, n: int) -> torch.Tensor:

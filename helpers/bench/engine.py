@@ -10,8 +10,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cam.backend import infer, onnx_path
+from ..cam.bundle import ModelBundle
 from ..cam.engine import compute_cams, forward_backward
-from ..cam.models import ModelBundle, predict_topk
+from ..cam.inference import predict_topk
 from ..data.images import Sample
 from ..evaluation.metrics import (
     MODES,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 
+from ..cam.bundle import ModelBundle
 from ..cam.engine import compute_cams
-from ..cam.models import ModelBundle
 from ..data.imagenet import study_samples
 from ..evaluation.imputation import noisy_linear_impute
 from ..evaluation.metrics import class_probabilities, from_pixels

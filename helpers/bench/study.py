@@ -11,7 +11,7 @@ import onnxruntime
 import torch
 
 from ..cam.backend import infer, onnx_path, ort_session
-from ..cam.models import ModelBundle
+from ..cam.bundle import ModelBundle
 from ..evaluation.runner import THESIS_ALPHA
 from ..study.distributed import shard_task
 from ..study.parts import RUNNERS

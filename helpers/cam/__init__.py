@@ -7,10 +7,13 @@ the built-in Grad-CAM / LayerCAM / hybrid, and :mod:`.methods` adds the further 
 evaluation or teaching packages.
 """
 from . import methods as _methods  # noqa: F401  (registers CAM, Grad-CAM++, XGrad-CAM, ..., Recipro-CAM)
+from .bundle import ModelBundle
 from .engine import METHODS, CamMaps, compute_cams, forward_backward, register
+from .inference import predict_topk
 from .maps import fuse_layers, geometric_fusion, normalise_max, upsample
-from .models import ModelBundle, as_bundle, load_model, predict_topk, split_at
+from .models import as_bundle, load_model
 from .options import Hybrid, LayerFusion, ReciproCAM, ScoreCAM, Smooth
+from .split import split_at
 from .targets import ClassLogit, ClassLogProbability, ClassProbability, class_target
 
 __all__ = ["METHODS", "CamMaps", "ClassLogProbability", "ClassLogit", "ClassProbability", "Hybrid", "LayerFusion",

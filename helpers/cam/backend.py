@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 import weakref
 from pathlib import Path
@@ -27,7 +26,10 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch import nn
+
+from ..config import atomic_file
 
 BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "torch")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
@@ -37,8 +39,6 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 #: Per module: {(input shape, backend, precision): (weights fingerprint, runner)}. Weak keys, so a
 #: deleted model frees its sessions.
 _RUNNERS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
-#: How many ONNX files this process exported (the cache tests read it).
-EXPORTS = {"count": 0}
 
 
 def cache_dir() -> Path:
@@ -87,19 +87,20 @@ def onnx_path(module: nn.Module, name: str, shape: tuple[int, ...]) -> Path:
 def export_onnx(module: nn.Module, path: Path, shape: tuple[int, ...]) -> Path:
     """Export ``module`` (eval mode) for float32 inputs (n, *shape), batch axis dynamic; atomic write."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)
-    try:
-        with warnings.catch_warnings():  # shape-inference notes of the exporter are harmless
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, torch.zeros(1, *shape), tmp, input_names=["x"], output_names=["y"],
-                              dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=OPSET, dynamo=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    EXPORTS["count"] += 1
+    with warnings.catch_warnings(), atomic_file(path) as f:  # shape-inference notes of the exporter are harmless
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, torch.zeros(1, *shape), f, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=OPSET, dynamo=False)
+    return path
+
+
+def ensure_onnx(module: nn.Module, path: Path, shape: tuple[int, ...]) -> Path:
+    """``path``, exported by :func:`export_onnx` unless it exists. A file lock beside it makes processes
+    that need the same file at once export it once: the others wait, then read it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        if not path.is_file():
+            export_onnx(module, path, shape)
     return path
 
 
@@ -138,10 +139,7 @@ def _ort_runner(path: Path, precision: str) -> Callable[[np.ndarray], np.ndarray
 def _build(module: nn.Module, name: str, shape: tuple[int, ...], precision: str) -> Forward | None:
     """An engine runner for the module's current weights, or None (after one warning) if that fails."""
     try:
-        path = onnx_path(module, name, shape)
-        if not path.is_file():
-            export_onnx(module, path, shape)
-        run = _ort_runner(path, precision)
+        run = _ort_runner(ensure_onnx(module, onnx_path(module, name, shape), shape), precision)
     except Exception as err:  # any exporter or runtime failure: fall back, say why
         warnings.warn(f"{name}: cannot run on the inference engine ({type(err).__name__}: {str(err)[:300]}); "
                       "using plain PyTorch for its gradient-free forwards", stacklevel=4)
@@ -187,7 +185,7 @@ def infer(bundle: Any, images: torch.Tensor) -> torch.Tensor:
     """Logits of a preprocessed batch, no autograd, on the bundle's backend; on the bundle's device.
 
     ``bundle`` needs ``model`` and ``device``; ``name``, ``backend`` and ``precision`` are read
-    when present (a :class:`helpers.cam.models.ModelBundle` has them).
+    when present (a :class:`helpers.cam.bundle.ModelBundle` has them).
     """
     fn = forward_fn(bundle.model, bundle.device, name=getattr(bundle, "name", None),
                     backend=getattr(bundle, "backend", None), precision=getattr(bundle, "precision", None))

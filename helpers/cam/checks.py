@@ -20,12 +20,12 @@ not checked for channels.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from .models import ModelBundle
+from .bundle import ModelBundle
 
 
 def expected_channels(model: nn.Module) -> int | None:
@@ -108,3 +108,18 @@ def check_images(images: Any, bundle: ModelBundle | nn.Module, maps: Any = None,
     _non_finite(images, what)
     if maps is not None:
         check_maps(maps, images)
+
+
+def check_class_idx(class_idx: int | Sequence[int] | torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
+    """Validate ``class_idx`` (an int or N ints) against the batch size and class count."""
+    idx = torch.as_tensor(class_idx, dtype=torch.long).flatten().cpu()
+    if idx.numel() == 1:
+        idx = idx.expand(n)
+    if idx.numel() != n:
+        raise ValueError(f"class_idx has {idx.numel()} entries for a batch of {n} images")
+    bad = [int(i) for i in idx if not 0 <= int(i) < num_classes]
+    if bad:
+        raise ValueError(f"class index {bad[0]} out of range: the model has {num_classes} classes "
+                         f"(0..{num_classes - 1})")
+    return idx.clone()
+

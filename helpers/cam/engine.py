@@ -41,7 +41,10 @@ from .checks import check_images
 from .hooks import LayerCapture, eval_mode
 from .layers import Reshape, as_map
 from .maps import fuse_layers, geometric_fusion, normalise_max, upsample
-from .models import GapLinearHead, ModelBundle, ModelSplit, check_class_idx, ensure_bundle, split_at
+from .bundle import ModelBundle
+from .checks import check_class_idx
+from .models import ensure_bundle
+from .split import GapLinearHead, ModelSplit, split_at
 from .options import (DEFAULT_FUSION, FORWARD_BATCH, SCORECAM_TOP_K, Hybrid, LayerFusion, MethodOptions,
                       ReciproCAM, ScoreCAM, Smooth)
 from .registry import (CLASS_INPUTS, INPUTS, METHODS, OPTIONS, SMOOTH_PREFIX, CamMethod, Method, Step,

@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from .models import get_layer
+from .layers import get_layer
 
 
 class LayerCapture:

@@ -176,3 +176,14 @@ def sensible_layers(infos: Sequence[LayerInfo], target: str, keep: int = 6) -> l
         pattern = re.compile(block_pattern(target))
         ends = [n for n in names[:names.index(target) + 1] if pattern.match(n)]
     return ends[-keep:]
+
+
+def get_layer(model: nn.Module, name: str, recommended: Sequence[str] = ()) -> nn.Module:
+    """The sub-module called ``name``; an unknown name raises an error listing the valid ones."""
+    modules = dict(model.named_modules())
+    if name not in modules or name == "":
+        hint = ", ".join(recommended) if recommended else ", ".join(list(modules)[1:20]) + ", ..."
+        raise ValueError(f"unknown layer {name!r}; valid layer names include: {hint} "
+                         f"(any of the {len(modules) - 1} names in model.named_modules() works)")
+    return modules[name]
+

@@ -29,7 +29,7 @@ SMOOTH_PREFIX = "smooth-"
 #: ``classes`` (N,) explained classes; ``images`` the input batch on the model's device;
 #: ``model`` the network; ``forward`` its gradient-free forward, images -> logits, on the
 #: inference backend (:func:`helpers.cam.backend.infer`); ``tail`` the network after the layer
-#: (feature map -> logits, :func:`helpers.cam.models.split_at`); ``head_weight`` (N, K) the linear
+#: (feature map -> logits, :func:`helpers.cam.split.split_at`); ``head_weight`` (N, K) the linear
 #: classifier's weights of the explained classes (only where global average pooling + linear follow the layer directly).
 INPUTS: tuple[str, ...] = ("acts", "grads", "classes", "images", "model", "forward", "tail", "head_weight")
 #: Inputs that only a class target gives (a callable target explains no class).

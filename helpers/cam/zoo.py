@@ -17,8 +17,13 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .weights import RANDOM_SOURCE, hub_checkpoints, weight_file
+
 TIMM_PREFIX = "timm/"
-RANDOM_SOURCE = "random init (for tests only)"
+
+
+class UnknownModel(ValueError):
+    """A model name that neither torchvision nor timm knows."""
 
 
 @dataclass
@@ -51,9 +56,7 @@ def torchvision_names() -> list[str]:
 
 
 def _state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weight file for {name} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(weight_file(path, name), map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -85,10 +88,6 @@ def random_model(build: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
     return model
 
 
-def _checkpoints() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
 def load_torchvision(name: str, weights: str | Path | None = None, random_init: bool = False,
                      download: bool = True) -> Loaded:
     """A torchvision classifier; weights: a member name of its enum (e.g. ``"IMAGENET1K_V2"``), a local file,
@@ -104,7 +103,8 @@ def load_torchvision(name: str, weights: str | Path | None = None, random_init: 
     elif weights is not None:
         path = Path(weights)
     elif not random_init:  # prefer whichever ImageNet file is already here (e.g. ResNet-50's V1 file)
-        chosen = next((w for w in [enum.DEFAULT, *members] if (_checkpoints() / Path(w.url).name).is_file()), chosen)
+        folder = hub_checkpoints()
+        chosen = next((w for w in [enum.DEFAULT, *members] if (folder / Path(w.url).name).is_file()), chosen)
     if random_init:
         model, source = random_model(lambda: torchvision.models.get_model(name, weights=None)), RANDOM_SOURCE
     elif path is not None:
@@ -112,7 +112,7 @@ def load_torchvision(name: str, weights: str | Path | None = None, random_init: 
         _load_file(model, path, name)
         source = f"{path} (preprocessing of {chosen})"
     else:
-        file, folder = Path(chosen.url).name, _checkpoints()
+        file, folder = Path(chosen.url).name, hub_checkpoints()
         if not (folder / file).is_file() and not download:
             raise FileNotFoundError(f"{name}: weights {file} are not in {folder}; put the file there, "
                                     "pass weights=PATH, or allow the download (download=True, needs the internet)")
@@ -170,9 +170,9 @@ def load_timm(name: str, weights: str | Path | None = None, random_init: bool = 
 
 def load_by_name(name: str, weights: str | Path | None = None, random_init: bool = False,
                  download: bool = True) -> Loaded:
-    """A torchvision (plain name) or timm (``timm/...``) classifier; an unknown name is a ``ValueError``."""
+    """A torchvision (plain name) or timm (``timm/...``) classifier; an unknown name is an :class:`UnknownModel`."""
     if name.startswith(TIMM_PREFIX):
         return load_timm(name, weights, random_init, download)
     if name in torchvision_names():
         return load_torchvision(name, weights, random_init, download)
-    raise ValueError(f"unknown model {name!r}")
+    raise UnknownModel(f"unknown model {name!r}")

@@ -22,14 +22,14 @@ from PIL import Image
 
 from .composites import (CANVAS, MARGIN, Placed, compose, cut_box, find_place, fit_in, half_windows, noise_background, overlaps, plain_background, scale_to, texture_background)
 from ..config import INPUT_DIR, SEED
-from .images import SPLITS, Box, to_crop_box, top5_of, write_manifest
-from ..cam.models import ModelBundle
+from ..cam.bundle import ModelBundle
+from .images import SPLITS, to_crop_box, top5_of, write_manifest
 from .photos import PHOTOS, TEXTURES, PhotoSpec, load_offline, model_sized, square_background
 
 #: How many photo ids / texture ids go to the validation split (the rest is test).
 N_VAL_PHOTOS, N_VAL_TEXTURES = 3, 1
 #: Composites to keep per split: (single-object, two-object); at most MAX_TRIES_FACTOR x as many are tried.
-TARGETS: dict[str, tuple[int, int]] = {"val": (20, 0), "test": (52, 8)}
+COMPOSITE_QUOTAS: dict[str, tuple[int, int]] = {"val": (20, 0), "test": (52, 8)}
 MAX_TRIES_FACTOR: int = 3
 #: Longer side of a pasted object in single-object composites, in pixels.
 SINGLE_SIDE: tuple[int, int] = (110, 200)
@@ -218,14 +218,14 @@ def manifest_row(cand: Candidate, top5: list[tuple[int, str, float]], data: byte
 
 
 def build_dataset(bundle: ModelBundle, out_dir: str | Path = INPUT_DIR, seed: int = SEED,
-                  targets: dict[str, tuple[int, int]] | None = None) -> BuildReport:
+                  quotas: dict[str, tuple[int, int]] | None = None) -> BuildReport:
     """Build every image and the manifest into ``out_dir`` (old ``photo_*``/``comp_*`` PNGs removed).
 
-    ``targets[split] = (single-object, two-object)`` composites to keep; at most
-    :data:`MAX_TRIES_FACTOR` times as many are tried.
+    ``quotas[split] = (single-object, two-object)`` composites to keep (default :data:`COMPOSITE_QUOTAS`);
+    at most :data:`MAX_TRIES_FACTOR` times as many are tried.
     """
     start = time.perf_counter()
-    targets = targets or TARGETS
+    quotas = quotas or COMPOSITE_QUOTAS
     photos, skipped = load_offline(PHOTOS)
     textures, skipped_t = load_offline(TEXTURES)
     specs = {s.id: s for s in PHOTOS if s.id in photos}
@@ -240,7 +240,7 @@ def build_dataset(bundle: ModelBundle, out_dir: str | Path = INPUT_DIR, seed: in
     for k, split in enumerate(SPLITS):
         mine = {i: (specs[i], photos[i]) for i in specs if split_of[i] == split}
         tex = {t: im for t, im in textures.items() if split_of[t] == split}
-        for n_objects, need in zip((1, 2), targets[split]):
+        for n_objects, need in zip((1, 2), quotas[split]):
             rng = np.random.default_rng([seed, k, n_objects])
             objects = [i for i in checks[n_objects - 1][0] if i in mine]
             stream = candidate_stream(split, n_objects, mine, objects, tex, rng)

@@ -169,7 +169,7 @@ def import_folder(path: str | Path, labels_csv: str | Path | None = None, boxes_
     out = Path(out) if out is not None else root / "manifest.csv"
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    from ..cam.models import imagenet_class_names
+    from ..cam.zoo import imagenet_class_names
     names = bundle.class_names if bundle is not None else imagenet_class_names()
     wnids = read_synsets(synsets) if synsets is not None else None
     base = Path(relative_to) if relative_to is not None else out.parent

@@ -7,9 +7,9 @@ teaching use only, no redistribution). They are read from where they are:
    beside the repository (:data:`helpers.config.IMAGENET_SAMPLE_DEFAULT`); every file is checked
    against the packaged checksum list (``imagenet_sample.sha256``, a copy of the dataset's
    ``SHA256SUMS``);
-2. where that folder does not exist, the same files are downloaded from the source repository at
-   a fixed commit (:data:`BASE_URL`) into a cache folder (``$XAI_DATA_CACHE``, default
-   ``~/.cache/xai-cam``), each file checked against its sha256 before it is kept;
+2. where that folder does not exist, the same files are downloaded with pooch from the source
+   repository at a fixed commit (:data:`BASE_URL`) into a cache folder (``$XAI_DATA_CACHE``, default
+   ``pooch.os_cache("xai-cam")``), each file checked against its sha256 before it is kept;
 3. where that fails too (offline), :class:`DatasetUnavailable` says in one message what is
    missing and where to put it, and :func:`available_dataset` tells callers to fall back to the
    packaged photos (``input_images/manifest.csv``).
@@ -21,22 +21,28 @@ dataset folder, so :func:`load_imagenet_samples` reads the photos from there, ne
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
+import pooch
 from tqdm.auto import tqdm
 
-from ..config import (DATA_CACHE_DEFAULT, DATA_CACHE_ENV, IMAGENET_MANIFEST, IMAGENET_SAMPLE_DEFAULT,
-                      IMAGENET_SAMPLE_ENV, MANIFEST, ROOT, SEED)
+from ..config import (
+    DATA_CACHE_ENV,
+    IMAGENET_MANIFEST,
+    IMAGENET_SAMPLE_DEFAULT,
+    IMAGENET_SAMPLE_ENV,
+    MANIFEST,
+    ROOT,
+    SEED,
+)
 from .dataset import assign_splits
-from .images import Sample, load_image, load_samples, read_manifest, top5_of, write_manifest
+from .images import Sample, load_image, load_samples, top5_of, write_manifest
 
 SOURCE_REPO = "EliSchwartz/imagenet-sample-images"
 SOURCE_COMMIT = "bc69043e2862758a1906c6a24a792bb28c6bb2ff"
@@ -78,75 +84,98 @@ def read_checksums(path: str | Path = REGISTRY) -> dict[str, str]:
     return sums
 
 
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _signature(root: Path, names: Sequence[str]) -> tuple:
+    """Size and modification time of each listed file (None where missing): what a verified folder keeps."""
+    stats = [(root / n).stat() if (root / n).is_file() else None for n in names]
+    return tuple((n, s.st_size, s.st_mtime_ns) if s else (n, None) for n, s in zip(names, stats, strict=True))
+
+
+#: Folders verified in this process: (folder, checksums) -> the files' sizes and mtimes then. A later
+#: call re-hashes only when a file changed since (or the list differs), not 800 photos every time.
+_VERIFIED: dict[tuple[Path, tuple], tuple] = {}
 
 
 def verify(root: str | Path, checksums: dict[str, str] | None = None, progress: bool = True) -> Path:
-    """Check every listed file in ``root`` against its sha256; :class:`ChecksumError` names the bad files."""
+    """Check every listed file in ``root`` against its sha256; :class:`ChecksumError` names the bad files.
+
+    Hashes once per process: while no file's size or modification time has changed since a
+    verified pass, the folder counts as verified without reading the files again."""
     root = Path(root)
     checksums = read_checksums() if checksums is None else checksums
+    key = (root.resolve(), tuple(sorted(checksums.items())))
+    signature = _signature(root, sorted(checksums))
+    if _VERIFIED.get(key) == signature:
+        return root
     bad = []
     for name, digest in tqdm(checksums.items(), desc="verifying photos", disable=not progress, leave=False):
         path = root / name
         if not path.is_file():
             bad.append(f"{path}: missing")
-        elif (got := sha256_of(path)) != digest:
+        elif (got := pooch.file_hash(str(path), alg="sha256")) != digest:
             bad.append(f"{path}: sha256 {got} differs from the listed {digest}")
     if bad:
         more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
         raise ChecksumError(f"{len(bad)} of {len(checksums)} photos in {root} fail verification:\n  "
                             + "\n  ".join(bad[:10]) + more)
+    _VERIFIED[key] = signature
     return root
 
 
 def configured_root(root: str | Path | None = None) -> Path:
-    """The dataset folder: ``root``, else ``$XAI_IMAGENET_SAMPLE`` (relative to the repository root), else the default."""
+    """The dataset folder: ``root``, else ``$XAI_IMAGENET_SAMPLE`` (relative to the repository root), else the
+    default."""
     chosen = root if root is not None else os.environ.get(IMAGENET_SAMPLE_ENV) or IMAGENET_SAMPLE_DEFAULT
     path = Path(chosen).expanduser()
     return path if path.is_absolute() else ROOT / path
 
 
-def cache_dir(cache: str | Path | None = None) -> Path:
-    """The download folder: ``cache``, else ``$XAI_DATA_CACHE``, else ``~/.cache/xai-cam``; photos go to ``imagenet-sample/``."""
-    chosen = cache if cache is not None else os.environ.get(DATA_CACHE_ENV) or DATA_CACHE_DEFAULT
+def download_dir(cache: str | Path | None = None) -> Path:
+    """Where missing photos are downloaded: ``cache``, else ``$XAI_DATA_CACHE``, else the user's cache folder
+    (``pooch.os_cache("xai-cam")``, e.g. ``~/.cache/xai-cam``); the photos go to ``imagenet-sample/`` in it."""
+    chosen = cache if cache is not None else os.environ.get(DATA_CACHE_ENV) or pooch.os_cache("xai-cam")
     return Path(chosen).expanduser() / IMAGENET
 
 
-def fetch(url: str, dest: Path, sha256: str, timeout: float = 30.0) -> Path:
-    """Download ``url`` to ``dest`` (via a ``.part`` file), kept only if its sha256 matches."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
+def _download(url: str, output_file: str, fetcher: pooch.Pooch) -> None:
+    """pooch's downloader for http(s), and a plain copy for ``file://`` addresses (local mirrors, tests)."""
+    if not url.startswith("file:"):
+        pooch.HTTPDownloader(timeout=30)(url, output_file, fetcher)
+        return
+    with urllib.request.urlopen(url) as response, open(output_file, "wb") as out:
         shutil.copyfileobj(response, out)
-    if (got := sha256_of(part)) != sha256:
-        part.unlink()
-        raise ChecksumError(f"{url}: downloaded file's sha256 {got} differs from the listed {sha256}; not kept")
-    part.replace(dest)
-    return dest
+
+
+def registry(dest: Path, checksums: dict[str, str], base_url: str = BASE_URL) -> pooch.Pooch:
+    """The photos as a pooch registry: ``base_url + name`` downloaded into ``dest``, each sha256-checked."""
+    return pooch.create(path=dest, base_url=base_url, registry={n: f"sha256:{d}" for n, d in checksums.items()},
+                        urls={n: base_url + urllib.request.pathname2url(n) for n in checksums})
 
 
 def download(dest: str | Path, checksums: dict[str, str] | None = None, base_url: str = BASE_URL,
              progress: bool = True) -> Path:
-    """Download every listed file missing from ``dest`` (``base_url + name``), each sha256-checked.
+    """Download every listed file missing from ``dest`` (``base_url + name``) with pooch, each sha256-checked.
 
     Files already there with the right sha256 are kept. A network failure raises
     :class:`DatasetUnavailable` at the first file that cannot be fetched; a checksum mismatch
-    raises :class:`ChecksumError` naming the file.
+    raises :class:`ChecksumError` naming the file (nothing of it is kept).
     """
     dest = Path(dest)
     checksums = read_checksums() if checksums is None else checksums
-    todo = [n for n, d in checksums.items() if not ((dest / n).is_file() and sha256_of(dest / n) == d)]
-    for name in tqdm(todo, desc=f"downloading {len(todo)} photos", disable=not progress or not todo):
-        try:
-            fetch(base_url + urllib.request.pathname2url(name), dest / name, checksums[name])
-        except (urllib.error.URLError, OSError) as err:
-            raise DatasetUnavailable(f"could not download {base_url}{name} ({err})") from err
+    fetcher = registry(dest, checksums, base_url)
+    todo = [n for n, d in checksums.items() if not ((dest / n).is_file() and pooch.file_hash(str(dest / n)) == d)]
+    logger = pooch.get_logger()
+    level, _ = logger.level, logger.setLevel("WARNING")   # no line per file: the bar says it
+    try:
+        for name in tqdm(todo, desc=f"downloading {len(todo)} photos", disable=not progress or not todo):
+            try:
+                fetcher.fetch(name, downloader=_download)
+            except ValueError as err:   # pooch: the hash of the downloaded file differs (the file is not kept)
+                raise ChecksumError(f"{fetcher.get_url(name)}: downloaded file's sha256 differs from the listed "
+                                    f"{checksums[name]}; not kept") from err
+            except OSError as err:   # urllib's URLError and requests' errors are OSErrors
+                raise DatasetUnavailable(f"could not download {fetcher.get_url(name)} ({err})") from err
+    finally:
+        logger.setLevel(level)
     return dest
 
 
@@ -170,7 +199,7 @@ def locate(root: str | Path | None = None, download_missing: bool = True, cache:
     folder = configured_root(root)
     if folder.is_dir():
         return verify(folder, checksums, progress)
-    target = cache_dir(cache)
+    target = download_dir(cache)
     if not download_missing:
         n_missing = sum(not (target / n).is_file() for n in checksums)
         if n_missing == 0:
@@ -273,8 +302,8 @@ def accuracy(manifest: pd.DataFrame) -> dict[str, float]:
     hits = [[i for i, _, _ in json.loads(t)] for t in manifest["top5"]]
     labels = manifest["label_idx"].astype(int).tolist()
     n = len(labels)
-    return {"n": n, "top1": sum(h[:1] == [y] for h, y in zip(hits, labels)) / n,
-            "top5": sum(y in h for h, y in zip(hits, labels)) / n}
+    return {"n": n, "top1": sum(h[:1] == [y] for h, y in zip(hits, labels, strict=True)) / n,
+            "top5": sum(y in h for h, y in zip(hits, labels, strict=True)) / n}
 
 
 def load_imagenet_samples(bundle: Any, split: str | None = "test", limit: int | None = None,

@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from PIL import Image, ImageOps
 
+from ..cam.bundle import default_resize
 from ..config import MANIFEST, write_atomic
 
 #: Smallest accepted side in pixels: below this the model's resize-256 would invent almost
@@ -41,9 +42,10 @@ MIN_SIDE: int = 32
 #: Largest accepted image in pixels (100 MP, about 300 MB once decoded as RGB): larger headers
 #: are treated as decompression bombs and rejected before decoding.
 MAX_PIXELS: int = 100_000_000
-#: The model's preprocessing geometry (both models): shorter side to 256, centre crop 224.
-RESIZE: int = 256
+#: The model's preprocessing geometry (both models): centre crop 224 after the shorter side goes to 256
+#: (:func:`helpers.cam.bundle.default_resize`, the one place the 256 -> 224 convention lives).
 CROP: int = 224
+RESIZE: int = default_resize(CROP)
 
 MANIFEST_COLUMNS: tuple[str, ...] = ("file", "sha256", "source", "licence", "kind", "split",
                                      "label_idx", "label_name", "boxes", "top5")
@@ -276,7 +278,7 @@ def top5_of(bundle: Any, images: list[Image.Image], batch: int = 32) -> list[lis
     """The model's top-5 ``(index, name, probability)`` for each PIL image, in batches."""
     from tqdm.auto import tqdm
 
-    from ..cam.models import predict_topk
+    from ..cam.inference import predict_topk
     out: list = []
     for start in tqdm(range(0, len(images), batch), desc="top-5", leave=False, disable=len(images) <= batch):
         out += predict_topk(bundle, torch.stack([bundle.preprocess(im) for im in images[start:start + batch]]))

@@ -27,10 +27,10 @@ from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from ..cam.bundle import ModelBundle
 from ..cam.engine import forward_backward, gradcam, gradcam_weights, layercam
-from ..cam.models import ModelBundle
 from ..config import SEED
-from .alpha import ALPHAS, TIE_TOLERANCE
+from .alpha_sweep import ALPHAS, TIE_TOLERANCE
 from .metrics import pearson
 from .stats import comparison_table
 

@@ -3,12 +3,12 @@
 A *setting* is one layer (``"stages.5"``) or several fused by the engine's multi-layer rule
 (``("stages.4", "stages.5", "head")``, shallow to deep; :func:`helpers.cam.maps.fuse_layers`).
 The hybrid's alpha is chosen per setting on validation samples (:func:`sweep_layers`, then
-:func:`choose_layer_alphas`, which apply :func:`helpers.evaluation.alpha.choose_alpha`'s rule),
+:func:`choose_layer_alphas`, which apply :func:`helpers.evaluation.alpha_sweep.choose_alpha`'s rule),
 and every setting is then scored on test samples (:func:`layer_table`: one row per image x
 setting x method), summarised with t-intervals (:func:`summarise_layers`) and plotted
 (:func:`plot_layers`).
 
-For one layer the sweep is :func:`helpers.evaluation.alpha.sweep` (one pass per batch, every alpha
+For one layer the sweep is :func:`helpers.evaluation.alpha_sweep.sweep` (one pass per batch, every alpha
 fused from the same raw maps). For a fused setting each alpha is one :func:`compute_cams` call of
 the ``"hybrid"`` method over the layers (each layer's hybrid map, then the fusion), so the sweep's
 maps are exactly the maps the test table scores.
@@ -23,10 +23,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..cam.bundle import ModelBundle
 from ..cam.engine import Hybrid, compute_cams, method_options
-from ..cam.models import ModelBundle
-from .alpha import ALPHAS, Metric, choose_alpha, mean_ci, summarise, sweep, sweep_plan
+from .alpha_sweep import ALPHAS, Metric, choose_alpha, summarise, sweep, sweep_plan
 from .runner import explained_class, image_seed
+from .stats import mean_ci_table
 
 #: The layers of the study per model, shallow to deep (Lite0: 14x14, 7x7 and the 1280x7x7 head map).
 STUDY_LAYERS: dict[str, tuple[str, ...]] = {"efficientnet_lite0": ("stages.4", "stages.5", "head")}
@@ -71,7 +72,8 @@ def _fused_sweep(bundle: ModelBundle, samples: Sequence, setting: tuple[str, ...
         x, c, seeds = _batch(samples, classes, start, batch_size)
         maps = torch.cat([compute_cams(bundle, x, Hybrid(alpha=a), target=c, layer=list(setting))["hybrid"]
                           for a in alphas])
-        scores = metric(bundle, x.repeat(len(alphas), 1, 1, 1), maps, c.repeat(len(alphas)), tie_seed=seeds * len(alphas))
+        scores = metric(bundle, x.repeat(len(alphas), 1, 1, 1), maps, c.repeat(len(alphas)),
+                        tie_seed=seeds * len(alphas))
         ins, dele = (scores[k].detach().cpu().view(len(alphas), len(x)) for k in ("insertion", "deletion"))
         rows += [(start + i, "geometric", float(a), float(ins[p, i]), float(dele[p, i]))
                  for p, a in enumerate(alphas) for i in range(len(x))]
@@ -84,7 +86,7 @@ def sweep_layers(bundle: ModelBundle, samples: Sequence, metric: Metric, setting
 
     Rows: layer (the setting's label), image (the sample's file), fusion, alpha, insertion, deletion.
     ``metric(bundle, images, maps, class_idx, tie_seed=...) -> {"insertion": (M,), "deletion": (M,)}``
-    as for :func:`helpers.evaluation.alpha.sweep`; every map explains the model's top-1 class and
+    as for :func:`helpers.evaluation.alpha_sweep.sweep`; every map explains the model's top-1 class and
     breaks pixel-ranking ties by its image's seed, as the evaluation does.
     """
     settings = dict(settings) if settings is not None else layer_settings(bundle)
@@ -142,13 +144,7 @@ def layer_table(bundle: ModelBundle, samples: Sequence, metric: Metric, alphas: 
 
 def summarise_layers(table: pd.DataFrame) -> pd.DataFrame:
     """Per (layer, method) in table order: n, and mean with 95% t-interval of insertion and deletion AUC."""
-    rows = []
-    for (layer, method), g in table.groupby(["layer", "method"], sort=False):
-        row = {"layer": layer, "method": method, "n": len(g)}
-        for metric in ("insertion_auc", "deletion_auc"):
-            row[f"{metric}_mean"], row[f"{metric}_lo"], row[f"{metric}_hi"] = mean_ci(g[metric])
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return mean_ci_table(table, ["layer", "method"], ["insertion_auc", "deletion_auc"])
 
 
 def plot_layers(summary: pd.DataFrame) -> plt.Figure:
@@ -157,7 +153,7 @@ def plot_layers(summary: pd.DataFrame) -> plt.Figure:
     methods = list(dict.fromkeys(summary["method"]))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     width = 0.8 / max(len(methods), 1)
-    for ax, metric, better in zip(axes, ("insertion_auc", "deletion_auc"), ("higher", "lower")):
+    for ax, metric, better in zip(axes, ("insertion_auc", "deletion_auc"), ("higher", "lower"), strict=True):
         for j, method in enumerate(methods):
             g = summary[summary["method"] == method].set_index("layer").reindex(layers)
             mean = g[f"{metric}_mean"].to_numpy()

@@ -5,9 +5,9 @@ Each model is scored at its own target layer and input size (Lite1 240 px, Lite2
 evaluation's conventions: the model's top-1 class is explained and pixel-ranking ties are broken by
 the image's seed. Grad-CAM and LayerCAM are the hybrid's limits a = 1 and a = 0 (equal to the
 engine's maps within 1e-6, notebook 4), so ONE pass per batch gives all four maps
-(:func:`helpers.evaluation.alpha.sweep`). The alpha grid is coarser than notebook 4's
+(:func:`helpers.evaluation.alpha_sweep.sweep`). The alpha grid is coarser than notebook 4's
 (:data:`MODEL_ALPHAS`) to fit the reproduce budget; the rule is the same
-(:func:`helpers.evaluation.alpha.choose_alpha`).
+(:func:`helpers.evaluation.alpha_sweep.choose_alpha`).
 """
 from __future__ import annotations
 
@@ -19,11 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..cam.models import ModelBundle, find_resnet50_weights, load_model
+from ..cam.bundle import ModelBundle
+from ..cam.models import load_model
+from ..cam.weights import find_resnet50_weights
 from ..config import SEED
 from ..data.images import seeded_subset
 from ..data.imagenet import study_samples
-from .alpha import Metric, sweep, sweep_plan
+from .alpha_sweep import Metric, sweep, sweep_plan
 from .layer_study import choose_layer_alphas, explained_classes, sweep_layers
 from .policy import GC, HYBRID, HYBRID_VAL, LC, THESIS_ALPHA, aliases
 from .runner import image_seed

@@ -28,11 +28,11 @@ from typing import Sequence
 
 import torch
 
-from ..cam.checks import check_images
-from ..cam.models import ModelBundle, check_class_idx
+from ..cam.bundle import ModelBundle
+from ..cam.checks import check_class_idx, check_images
 from ..config import SEED
 from .imputation import noisy_linear_impute
-from .metrics import _check_batch, _seeds, class_probabilities, from_pixels, pixel_ranks, to_pixels
+from .metrics.perturbation import _check_batch, _seeds, class_probabilities, from_pixels, pixel_ranks, to_pixels
 
 #: Removed fractions, the reference's configuration without retraining.
 ROAD_PERCENTAGES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9)

@@ -8,8 +8,8 @@ image, the methods, the settings and the model, so an interrupted run resumes wh
 (:mod:`helpers.evaluation.cache`: atomic entries, bad ones recomputed, concurrent runs safe);
 an image that fails is reported and skipped, the others are kept.
 
-Timing (:data:`helpers.timing.interleaved_medians`) is kept apart from the metrics (its own
-table and CSV): it is the only part that changes between runs.
+Timing (:func:`helpers.evaluation.timing.interleaved_medians`), the only part that changes between runs,
+has its own table and CSV.
 """
 from __future__ import annotations
 
@@ -34,13 +34,14 @@ from ..cam.checks import check_images
 from ..cam.engine import METHODS, compute_cams, method_inputs, method_options
 from ..cam.maps import NORMALISATIONS, normalise
 from ..config import RESULTS_DIR, SEED
-from .alpha import read_alpha_json
+from .alpha_sweep import read_alpha_json
 from .cache import cached
 from .policy import THESIS_ALPHA
-from ..cam.models import ModelBundle, predict_topk
+from ..cam.bundle import ModelBundle
+from ..cam.inference import predict_topk
+from .floors import FLOORS, floor_maps
 from .timing import interleaved_medians
 
-FLOORS: tuple[str, ...] = ("random", "gaussian")
 #: Errors of the disk itself (full, over quota, read-only): they stop a run instead of failing one image.
 DISK_ERRNOS: frozenset[int] = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 #: Metric columns of the results table (higher is better except deletion AUCs, average drop, complexity).
@@ -91,13 +92,14 @@ def read_chosen_alpha(results_dir: str | Path = RESULTS_DIR) -> float:
 CORE_LABELS: tuple[str, ...] = ("gradcam", "layercam", "hybrid@val", f"hybrid@{THESIS_ALPHA}", *FLOORS)
 
 
-def default_specs(alpha: float) -> list[MethodSpec]:
-    """Grad-CAM, LayerCAM, the hybrid at the chosen ``alpha`` and at 0.7, every other registered
-    method (as registered now), then the random and Gaussian floors."""
+def default_specs(alpha: float, methods: Sequence[str] | None = None) -> list[MethodSpec]:
+    """Grad-CAM, LayerCAM, the hybrid at the chosen ``alpha`` and at 0.7, the other ``methods`` (default:
+    every registered method, as registered now), then the random and Gaussian floors."""
     first = [MethodSpec("gradcam", "gradcam"), MethodSpec("layercam", "layercam"),
              as_spec(("hybrid@val", "hybrid", {"alpha": alpha})),
              as_spec((f"hybrid@{THESIS_ALPHA}", "hybrid", {"alpha": THESIS_ALPHA}))]
-    others = [MethodSpec(m, m) for m in METHODS if m not in ("gradcam", "layercam", "hybrid")]
+    others = [MethodSpec(m, m) for m in (METHODS if methods is None else methods)
+              if m not in ("gradcam", "layercam", "hybrid")]
     return first + others + [MethodSpec(f, f) for f in FLOORS]
 
 
@@ -153,16 +155,14 @@ def explain(bundle: ModelBundle, images: torch.Tensor, class_idx: torch.Tensor, 
             cam_options: dict[str, Any]) -> torch.Tensor:
     """Maps (N, H, W) in [0, 1] of ``spec`` for the images' classes."""
     size = tuple(images.shape[-2:])
-    if spec.method == "random":
-        return M.random_maps(len(images), size, seed)
-    if spec.method == "gaussian":
-        return M.gaussian_maps(len(images), size)
+    if spec.method in FLOORS:
+        return floor_maps(spec.method, len(images), size, seed)
     maps = compute_cams(bundle, images, method_options(spec.method, cam_options | spec.kwargs), target=class_idx)
     return maps[spec.method].cpu()
 
 
 def thesis_aucs(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, class_idx: torch.Tensor,
-                cfg: EvalConfig, rise_deletion: torch.Tensor, tie_seed: int = M.SEED) -> dict[str, torch.Tensor]:
+                cfg: EvalConfig, rise_deletion: torch.Tensor, tie_seed: int = SEED) -> dict[str, torch.Tensor]:
     """Insertion/deletion AUC under the thesis' protocol. Its deletion curve is every r-th point of the
     rise deletion curve when both use the same substrate and rise_steps = r * thesis_steps (the
     same inputs), so it is not run twice."""

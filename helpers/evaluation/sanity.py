@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from ..cam.engine import Method, compute_cams
 from ..config import SEED
-from ..cam.models import ModelBundle, get_layer
+from ..cam.bundle import ModelBundle
+from ..cam.layers import get_layer
 
 
 def classifier_name(model: nn.Module) -> str:

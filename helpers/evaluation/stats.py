@@ -174,20 +174,29 @@ def detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float =
     return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * sd / np.sqrt(n))
 
 
-def ttest_power(diff: float, sd: float, n: int, alpha: float = 0.05) -> float:
-    """Exact power of the two-sided paired t-test for a true mean difference ``diff`` (noncentral t)."""
-    df, crit = n - 1, stats.t.ppf(1 - alpha / 2, n - 1)
-    nc = diff * np.sqrt(n) / sd
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+def mean_ci(values: ArrayLike, level: float = 0.95) -> tuple[float, float, float]:
+    """The mean and its Student-t CI ``(mean, lo, hi)``: mean +- t_{(1+level)/2, n-1} sd / sqrt(n).
 
-
-def mean_ci(values: ArrayLike, level: float = 0.95) -> tuple[float, float]:
-    """Student-t CI of the mean: mean +- t_{(1+level)/2, n-1} sd / sqrt(n); the mean twice if sd = 0, NaN if n < 2."""
+    lo = hi = the mean if sd = 0; lo and hi NaN if n < 2 (the mean NaN if n = 0)."""
     v = np.asarray(values, dtype=np.float64)
+    mean = float(v.mean()) if len(v) else float("nan")
     if len(v) < 2:
-        return float("nan"), float("nan")
+        return mean, float("nan"), float("nan")
     half = stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return float(v.mean() - half), float(v.mean() + half)
+    return mean, float(v.mean() - half), float(v.mean() + half)
+
+
+def mean_ci_table(table: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str],
+                  level: float = 0.95) -> pd.DataFrame:
+    """Per group of ``keys`` (in table order, NaN keys kept): n, and ``<metric>_mean``, ``_lo``, ``_hi``
+    (:func:`mean_ci`) of each of ``metrics``."""
+    rows = []
+    for group, g in table.groupby(list(keys), dropna=False, sort=False):
+        row = dict(zip(keys, group, strict=True)) | {"n": len(g)}
+        for metric in metrics:
+            row[f"{metric}_mean"], row[f"{metric}_lo"], row[f"{metric}_hi"] = mean_ci(g[metric], level)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def summary_table(results: pd.DataFrame, metrics: Sequence[str], method_col: str = "method",
@@ -204,7 +213,7 @@ def summary_table(results: pd.DataFrame, metrics: Sequence[str], method_col: str
     for method, group in results.groupby(method_col, sort=False):
         for metric in metrics:
             v = group[metric].dropna().to_numpy(dtype=np.float64)
-            lo, hi = mean_ci(v)
+            _, lo, hi = mean_ci(v)
             row = {method_col: method, "metric": metric, "n": len(v),
                    "mean": v.mean() if len(v) else np.nan, "std": v.std(ddof=1) if len(v) > 1 else np.nan,
                    "min": v.min() if len(v) else np.nan, "max": v.max() if len(v) else np.nan,

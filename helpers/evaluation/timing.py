@@ -1,4 +1,4 @@
-"""Wall-clock timing of CAM methods: medians over interleaved repeats after warm-up, in one run.
+"""Wall-clock timing of candidate calls: medians over interleaved repeats after warm-up, in one run.
 
 These machines are noisy, so only ratios taken in the same run mean anything; interleaving
 the candidates (A, B, C, A, B, C, ...) spreads any slow spell over all of them.
@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
-import pandas as pd
 import torch
-
-from ..cam.engine import compute_cams
-from ..cam.models import ModelBundle
 
 
 def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
@@ -30,15 +26,3 @@ def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int = 
             if round_ >= warmup:
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
-
-
-def time_methods(bundle: ModelBundle, images: torch.Tensor, methods: Sequence[str],
-                 class_idx: Sequence[int] | None = None, repeats: int = 5, warmup: int = 1,
-                 **cam_kwargs) -> pd.DataFrame:
-    """Median time per image of each method run alone on ``images`` (one row per method)."""
-    def run(method: str) -> Callable[[], object]:
-        return lambda: compute_cams(bundle, images, (method,), target=class_idx, **cam_kwargs)
-
-    medians = interleaved_medians({m: run(m) for m in methods}, repeats, warmup, bundle.device)
-    return pd.DataFrame([{"method": m, "batch": len(images), "median_s": s, "ms_per_image": 1000 * s / len(images)}
-                         for m, s in medians.items()])

@@ -18,7 +18,7 @@ import pandas as pd
 from ..evaluation.adaptive import (ADAPTIVE, FEATURES, FIXED, GRADCAM, ORACLE, ORACLE_INSERTION,
                                    adaptive_comparison, adaptive_verdict, alpha_gains, feature_importance,
                                    fit_alpha_predictor, oracle, predict_alpha)
-from ..evaluation.alpha import ALPHAS
+from ..evaluation.alpha_sweep import ALPHAS
 from ..evaluation.runner import THESIS_ALPHA
 from .run import chosen_alphas
 from .store import part_path, read_part

@@ -28,12 +28,13 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 import torch
 
-from ..cam.models import ModelBundle, predict_topk
+from ..cam.bundle import ModelBundle
+from ..cam.inference import predict_topk
 from ..cam.options import Hybrid
 from ..config import SEED
 from ..evaluation import metrics as M
 from ..evaluation.adaptive import map_features
-from ..evaluation.alpha import sweep, sweep_plan
+from ..evaluation.alpha_sweep import sweep, sweep_plan
 from ..evaluation.layer_study import layer_table, sweep_layers
 from ..evaluation.model_study import model_rows
 from ..cam.maps import normalise

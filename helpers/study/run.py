@@ -33,15 +33,16 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cam.backend import weights_hash
-from ..cam.models import ModelBundle, load_model
+from ..cam.bundle import ModelBundle
+from ..cam.models import load_model
 from ..config import IMAGENET_MANIFEST, MANIFEST, ROOT
 from ..data.images import load_samples, read_manifest
 from ..data.imagenet import IMAGENET, PACKAGED, DatasetUnavailable, locate
 from ..evaluation import metrics as M
-from ..evaluation.alpha import choose_alpha, summarise
+from ..evaluation.alpha_sweep import choose_alpha, summarise
 from ..evaluation.cache import cached
 from ..evaluation.runner import EvalConfig
-from .parts import RUNNERS, setting_label
+from .parts import RUNNERS
 from .spec import Part, StudySpec, load_spec
 from .store import PartFile, StudyFileError, part_path, read_part, read_provenance, write_part, write_provenance
 

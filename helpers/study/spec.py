@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import SEED
-from ..evaluation.alpha import ALPHAS
+from ..evaluation.alpha_sweep import ALPHAS
 from ..evaluation.metrics import PRESETS
 
 #: What a part computes (:mod:`helpers.study.parts` has one runner per kind).

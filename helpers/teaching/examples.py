@@ -9,8 +9,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cam.backend import infer
+from ..cam.bundle import ModelBundle
 from ..cam.engine import Method, compute_cams
-from ..cam.models import ModelBundle
 from .viz import plot_cam_grid
 
 

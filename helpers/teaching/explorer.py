@@ -14,13 +14,14 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from ..cam.models import MODEL_NAMES, ModelBundle, load_model
+from ..cam.bundle import ModelBundle
+from ..cam.models import MODEL_NAMES, load_model
 from ..cam.zoo import TIMM_PREFIX, torchvision_names
 from ..config import IMAGENET_MANIFEST, ROOT
 from ..data.images import load_image
 from ..data.imagenet import configured_root
 from ..data.photos import PHOTOS, network_disabled
-from ..evaluation.alpha import read_alpha_json
+from ..evaluation.alpha_sweep import read_alpha_json
 from .interactive import HybridExplorer, PhotoLoader
 
 NOTEBOOK = Path(__file__).with_name("explorer.ipynb")

@@ -2,7 +2,7 @@
 
 One class serves the inline widget of notebook 4 and the web page of ``python -m helpers explore``
 (:mod:`helpers.teaching.explorer`). The raw maps of a photo's top-k classes at a layer come from ONE
-forward/backward (:func:`helpers.evaluation.alpha.raw_maps`) and are cached per (photo, class,
+forward/backward (:func:`helpers.evaluation.alpha_sweep.raw_maps`) and are cached per (photo, class,
 layer); moving the slider only re-fuses them (:func:`fused_maps`) and redraws the hybrid picture.
 Everything works headless: :meth:`HybridExplorer.update` can be called without a frontend.
 """
@@ -23,9 +23,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..cam.models import ModelBundle, check_class_idx, predict_topk
+from ..cam.bundle import ModelBundle
+from ..cam.checks import check_class_idx
+from ..cam.inference import predict_topk
 from ..data.images import ImageLoadError, load_image
-from ..evaluation.alpha import RawMaps, fused_maps, raw_maps
+from ..evaluation.alpha_sweep import RawMaps, fused_maps, raw_maps
 from ..evaluation.metrics import MODES, PRESETS, auc, insertion_deletion_curves
 from .viz import overlay
 

@@ -11,9 +11,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..cam.bundle import ModelBundle
 from ..cam.engine import METHODS, forward_backward, gradcam, gradcam_weights
 from ..cam.maps import normalise_max, upsample
-from ..cam.models import ModelBundle
 from ..evaluation.sanity import spearman
 
 

@@ -3,20 +3,26 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import multiprocessing
 import os
 import warnings
+from pathlib import Path
 
+import export_worker
 import openvino
 import pytest
 import torch
+from export_worker import small_net
 from torch import nn
 
 from helpers.cam import backend as B
+from helpers.cam.bundle import ModelBundle
 from helpers.cam.engine import compute_cams, engine_split
-from helpers.cam.models import ModelBundle
 from helpers.cam.options import ScoreCAM, Smooth
 from helpers.evaluation.metrics import class_probabilities, insertion_deletion_auc
 from helpers.evaluation.sanity import randomise
+
+ROOT = Path(__file__).resolve().parents[2]
 
 ALL = ("gradcam", "layercam", "hybrid", "cam", "gradcam++", "xgradcam", "hirescam", "scorecam", "reciprocam",
        "smooth-hybrid")
@@ -26,14 +32,16 @@ def eager(bundle: ModelBundle) -> ModelBundle:
     return dataclasses.replace(bundle, backend="torch")
 
 
-def small_net(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(4, 5)).eval()
+@pytest.fixture
+def exports(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The ONNX files this test exports (the real export runs)."""
+    done, real = [], B.export_onnx
 
-
-def exports() -> int:
-    return B.EXPORTS["count"]
+    def counted(module: nn.Module, path: Path, shape: tuple[int, ...]) -> Path:
+        done.append(path)
+        return real(module, path, shape)
+    monkeypatch.setattr(B, "export_onnx", counted)
+    return done
 
 
 def test_probabilities_equal_eager_torch(lite0: ModelBundle, photo_batch: torch.Tensor) -> None:
@@ -78,16 +86,15 @@ def test_layers_with_a_deeper_tail_keep_the_torch_pass(lite0: ModelBundle, photo
         assert all(torch.equal(got[m], want[m]) for m in got)
 
 
-def test_forced_torch_by_argument_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forced_torch_by_argument_and_environment(monkeypatch: pytest.MonkeyPatch, exports: list[Path]) -> None:
     net, x = small_net(), torch.randn(2, 3, 8, 8)
-    before = exports()
     with torch.no_grad():
         want = net(x)
     assert torch.equal(B.forward_fn(net, "cpu", backend="torch")(x), want)
     monkeypatch.setenv("XAI_BACKEND", "torch")
     assert B.resolve_backend(None, "cpu") == "torch" and torch.equal(B.forward_fn(net, "cpu")(x), want)
     assert B.resolve_backend("onnxruntime", "cpu") == "onnxruntime"  # the argument wins over the variable
-    assert exports() == before
+    assert exports == []
     monkeypatch.setenv("XAI_BACKEND", "tensorrt")
     with pytest.raises(ValueError, match="unknown backend 'tensorrt'.*XAI_BACKEND"):
         B.forward_fn(net, "cpu")
@@ -101,18 +108,17 @@ def test_cuda_keeps_plain_pytorch() -> None:
         B.forward_fn(small_net(), "cpu", backend="torch", precision="bf16")
 
 
-def test_export_once_reused_by_a_new_copy_and_across_calls() -> None:
+def test_export_once_reused_by_a_new_copy_and_across_calls(exports: list[Path]) -> None:
     net, x = small_net(1), torch.randn(3, 3, 8, 8)
-    before = exports()
     first = B.forward_fn(net, "cpu", name="small")(x)
     path = B.onnx_path(net, "small", (3, 8, 8))
-    assert exports() == before + 1 and path.is_file()
+    assert exports == [path] and path.is_file()
     stamp = path.stat().st_mtime_ns
     again = B.forward_fn(copy.deepcopy(net), "cpu", name="small")  # a new load of the same weights
     assert torch.allclose(again(x), first, atol=1e-6) and torch.allclose(again(x[:1]), first[:1], atol=1e-6)
-    assert exports() == before + 1 and path.stat().st_mtime_ns == stamp
+    assert exports == [path] and path.stat().st_mtime_ns == stamp
     B.forward_fn(net, "cpu", name="small")(torch.randn(1, 3, 10, 10))  # another input size: its own file
-    assert exports() == before + 2
+    assert len(exports) == 2 and exports[1] == B.onnx_path(net, "small", (3, 10, 10))
 
 
 def test_changed_weights_never_use_the_old_file(lite0: ModelBundle, photo_batch: torch.Tensor) -> None:
@@ -164,3 +170,20 @@ def test_bf16_is_opt_in_and_close(lite0: ModelBundle, photo_batch: torch.Tensor)
         assert (got - want).abs().max() < 1e-5 and "no bf16 units" in str(said[0].message)
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         B.forward_fn(lite0.model, "cpu", precision="fp8")
+
+
+def test_two_processes_needing_one_file_export_it_once(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(2), ctx.Queue()
+    with pytest.MonkeyPatch.context() as mp:  # the children find this worktree's package and the tests' modules
+        mp.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+        children = [ctx.Process(target=export_worker.run, args=(str(tmp_path), start, results)) for _ in range(2)]
+        for child in children:
+            child.start()
+        got = [results.get(timeout=120) for _ in children]
+    for child in children:
+        child.join(timeout=60)
+    assert all(child.exitcode == 0 for child in children)
+    # one export in all (the other process waited on the lock, then read the file); both outputs right
+    assert sorted(n for n, _ in got) == [0, 1] and max(err for _, err in got) < 1e-5
+    assert [f.name for f in tmp_path.glob("*.onnx")] == [f.name for f in tmp_path.glob("race-*.onnx")] != []

@@ -6,9 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.cam.engine import compute_cams
+from helpers.cam.checks import check_class_idx
+from helpers.cam.engine import compute_cams, gradcam, layercam
 from helpers.cam.hooks import LayerCapture
-from helpers.cam.models import (RESNET50_FILES, build_lite_original, check_class_idx, find_resnet50_weights, load_model, predict_topk)
+from helpers.cam.inference import predict_topk
+from helpers.cam.lite import build_lite_original
+from helpers.cam.maps import normalise_max, upsample
+from helpers.cam.models import load_model
+from helpers.cam.weights import RESNET50_FILES, find_resnet50_weights
 
 
 def test_wrapped_lite0_gives_the_original_logits(lite0, photo_batch) -> None:
@@ -88,9 +93,29 @@ def test_resnet50_layer_logic_with_random_weights(photo_batch) -> None:
     with torch.enable_grad(), LayerCapture(bundle.model, ["layer4", "layer4.2.bn3"]) as cap:
         bundle.model(photo_batch[:1])
     assert cap.activations["layer4"].shape == (1, 2048, 7, 7)
-    for layer in ("layer4", "layer4.2.bn3", ["layer3", "layer4"]):  # in-place ReLU / += after these
+    for layer in ("layer4", ["layer3", "layer4"]):
         maps = compute_cams(bundle, photo_batch[:2], target=[1, 2], layer=layer)
         assert all(m.shape == (2, 224, 224) and not m.isnan().any() for m in maps.values())
+    # bn3's output is changed in place right after it (``out += identity``, then an in-place ReLU): the maps
+    # must be those of bn3's own output, captured here by a reference hook that hands on a copy instead
+    got = compute_cams(bundle, photo_batch[:2], ("gradcam", "layercam"), target=[1, 2], layer="layer4.2.bn3")
+    kept = {}
+
+    def keep(module, inputs, out):
+        kept["a"] = out
+        return out.clone()
+    handle = bundle.model.get_submodule("layer4.2.bn3").register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            logits = bundle.model(photo_batch[:2].clone().requires_grad_(True))
+            grads = torch.autograd.grad(logits[[0, 1], [1, 2]].sum(), kept["a"])[0]
+    finally:
+        handle.remove()
+    acts = kept["a"].detach()
+    assert not torch.equal(acts.clamp_min(0), acts)  # bn3's output has negatives, which the in-place ReLU would zero
+    for name, raw in (("gradcam", gradcam(acts, grads)), ("layercam", layercam(acts, grads))):
+        want = normalise_max(upsample(raw, (224, 224)))
+        assert (got[name] - want).abs().max() < 1e-4, name
     with pytest.raises(ValueError, match="unknown layer 'layer5'.*layer4"):
         compute_cams(bundle, photo_batch[:1], layer="layer5")
 

@@ -8,7 +8,9 @@ from PIL import Image
 from skimage import data
 
 from helpers.cam.engine import compute_cams, gradient_methods
-from helpers.cam.models import as_bundle, build_lite_original, load_model, predict_topk
+from helpers.cam.inference import predict_topk
+from helpers.cam.lite import build_lite_original
+from helpers.cam.models import as_bundle, load_model
 from helpers.cam.zoo import random_model
 
 #: (torchvision name, input size, the layer the automatic choice must pick). Small inputs keep the tests fast.

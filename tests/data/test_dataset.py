@@ -17,7 +17,8 @@ from helpers.data.composites import CANVAS, MARGIN, Placed, compose, find_place,
 from helpers.config import INPUT_DIR, MANIFEST
 from helpers.data.images import load_samples, read_manifest, to_crop_box
 from helpers.data.dataset import assign_splits, build_dataset
-from helpers.cam.models import imagenet_class_names, make_preprocess
+from helpers.cam.bundle import make_preprocess
+from helpers.cam.zoo import imagenet_class_names
 from helpers.teaching.overview import class_counts, contact_sheet, counts
 from helpers.data.photos import PHOTOS, load_offline, model_sized, network_disabled
 
@@ -102,13 +103,13 @@ def fake_bundle() -> SimpleNamespace:
                            preprocess=make_preprocess((0.5,) * 3, (0.5,) * 3), class_names=imagenet_class_names())
 
 
-TARGETS = {"val": (3, 1), "test": (4, 2)}
+QUOTAS = {"val": (3, 1), "test": (4, 2)}
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, fake_bundle: SimpleNamespace) -> tuple[Path, object]:
     folder = tmp_path_factory.mktemp("built")
-    return folder, build_dataset(fake_bundle, folder, targets=TARGETS)
+    return folder, build_dataset(fake_bundle, folder, quotas=QUOTAS)
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -116,7 +117,7 @@ def _digest(folder: Path) -> dict[str, str]:
 
 
 def test_rebuild_is_byte_identical(tmp_path: Path, fake_bundle: SimpleNamespace, built: tuple) -> None:
-    build_dataset(fake_bundle, tmp_path, targets=TARGETS)
+    build_dataset(fake_bundle, tmp_path, quotas=QUOTAS)
     assert _digest(tmp_path) == _digest(built[0]) and len(_digest(tmp_path)) > len(PHOTOS)
 
 
@@ -124,7 +125,7 @@ def test_build_is_disjoint_filtered_and_loadable(fake_bundle: SimpleNamespace, b
     folder, first = built
     m = first.manifest
     assert (m.kind == "photo").sum() == len(PHOTOS)
-    for split, (single, double) in TARGETS.items():
+    for split, (single, double) in QUOTAS.items():
         mine = m[(m.kind == "composite") & (m.split == split)]
         assert (mine.n_objects == 1).sum() <= single and (mine.n_objects == 2).sum() <= double
     # every kept composite has all its asserted classes in its (favoured) top-5; dropped ones say which class
@@ -178,7 +179,7 @@ def test_preview_is_a_small_jpeg(tmp_path: Path) -> None:
 @pytest.mark.skipif(not MANIFEST.is_file(), reason="dataset not built yet")
 def test_stored_images_reproduce_the_recorded_top5(lite0, tmp_path: Path) -> None:
     """The PNGs on disk give the model the inputs the build scored (photos are stored resized)."""
-    from helpers.cam.models import predict_topk
+    from helpers.cam.inference import predict_topk
     m = read_manifest()
     rows = pd.concat([m[m.kind == "photo"].head(2), m[m.n_objects.astype(int) == 2].head(1)])
     rows.to_csv(tmp_path / "manifest.csv", index=False)

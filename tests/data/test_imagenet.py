@@ -65,13 +65,26 @@ def test_verify_names_the_bad_file(fake):
         inet.verify(src, sums, progress=False)
 
 
+def test_verify_hashes_once_until_a_file_changes(fake, monkeypatch):
+    src, sums = fake
+    hashed = []
+    real = inet.pooch.file_hash
+    monkeypatch.setattr(inet.pooch, "file_hash", lambda path, **kw: hashed.append(Path(path).name) or real(path, **kw))
+    assert inet.verify(src, sums, progress=False) == src and sorted(hashed) == sorted(FAKE)
+    assert inet.verify(src, sums, progress=False) == src and len(hashed) == 3       # unchanged: not read again
+    (src / "n01443537_goldfish.JPEG").write_bytes(b"changed")
+    with pytest.raises(inet.ChecksumError, match="goldfish"):                        # changed: hashed again, caught
+        inet.verify(src, sums, progress=False)
+    assert len(hashed) == 6
+
+
 def test_configured_root_argument_env_default(monkeypatch, tmp_path):
     assert inet.configured_root() == ROOT.parent / "shared" / "data" / "imagenet-sample"
     monkeypatch.setenv(IMAGENET_SAMPLE_ENV, "elsewhere/photos")
     assert inet.configured_root() == ROOT / "elsewhere" / "photos"       # relative: from the repository root
     assert inet.configured_root(tmp_path) == tmp_path                      # the argument wins
     monkeypatch.setenv("XAI_DATA_CACHE", str(tmp_path / "c"))
-    assert inet.cache_dir() == tmp_path / "c" / "imagenet-sample"
+    assert inet.download_dir() == tmp_path / "c" / "imagenet-sample"
 
 
 def test_present_folder_is_verified_not_downloaded(fake, tmp_path):

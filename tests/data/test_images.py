@@ -15,7 +15,7 @@ from PIL import Image
 
 from helpers.data.folders import import_folder
 from helpers.data.images import (ImageLoadError, crop_geometry, load_image, load_images, load_samples, parse_boxes, read_manifest, to_crop_box, write_manifest)
-from helpers.cam.models import make_preprocess
+from helpers.cam.bundle import make_preprocess
 
 
 def _rgb(w: int = 48, h: int = 40, seed: int = 0) -> Image.Image:

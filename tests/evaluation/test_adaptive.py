@@ -15,7 +15,7 @@ from helpers.evaluation.adaptive import (ALPHAS, FEATURES, ORACLE_ALPHA, ORACLE_
                                          adaptive_comparison, adaptive_verdict, alpha_gains, feature_importance,
                                          features_from_raw, fit_alpha_predictor, map_features, oracle,
                                          plot_best_alpha, predict_alpha)
-from helpers.evaluation.alpha import TIE_TOLERANCE, fused_maps, raw_maps, sweep, sweep_plan
+from helpers.evaluation.alpha_sweep import TIE_TOLERANCE, fused_maps, raw_maps, sweep, sweep_plan
 from helpers.evaluation.layer_study import explained_classes
 from helpers.evaluation.runner import image_seed
 from helpers.evaluation.stats import detectable_difference, paired_ttest

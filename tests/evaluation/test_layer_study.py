@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers.cam.engine import compute_cams, forward_backward
-from helpers.evaluation.alpha import ALPHAS
+from helpers.evaluation.alpha_sweep import ALPHAS
 from helpers.evaluation.layer_study import (LAYER_METHODS, choose_layer_alphas, layer_settings, layer_table, plot_layers,
                                        summarise_layers, sweep_layers)
 from helpers.evaluation.runner import explained_class, image_seed

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from helpers.evaluation import floors
 from helpers.evaluation import metrics as M
 from toy import GapLinear, toy_bundle
 
@@ -298,10 +299,10 @@ def test_largest_region_box_and_iou_by_hand() -> None:
 
 
 def test_sanity_floors() -> None:
-    r = M.random_maps(2, (5, 6), seed=3)
-    assert r.shape == (2, 5, 6) and torch.equal(r, M.random_maps(2, (5, 6), seed=3))
-    assert not torch.equal(r, M.random_maps(2, (5, 6), seed=4)) and 0 <= r.min() and r.max() < 1
-    g = M.gaussian_maps(1, (4, 4), sigma=0.25)[0]
+    r = floors.random_maps(2, (5, 6), seed=3)
+    assert r.shape == (2, 5, 6) and torch.equal(r, floors.random_maps(2, (5, 6), seed=3))
+    assert not torch.equal(r, floors.random_maps(2, (5, 6), seed=4)) and 0 <= r.min() and r.max() < 1
+    g = floors.gaussian_maps(1, (4, 4), sigma=0.25)[0]
     # pixel centres at +-0.5, +-1.5 from the centre; sigma = 1 px -> corner / centre = exp(-(2.25+2.25)/2 + 0.25)
     assert g.max() == 1.0 and torch.equal(g, g.flip(0)) and torch.equal(g, g.T)
     assert abs(g[0, 0].item() - math.exp(-(4.5 - 0.5) / 2)) < 1e-6

@@ -12,7 +12,7 @@ from skimage import data, transform
 
 from helpers.cam.engine import compute_cams
 from helpers.evaluation.imputation import NEIGHBOURS, dissection_order, imputation_system, noisy_linear_impute
-from helpers.evaluation.metrics import gaussian_maps, random_maps
+from helpers.evaluation.floors import gaussian_maps, random_maps
 from helpers.evaluation.road import ROAD_PERCENTAGES, noise_generator, road_curves, road_masks, road_scores
 from toy import GapLinear, toy_bundle
 

@@ -1,7 +1,7 @@
 """Model-randomisation check: seeded, leaves the model alone, detects changed maps."""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
+import pytest
 import torch
 from torch import nn
 
@@ -45,4 +45,11 @@ def test_cascading_randomisation_changes_maps_but_not_the_model() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     again = cascading_randomisation(bundle, x, [0, 1], ("gradcam", "layercam"), progress=False)
     assert df.equals(again)
-    assert isinstance(plot_randomisation(df), plt.Figure)
+    ax = plot_randomisation(df).axes[0]
+    # one error-bar series per method: the mean Spearman per step, in the cascade's order
+    assert [c.get_label() for c in ax.containers] == ["gradcam", "layercam"]
+    for container, method in zip(ax.containers, ("gradcam", "layercam"), strict=True):
+        want = df[df.method == method].groupby("step")["spearman"].mean()
+        assert container.lines[0].get_xdata().tolist() == want.index.tolist()
+        assert container.lines[0].get_ydata() == pytest.approx(want.to_numpy())
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["trained", "+fc", "+features"]

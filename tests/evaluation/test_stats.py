@@ -98,16 +98,19 @@ def test_detectable_difference_by_hand() -> None:
     # n = 10, sd = 1: t_{0.975, 9} = 2.262157, t_{0.80, 9} = 0.883404 (tables) -> 3.145561 / sqrt(10) = 0.994714
     assert S.detectable_difference(1.0, 10) == pytest.approx(0.994714, abs=1e-6)
     assert S.detectable_difference(0.02, 10) == pytest.approx(0.02 * 0.994714, abs=1e-7)
-    # the exact (noncentral t) power at that difference is the nominal 80%
-    assert S.ttest_power(S.detectable_difference(1.0, 10), 1.0, 10) == pytest.approx(0.8, abs=0.005)
-    assert S.ttest_power(S.detectable_difference(0.1, 800), 0.1, 800) == pytest.approx(0.8, abs=0.001)
+    # the exact power (noncentral t, scipy) of the two-sided test at that difference is the nominal 80%
+    for sd, n, tol in ((1.0, 10, 0.005), (0.1, 800, 0.001)):
+        crit, nc = stats.t.ppf(0.975, n - 1), S.detectable_difference(sd, n) * math.sqrt(n) / sd
+        assert stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc) == pytest.approx(0.8, abs=tol)
     assert math.isnan(S.detectable_difference(1.0, 1)) and S.detectable_difference(0.0, 5) == 0.0
 
 
 def test_mean_ci_by_hand() -> None:
     # (1, 2, 3): mean 2, sd 1, t_{0.975, 2} = 4.302653 -> 2 +- 4.302653 / sqrt 3
-    lo, hi = S.mean_ci([1.0, 2.0, 3.0])
-    assert lo == pytest.approx(2 - 4.302653 / math.sqrt(3), abs=1e-6) and hi == pytest.approx(4 - lo)
+    mean, lo, hi = S.mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0 and lo == pytest.approx(2 - 4.302653 / math.sqrt(3), abs=1e-6) and hi == pytest.approx(4 - lo)
+    one = S.mean_ci([5.0])  # one value: its mean, no interval
+    assert one[0] == 5.0 and math.isnan(one[1]) and math.isnan(one[2])
 
 
 def results_table() -> pd.DataFrame:
@@ -147,4 +150,4 @@ def test_summary_table() -> None:
     summary = S.summary_table(results_table(), ["ins"])
     c = summary[summary.method == "C"].iloc[0]
     assert c.n == 3 and c["mean"] == pytest.approx(0.2) and c["min"] == 0.1 and c["max"] == 0.3
-    assert (c.ci_low, c.ci_high) == pytest.approx(S.mean_ci([0.1, 0.2, 0.3]))
+    assert (c.ci_low, c.ci_high) == pytest.approx(S.mean_ci([0.1, 0.2, 0.3])[1:])

@@ -13,8 +13,8 @@ from torchvision.transforms import functional as TF
 
 from helpers.cam.engine import compute_cams
 from helpers.data.images import ImageLoadError
-from helpers.evaluation import alpha as alpha_module
-from helpers.evaluation.alpha import fused_maps, raw_maps
+from helpers.evaluation import alpha_sweep
+from helpers.evaluation.alpha_sweep import fused_maps, raw_maps
 from helpers.evaluation.metrics import PRESETS, insertion_deletion_auc
 from helpers.teaching import explorer as page
 from helpers.teaching import interactive
@@ -132,7 +132,7 @@ def test_the_predicted_a_is_shown_only_when_the_hook_gives_one(toy) -> None:
 
 def test_default_alpha_reads_the_chosen_one_else_0_7(tmp_path) -> None:
     assert page.default_alpha(tmp_path / "absent.json") == 0.7
-    path = alpha_module.write_alpha_json(tmp_path / "a.json", {"alpha": 0.4}, split="val", model="m")
+    path = alpha_sweep.write_alpha_json(tmp_path / "a.json", {"alpha": 0.4}, split="val", model="m")
     assert page.default_alpha(path) == 0.4 and page.default_alpha(path, "m") == 0.4
     assert page.default_alpha(path, "another model") == 0.7
     path.write_text(json.dumps({"alpha": 0.4, "split": "test"}))

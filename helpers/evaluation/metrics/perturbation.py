@@ -1,4 +1,4 @@
-"""Faithfulness and localisation metrics of explanation maps, batched.
+"""Insertion and deletion curves (Petsiuk et al. 2018): substrates, pixel ranking, chunked forwards, AUC.
 
 Conventions: ``images`` are preprocessed batches (N, 3, H, W) in the model's normalised space;
 ``maps`` are (N, H, W) in [0, 1] at input resolution; ``class_idx`` is an int or N ints; the
@@ -20,11 +20,6 @@ forward), never one forward per step or per image.
 **Pixel ranking** (:func:`pixel_ranks`): map values equal to within ``TIE_RESOLUTION`` of the
 map's maximum are ties, and ties are broken by a seeded random permutation of the pixels (one
 seed per image, the same for every method on it), never by raster order.
-
-**Localisation** uses boxes (x0, y0, x1, y1) in crop pixel coordinates, where pixel (row i,
-column j) covers [j, j+1) x [i, i+1) and its centre is (j + 0.5, i + 0.5). A map that is all
-zero scores 0 on every localisation metric (never NaN); an image without a box of its class
-gets NaN ("not applicable"), which pandas' means skip.
 """
 from __future__ import annotations
 
@@ -36,12 +31,11 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from ..cam.backend import infer
-from ..cam.checks import check_images
-from ..cam.models import ModelBundle, check_class_idx
-from ..config import SEED
+from ...cam.backend import infer
+from ...cam.bundle import ModelBundle
+from ...cam.checks import check_class_idx, check_images
+from ...config import SEED
 
-Box = tuple[float, float, float, float]
 SUBSTRATES: tuple[str, ...] = ("black", "zero", "blur")
 MODES: tuple[str, ...] = ("insertion", "deletion")
 
@@ -202,10 +196,15 @@ def insertion_deletion_curves(bundle: ModelBundle, images: torch.Tensor, maps: t
     check_images(images, bundle, maps)
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use 'insertion' or 'deletion'")
-    _check_batch(images, maps)
+    idx = check_class_idx(class_idx, images.shape[0], len(bundle.class_names))
+    return _curves(bundle, images, maps, idx, mode, steps, substrate, chunk_size, tie_seed)
+
+
+def _curves(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, idx: torch.Tensor, mode: str, steps: int,
+            substrate: str | None, chunk_size: int, tie_seed: int | Sequence[int]) -> torch.Tensor:
+    """:func:`insertion_deletion_curves` of checked inputs (``idx``: N class indices)."""
     substrate = substrate or PRESETS["rise"][f"{mode}_substrate"]
     n, points = images.shape[0], steps + 1
-    idx = check_class_idx(class_idx, n, len(bundle.class_names))
     base = make_substrate(images, substrate, bundle.mean, bundle.std)
     first, second = (base, images) if mode == "deletion" else (images, base)  # changed pixels come from `first`
     ranks = pixel_ranks(maps, tie_seed).cpu()
@@ -248,9 +247,15 @@ def insertion_deletion(bundle: ModelBundle, images: torch.Tensor, maps: torch.Te
                        **overrides) -> dict[str, torch.Tensor]:
     """Both curves of a preset (options overridable): ``{"insertion": (N, K+1), "deletion": (N, K+1)}``."""
     check_images(images, bundle, maps)
-    cfg = _preset(preset, overrides)
-    return {mode: insertion_deletion_curves(bundle, images, maps, class_idx, mode, cfg["steps"],
-                                            cfg[f"{mode}_substrate"], cfg["chunk_size"], tie_seed) for mode in MODES}
+    return _both(bundle, images, maps, class_idx, _preset(preset, overrides), tie_seed)
+
+
+def _both(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, class_idx: int | Sequence[int], cfg: dict,
+          tie_seed: int | Sequence[int]) -> dict[str, torch.Tensor]:
+    """Both curves of checked inputs under the options ``cfg`` (a preset's)."""
+    idx = check_class_idx(class_idx, images.shape[0], len(bundle.class_names))
+    return {mode: _curves(bundle, images, maps, idx, mode, cfg["steps"], cfg[f"{mode}_substrate"], cfg["chunk_size"],
+                          tie_seed) for mode in MODES}
 
 
 def insertion_deletion_auc(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor,
@@ -262,220 +267,6 @@ def insertion_deletion_auc(bundle: ModelBundle, images: torch.Tensor, maps: torc
     :data:`PRESETS`; ``overrides`` replace its options (steps, *_substrate, chunk_size).
     """
     check_images(images, bundle, maps)
-    return {mode: auc(c) for mode, c in insertion_deletion(bundle, images, maps, class_idx, preset, tie_seed,
-                                                             **overrides).items()}
+    curves = _both(bundle, images, maps, class_idx, _preset(preset, overrides), tie_seed)
+    return {mode: auc(c) for mode, c in curves.items()}
 
-
-# ---------------------------------------------------------------- confidence-based metrics
-
-#: How the explanation image x * L is formed: "normalised" multiplies the map into the model's
-#: normalised input (as TorchCAM, pytorch-grad-cam and the ADCC authors' code do: masked pixels
-#: become the normalised zero, the mean colour); "pixel" multiplies it into the pixel values
-#: (masked pixels become black).
-EXPLANATION_SPACES: tuple[str, ...] = ("normalised", "pixel")
-
-
-def explanation_images(images: torch.Tensor, maps: torch.Tensor, mean: Sequence[float],
-                       std: Sequence[float], space: str = "normalised") -> torch.Tensor:
-    """The explanation map multiplied into the image, in ``space`` (:data:`EXPLANATION_SPACES`).
-
-    ``"normalised"``: ``x * L``; ``"pixel"``: ``norm(pixels(x) * L)``, i.e. black where L = 0.
-    Where the map is 1 the input is untouched either way.
-    """
-    _check_batch(images, maps)
-    if space == "normalised":
-        return images * maps[:, None]
-    if space == "pixel":
-        return from_pixels(to_pixels(images, mean, std) * maps[:, None], mean, std)
-    raise ValueError(f"unknown explanation space {space!r}; valid: {', '.join(EXPLANATION_SPACES)}")
-
-
-def _probs(bundle: ModelBundle, images: torch.Tensor, idx: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    return class_probabilities(bundle, lambda a, b: images[a:b], len(images), idx, chunk_size)
-
-
-def confidence_change(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, class_idx: int | Sequence[int],
-                      chunk_size: int = 32, space: str = "normalised") -> dict[str, torch.Tensor]:
-    """Average Drop and Increase in Confidence (Chattopadhay et al., WACV 2018, Sec. 5.1), per image.
-
-    With Y = p(c | x) and O = p(c | :func:`explanation_images` in ``space``), the paper's
-    ``Average Drop % = 100/N sum_i max(0, Y_i - O_i) / Y_i`` and
-    ``% Increase in Confidence = 100/N sum_i 1[Y_i < O_i]``; here each image's term (as a
-    fraction, not %) is returned, so their mean over images is the paper's number / 100.
-    Returns ``{"average_drop", "increase_in_confidence", "prob_full", "prob_explanation"}``, each (N,).
-    """
-    check_images(images, bundle, maps)
-    idx = check_class_idx(class_idx, len(images), len(bundle.class_names))
-    full = _probs(bundle, images, idx, chunk_size)
-    masked = _probs(bundle, explanation_images(images, maps, bundle.mean, bundle.std, space), idx, chunk_size)
-    drop = torch.where(full > 0, (full - masked).clamp_min(0) / torch.where(full > 0, full, 1.0), 0.0)
-    return {"average_drop": drop, "increase_in_confidence": (masked > full).float(),
-            "prob_full": full, "prob_explanation": masked}
-
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of each pair of maps (N, ...) -> (N,); 0 where either map is constant."""
-    x, y = a.flatten(1).double(), b.flatten(1).double()
-    x, y = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
-    den = x.norm(dim=1) * y.norm(dim=1)
-    return torch.where(den > 0, (x * y).sum(1) / torch.where(den > 0, den, 1.0), 0.0).float()
-
-
-def complexity(maps: torch.Tensor) -> torch.Tensor:
-    """Poppi et al. (2021): Complexity = ||L^c(x)||_1, divided by the pixel count so that it lies in [0, 1]."""
-    return maps.flatten(1).abs().mean(dim=1)
-
-
-def harmonic_mean(*terms: torch.Tensor) -> torch.Tensor:
-    """Element-wise harmonic mean of non-negative terms; 0 wherever any term is 0 (its limit)."""
-    stacked = torch.stack(terms)
-    positive = (stacked > 0).all(dim=0)
-    inv = (1 / torch.where(stacked > 0, stacked, 1.0)).sum(dim=0)
-    return torch.where(positive, len(terms) / inv, 0.0)
-
-
-Explainer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def adcc(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, class_idx: int | Sequence[int],
-         explain: Explainer, chunk_size: int = 32,
-         change: dict[str, torch.Tensor] | None = None, space: str = "normalised") -> dict[str, torch.Tensor]:
-    """ADCC (Poppi, Cornia, Baraldi, Cucchiara, CVPRW 2021, Sec. 3), per image.
-
-    With L = L^c(x) the map and x * L the explanation image (:func:`explanation_images` in ``space``):
-
-    * Coherency = (CC(L^c(x * L), L) + 1) / 2, CC the Pearson correlation; ``explain(images,
-      class_idx)`` re-explains the explanation images with the *same* method (0 correlation,
-      i.e. coherency 0.5, where a map is constant);
-    * Complexity = ||L||_1 (per pixel, :func:`complexity`);
-    * AverageDrop = max(0, Y^c - O^c) / Y^c (as in :func:`confidence_change`);
-    * ADCC = 3 (1 / Coherency + 1 / (1 - Complexity) + 1 / (1 - AverageDrop))^-1, the harmonic
-      mean of the three (0 where a term is 0, e.g. an all-zero map whose drop is total).
-
-    ``change`` reuses a :func:`confidence_change` result of the same inputs and ``space`` (saves
-    two forwards).
-    Returns ``{"coherency", "complexity", "average_drop", "adcc"}``, each (N,).
-    """
-    check_images(images, bundle, maps)
-    idx = check_class_idx(class_idx, len(images), len(bundle.class_names))
-    change = change if change is not None else confidence_change(bundle, images, maps, idx, chunk_size, space)
-    again = explain(explanation_images(images, maps, bundle.mean, bundle.std, space), idx)
-    coherency = (pearson(again, maps) + 1) / 2
-    comp = complexity(maps)
-    drop = change["average_drop"]
-    return {"coherency": coherency, "complexity": comp, "average_drop": drop,
-            "adcc": harmonic_mean(coherency, 1 - comp, 1 - drop)}
-
-
-# ---------------------------------------------------------------- localisation against boxes
-
-def pixel_distance_to_box(size: tuple[int, int], box: Box) -> torch.Tensor:
-    """Euclidean distance (H, W) from each pixel centre (j + 0.5, i + 0.5) to the box (0 inside)."""
-    x0, y0, x1, y1 = box
-    cy = torch.arange(size[0], dtype=torch.float64)[:, None] + 0.5
-    cx = torch.arange(size[1], dtype=torch.float64)[None, :] + 0.5
-    dx = (x0 - cx).clamp_min(0) + (cx - x1).clamp_min(0)
-    dy = (y0 - cy).clamp_min(0) + (cy - y1).clamp_min(0)
-    return torch.sqrt(dx ** 2 + dy ** 2)
-
-
-def box_mask(size: tuple[int, int], boxes: Sequence[Box], tolerance: float = 0.0) -> torch.Tensor:
-    """Pixels (H, W) whose centre lies within ``tolerance`` pixels of any of the boxes."""
-    mask = torch.zeros(size, dtype=torch.bool)
-    for box in boxes:
-        mask |= pixel_distance_to_box(size, box) <= tolerance
-    return mask
-
-
-def _per_image(maps: torch.Tensor, boxes: Sequence[Sequence[Box]],
-               score: Callable[[int, torch.Tensor, list], float]) -> torch.Tensor:
-    """``score(i, map_i, boxes_i)`` per image; NaN without boxes, 0 for an all-zero map."""
-    if len(boxes) != len(maps):
-        raise ValueError(f"boxes must hold one list per map: {len(boxes)} lists for {len(maps)} maps")
-    return torch.tensor([float("nan") if not b else 0.0 if not (m > 0).any() else score(i, m, list(b))
-                         for i, (m, b) in enumerate(zip(maps.detach().cpu(), boxes))], dtype=torch.float64)
-
-
-def pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]], tolerance: float = 15.0,
-                  tie_seed: int | Sequence[int] = SEED) -> torch.Tensor:
-    """Pointing game (Zhang et al., ECCV 2016 / IJCV 2018): 1 if the map's maximum is a hit, else 0.
-
-    ONE maximiser per map: the top pixel of :func:`pixel_ranks` (ties for the maximum go to the first
-    in the seeded order ``tie_seed``, as in the insertion/deletion ranking). A hit: it lies within
-    ``tolerance`` pixels (Euclidean, pixel centres) of a box of the class. All-zero map: 0. No box: NaN.
-    """
-    top = pixel_ranks(maps, tie_seed).argmin(dim=1).tolist()
-
-    def hit(i: int, m: torch.Tensor, b: list) -> float:
-        row, col = divmod(top[i], m.shape[-1])
-        return float(box_mask(tuple(m.shape), b, tolerance)[row, col])
-    return _per_image(maps, boxes, hit)
-
-
-def energy_pointing_game(maps: torch.Tensor, boxes: Sequence[Sequence[Box]],
-                         max_box_fraction: float | None = None) -> torch.Tensor:
-    """Energy-based pointing game (Wang et al., CVPRW 2020, Score-CAM): sum of the map inside the boxes / total.
-
-    Pixels count as inside when their centre lies in a box of the class (union of boxes).
-    ``max_box_fraction``: score only images whose boxes cover less than this fraction of the
-    image (Score-CAM's paper reports the metric on boxes under half the image); NaN for the others.
-    All-zero map: 0. No box: NaN.
-    """
-    def energy(_: int, m: torch.Tensor, b: list) -> float:
-        inside = box_mask(tuple(m.shape), b)
-        if max_box_fraction is not None and inside.float().mean() >= max_box_fraction:
-            return float("nan")
-        return float(m[inside].sum() / m.sum())
-    return _per_image(maps, boxes, energy)
-
-
-def largest_region_box(map_: torch.Tensor, threshold: float = 0.2) -> Box | None:
-    """Box (x0, y0, x1, y1) around the largest 8-connected region of ``map >= threshold * max(map)``.
-
-    As in CAM's localisation (Zhou et al., CVPR 2016: 20% of the maximum). Equal-sized regions:
-    the first in row-major order (lowest label). None for an all-zero map.
-    """
-    m = map_.detach().cpu().numpy()
-    if not (m > 0).any():
-        return None
-    labels, count = ndimage.label(m >= threshold * m.max(), structure=np.ones((3, 3)))
-    sizes = np.bincount(labels.ravel())[1:]
-    rows, cols = np.nonzero(labels == 1 + int(np.argmax(sizes)))
-    return (float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1))
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes (x0, y0, x1, y1)."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def box_iou(maps: torch.Tensor, boxes: Sequence[Sequence[Box]], threshold: float = 0.2) -> torch.Tensor:
-    """IoU of :func:`largest_region_box` with the best-matching box of the class, per image.
-
-    All-zero map: 0. No box: NaN.
-    """
-    return _per_image(maps, boxes, lambda _, m, b: max(iou(largest_region_box(m, threshold), box) for box in b))
-
-
-# ---------------------------------------------------------------- sanity floors
-
-def random_maps(n: int, size: tuple[int, int], seed: int) -> torch.Tensor:
-    """Floor: maps of i.i.d. uniform [0, 1) noise (n, H, W), seeded (same seed -> same maps)."""
-    return torch.rand((n, *size), generator=torch.Generator().manual_seed(seed))
-
-
-def gaussian_maps(n: int, size: tuple[int, int], sigma: float = 0.25) -> torch.Tensor:
-    """Floor: the centred isotropic Gaussian exp(-r^2 / (2 (sigma * side)^2)) at pixel centres, max 1, (n, H, W).
-
-    ``sigma`` is a fraction of the shorter side. A centre-bias baseline: objects are often
-    centred, so a method must beat this to show it uses the image.
-    """
-    h, w = size
-    y = torch.arange(h, dtype=torch.float64)[:, None] + 0.5 - h / 2
-    x = torch.arange(w, dtype=torch.float64)[None, :] + 0.5 - w / 2
-    g = torch.exp(-(x ** 2 + y ** 2) / (2 * (sigma * min(h, w)) ** 2))
-    return (g / g.max()).float().expand(n, h, w).clone()

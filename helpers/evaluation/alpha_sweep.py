@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..cam.bundle import ModelBundle
 from ..cam.engine import forward_backward, gradcam, layercam
 from ..cam.maps import FUSIONS, normalise_max, upsample
-from ..cam.models import ModelBundle
-from .stats import mean_ci as t_interval
+from .stats import mean_ci, mean_ci_table
 
 #: The sweep's grid: a = 0, 0.1, ..., 1.0.
 ALPHAS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
@@ -52,7 +52,8 @@ def raw_maps(bundle: ModelBundle, images: torch.Tensor, class_idx: int | Sequenc
     return RawMaps(gradcam(acts, grads), layercam(acts, grads), cap.class_idx, cap.logits)
 
 
-def fused_maps(raw: RawMaps, alpha: float, fusion: str = "geometric", size: tuple[int, int] = (224, 224)) -> torch.Tensor:
+def fused_maps(raw: RawMaps, alpha: float, fusion: str = "geometric",
+               size: tuple[int, int] = (224, 224)) -> torch.Tensor:
     """Fuse at the layer's resolution, upsample bilinearly to ``size`` and scale to [0, 1]: (N, H, W)."""
     if fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r}; valid fusions: {', '.join(FUSIONS)}")
@@ -103,21 +104,9 @@ def sweep(bundle: ModelBundle, images: torch.Tensor, class_idx: Sequence[int], m
     return pd.DataFrame(rows, columns=["image", "fusion", "alpha", "insertion", "deletion"])
 
 
-def mean_ci(values: np.ndarray | Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and its t-interval (lo, hi) at ``level`` (:func:`helpers.stats.mean_ci`; NaN for fewer than 2 values)."""
-    x = np.asarray(values, dtype=float)
-    return (float(x.mean()), *t_interval(x, level))
-
-
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
     """Per (fusion, alpha): n and mean with 95% t-interval of insertion and deletion AUC."""
-    rows = []
-    for (fusion, alpha), g in results.groupby(["fusion", "alpha"], dropna=False, sort=False):
-        row = {"fusion": fusion, "alpha": alpha, "n": len(g)}
-        for metric in ("insertion", "deletion"):
-            row[f"{metric}_mean"], row[f"{metric}_lo"], row[f"{metric}_hi"] = mean_ci(g[metric])
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return mean_ci_table(results, ["fusion", "alpha"], ["insertion", "deletion"])
 
 
 def paired_differences(results: pd.DataFrame, baseline: tuple[str, float]) -> pd.DataFrame:
@@ -180,7 +169,7 @@ def plot_sweep(summary: pd.DataFrame, chosen: float | None = None) -> plt.Figure
     """Insertion and deletion AUC against alpha, mean with 95% CI, one line/marker set per fusion."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     styles = {"geometric": ("tab:blue", "o-"), "additive": ("tab:orange", "s--"), "max": ("tab:green", ":")}
-    for ax, metric, better in zip(axes, ("insertion", "deletion"), ("higher", "lower")):
+    for ax, metric, better in zip(axes, ("insertion", "deletion"), ("higher", "lower"), strict=True):
         for fusion, g in summary.groupby("fusion", sort=False):
             colour, style = styles.get(fusion, ("gray", "x-"))
             mean, lo, hi = (g[f"{metric}_{s}"].to_numpy() for s in ("mean", "lo", "hi"))
@@ -204,7 +193,7 @@ def plot_paired(paired: pd.DataFrame, baseline: str = "Grad-CAM (a = 1)", fusion
     """Per-image paired differences to the baseline against alpha: mean and 95% CI, insertion and deletion."""
     g = paired[paired["fusion"] == fusion]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
-    for ax, metric in zip(axes, ("insertion", "deletion")):
+    for ax, metric in zip(axes, ("insertion", "deletion"), strict=True):
         mean = g[f"{metric}_diff"].to_numpy()
         err = np.vstack([mean - g[f"{metric}_lo"].to_numpy(), g[f"{metric}_hi"].to_numpy() - mean])
         ax.errorbar(g["alpha"], mean, yerr=err, fmt="o", capsize=3)
