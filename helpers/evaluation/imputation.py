@@ -25,10 +25,13 @@ Facts taken from the reference code (``NoisyLinearImputer`` in tleemann/road_eva
 
 How it is solved here (the reference builds ``A`` with ``lil_matrix`` and calls ``spsolve``):
 the system is selected from the cached weight matrix of the whole grid (sparse row and column
-indexing, no per-pixel Python), the unknowns are ordered by a geometric
-nested dissection of the pixel grid (a one-pixel line separates two halves of an 8-neighbour
-grid), and one SuperLU factorisation in symmetric mode without pivoting serves the three channels.
-The result equals the reference's to rounding (about 1e-13).
+indexing, no per-pixel Python) and solved for the three channels at once, one of two ways. A
+compact hole (MoRF up to about p = 0.5 on a CAM) is ordered row by row (or column by column) and
+solved by LAPACK's banded Cholesky, whose blocked dense kernels run several times faster than a
+sparse LU; a wide one (p = 0.9) is ordered by a geometric nested dissection of the pixel grid (a
+one-pixel line separates two halves of an 8-neighbour grid) and factorised once by SuperLU in
+symmetric mode without pivoting (:func:`band_order` picks). The result equals the reference's
+to rounding (about 1e-13).
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 import torch
+from scipy.linalg import solveh_banded
 
 #: Neighbour offsets (row, column) and weights of the imputation (sides 1/6, diagonals 1/12).
 NEIGHBOURS: tuple[tuple[int, int, float], ...] = tuple(
@@ -45,6 +49,8 @@ NEIGHBOURS: tuple[tuple[int, int, float], ...] = tuple(
 
 #: Sub-grids of at most this many rows and columns are not dissected further.
 DISSECTION_LEAF = 4
+#: A system with n unknowns and half-bandwidth b is solved banded while b^2 <= BAND_LIMIT sqrt(n) (:func:`band_order`).
+BAND_LIMIT = 180.0
 
 
 @functools.lru_cache(maxsize=8)
@@ -104,21 +110,52 @@ def grid_weights(height: int, width: int) -> tuple[sp.csr_matrix, np.ndarray]:
     return grid, degree
 
 
-def imputation_system(image: np.ndarray, removed: np.ndarray) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:
+def imputation_system(image: np.ndarray, removed: np.ndarray,
+                      order: np.ndarray | None = None) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:
     """The system ``A x = b`` of the removed pixels of ``image`` (C, H, W): ``(A, b, pixels)``.
 
     ``A`` is (n, n) (module docstring), ``b`` is (n, C), and unknown i is the pixel
-    ``pixels[:, i]`` = (row, column); the unknowns are in :func:`dissection_order`. Built from
-    the cached grid weights by sparse row and column selection (no per-pixel Python).
+    ``pixels[:, i]`` = (row, column); the unknowns are the removed pixels in ``order`` (a
+    permutation of the flat pixel indices; default :func:`dissection_order`). Built from the
+    cached grid weights by sparse row and column selection (no per-pixel Python).
     """
     h, w = removed.shape
-    order = dissection_order(h, w)
+    order = dissection_order(h, w) if order is None else order
     unknown = order[removed.ravel()[order]]
     grid, degree = grid_weights(h, w)
     coupling = grid[unknown]                                    # (n, HW): each removed pixel's neighbour weights
     b = coupling @ (image.reshape(len(image), -1) * ~removed.ravel()).T
     a = (sp.diags(degree[unknown]) - coupling[:, unknown]).tocsc()
     return a, b, np.stack(np.divmod(unknown, w))
+
+
+def band_order(removed: np.ndarray) -> np.ndarray | None:
+    """The raster order (row by row, or column by column when the removed pixels span fewer columns
+    than rows) that gives ``removed``'s system a narrow band, or None when :func:`dissection_order`
+    is cheaper: a banded Cholesky costs about n b^2 for n unknowns and half-bandwidth b (at most
+    the span + 1), a sparse LU in nested dissection about n^1.5, and on 224 x 224 CAM-ordered masks
+    LAPACK's banded solve is faster while b^2 < :data:`BAND_LIMIT` sqrt(n) (measured, both ways)."""
+    rows, cols = np.nonzero(removed)
+    by_column = np.ptp(cols) > np.ptp(rows)
+    span = 1 + int(np.ptp(rows) if by_column else np.ptp(cols))
+    if (span + 1) ** 2 > BAND_LIMIT * np.sqrt(len(rows)):
+        return None
+    flat = np.arange(removed.size).reshape(removed.shape)
+    return (flat.T if by_column else flat).ravel()
+
+
+def solve_system(a: sp.csc_matrix, b: np.ndarray, banded: bool) -> np.ndarray:
+    """The solution (n, C) of ``A x = b`` (A symmetric positive definite): LAPACK's banded Cholesky
+    (``pbsv``) when ``banded``, else one SuperLU factorisation in the given order (symmetric mode,
+    no pivoting) for every column of ``b``."""
+    if banded:
+        upper = sp.triu(a, format="coo")
+        width = int((upper.col - upper.row).max())
+        band = np.zeros((width + 1, a.shape[0]))
+        band[width + upper.row - upper.col, upper.col] = upper.data
+        return solveh_banded(band, b, check_finite=False)
+    options = {"SymmetricMode": True, "Equil": False}
+    return sla.splu(a, permc_spec="NATURAL", diag_pivot_thresh=0.0, options=options).solve(b)
 
 
 def _check(image: torch.Tensor, removed: torch.Tensor, noise: float) -> tuple[np.ndarray, np.ndarray]:
@@ -165,10 +202,10 @@ def noisy_linear_impute(image: torch.Tensor, removed: torch.Tensor, noise: float
     removed, negative noise) is a ValueError.
     """
     pixels, mask = _check(image, removed, noise)
-    a, b, (rows, cols) = imputation_system(pixels.astype(np.float64), mask)
-    solver = sla.splu(a, permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True, "Equil": False})
+    order = band_order(mask)
+    a, b, (rows, cols) = imputation_system(pixels.astype(np.float64), mask, order)
     out = pixels.astype(np.float64)
-    out[:, rows, cols] = solver.solve(b).T
+    out[:, rows, cols] = solve_system(a, b, banded=order is not None).T
     if noise > 0:
         out[:, mask] += noise * torch.randn((3, int(mask.sum())), generator=generator).numpy()
     return torch.from_numpy(out.astype(pixels.dtype)).to(dtype=image.dtype, device=image.device)

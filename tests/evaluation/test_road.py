@@ -16,7 +16,15 @@ from toy import GapLinear, toy_bundle
 
 from helpers import cli
 from helpers.cam.engine import compute_cams
-from helpers.evaluation.imputation import NEIGHBOURS, dissection_order, imputation_system, noisy_linear_impute
+from helpers.evaluation.imputation import (
+    NEIGHBOURS,
+    band_order,
+    dissection_order,
+    grid_weights,
+    imputation_system,
+    noisy_linear_impute,
+    solve_system,
+)
 from helpers.evaluation.metrics import gaussian_maps, random_maps
 from helpers.evaluation.road import ROAD_PERCENTAGES, noise_generator, road_curves, road_masks, road_scores
 
@@ -88,6 +96,36 @@ def test_equals_a_dense_solve(seed: int):
     removed = torch.rand(9, 7, generator=g) < 0.3 + 0.3 * seed   # scattered holes, up to 90% removed
     expected = dense_imputation(img.numpy(), removed.numpy())
     assert np.abs(impute(img, removed).numpy() - expected).max() < 1e-12
+
+
+@pytest.mark.parametrize("banded", [True, False])
+def test_both_solvers_equal_a_dense_solve_in_their_orders(banded: bool):
+    g = torch.Generator().manual_seed(4)
+    img = torch.rand(3, 12, 10, generator=g, dtype=torch.float64).numpy()
+    removed = torch.rand(12, 10, generator=g) < 0.6
+    order = np.arange(120).reshape(12, 10).T.ravel() if banded else None   # column by column, or the dissection
+    a, b, (rows, cols) = imputation_system(img, removed.numpy(), order)
+    out = img.copy()
+    out[:, rows, cols] = solve_system(a, b, banded).T
+    assert np.abs(out - dense_imputation(img, removed.numpy())).max() < 1e-12
+
+
+def test_band_order_for_a_compact_hole_and_dissection_for_a_wide_one():
+    tall = np.zeros((224, 224), dtype=bool)
+    tall[20:200, 100:140] = True                                   # 40 columns: banded, row by row
+    assert np.array_equal(band_order(tall), np.arange(224 * 224))
+    assert np.array_equal(band_order(tall.T), np.arange(224 * 224).reshape(224, 224).T.ravel())  # column by column
+    wide = np.ones((224, 224), dtype=bool)
+    wide[:20, :20] = False                                          # 90% removed, 224 wide: nested dissection
+    assert band_order(wide) is None
+
+
+def test_grid_weights_degrees_by_hand():
+    grid, degree = grid_weights(4, 5)
+    assert abs(grid - grid.T).max() == 0 and grid.diagonal().max() == 0
+    assert degree.reshape(4, 5)[0, 0] == pytest.approx(5 / 12)                # 2 sides, 1 diagonal
+    assert degree.reshape(4, 5)[0, 2] == pytest.approx(2 / 3)                 # 3 sides, 2 diagonals
+    assert degree.reshape(4, 5)[2, 2] == pytest.approx(1.0)
 
 
 def test_system_rows_sum_to_zero_and_matrix_symmetric():
