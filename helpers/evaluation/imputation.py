@@ -42,6 +42,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 import torch
 from scipy.linalg import solveh_banded
+from threadpoolctl import ThreadpoolController
 
 #: Neighbour offsets (row, column) and weights of the imputation (sides 1/6, diagonals 1/12).
 NEIGHBOURS: tuple[tuple[int, int, float], ...] = tuple(
@@ -144,18 +145,26 @@ def band_order(removed: np.ndarray) -> np.ndarray | None:
     return (flat.T if by_column else flat).ravel()
 
 
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
 def solve_system(a: sp.csc_matrix, b: np.ndarray, banded: bool) -> np.ndarray:
     """The solution (n, C) of ``A x = b`` (A symmetric positive definite): LAPACK's banded Cholesky
     (``pbsv``) when ``banded``, else one SuperLU factorisation in the given order (symmetric mode,
-    no pivoting) for every column of ``b``."""
-    if banded:
-        upper = sp.triu(a, format="coo")
-        width = int((upper.col - upper.row).max())
-        band = np.zeros((width + 1, a.shape[0]))
-        band[width + upper.row - upper.col, upper.col] = upper.data
-        return solveh_banded(band, b, check_finite=False)
-    options = {"SymmetricMode": True, "Equil": False}
-    return sla.splu(a, permc_spec="NATURAL", diag_pivot_thresh=0.0, options=options).solve(b)
+    no pivoting) for every column of ``b``. BLAS runs on one thread here: on these sizes a second
+    thread gains little, and on a busy machine OpenBLAS's waiting threads made the banded solve
+    10x slower (measured)."""
+    with _blas().limit(limits=1, user_api="blas"):
+        if banded:
+            upper = sp.triu(a, format="coo")
+            width = int((upper.col - upper.row).max())
+            band = np.zeros((width + 1, a.shape[0]))
+            band[width + upper.row - upper.col, upper.col] = upper.data
+            return solveh_banded(band, b, check_finite=False)
+        options = {"SymmetricMode": True, "Equil": False}
+        return sla.splu(a, permc_spec="NATURAL", diag_pivot_thresh=0.0, options=options).solve(b)
 
 
 def _check(image: torch.Tensor, removed: torch.Tensor, noise: float) -> tuple[np.ndarray, np.ndarray]:
