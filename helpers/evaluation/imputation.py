@@ -158,10 +158,12 @@ def solve_system(a: sp.csc_matrix, b: np.ndarray, banded: bool) -> np.ndarray:
     10x slower (measured)."""
     with _blas().limit(limits=1, user_api="blas"):
         if banded:
-            upper = sp.triu(a, format="coo")
-            width = int((upper.col - upper.row).max())
+            entries = a.tocoo()
+            upper = entries.col >= entries.row
+            rows, cols = entries.row[upper], entries.col[upper]
+            width = int((cols - rows).max())
             band = np.zeros((width + 1, a.shape[0]))
-            band[width + upper.row - upper.col, upper.col] = upper.data
+            band[width + rows - cols, cols] = entries.data[upper]
             return solveh_banded(band, b, check_finite=False)
         options = {"SymmetricMode": True, "Equil": False}
         return sla.splu(a, permc_spec="NATURAL", diag_pivot_thresh=0.0, options=options).solve(b)
@@ -212,8 +214,8 @@ def noisy_linear_impute(image: torch.Tensor, removed: torch.Tensor, noise: float
     """
     pixels, mask = _check(image, removed, noise)
     order = band_order(mask)
-    a, b, (rows, cols) = imputation_system(pixels.astype(np.float64), mask, order)
     out = pixels.astype(np.float64)
+    a, b, (rows, cols) = imputation_system(out, mask, order)
     out[:, rows, cols] = solve_system(a, b, banded=order is not None).T
     if noise > 0:
         out[:, mask] += noise * torch.randn((3, int(mask.sum())), generator=generator).numpy()
