@@ -33,6 +33,7 @@ from .cam.bundle import ModelBundle
 from .cam.inference import predict_topk
 from .cam.models import load_model
 from .config import SEED, write_atomic
+from .evaluation.road_runner import EXTRA_METRICS, with_metrics
 from .teaching.explorer import add_explore_args, run_explore
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--shard", help="K/N: evaluate only the K-th of N parts; combine with `merge`")
     ev.add_argument("--steps", type=int, help=f"insertion/deletion steps, {STEPS_RANGE[0]}..{STEPS_RANGE[1]} "
                                               "(default: the protocol's)")
+    ev.add_argument("--metrics", nargs="+", default=[], choices=EXTRA_METRICS, help="extra metrics: road (ROAD, "
+                    "Rong et al. 2022: MoRF/LeRF, noisy linear imputation, ~1 s per image x method; road_* columns)")
     ev.add_argument("--no-timing", action="store_true", help="skip timings (then reruns give identical files)")
     ev.add_argument("--cache", help="per-image result cache (default: OUT/.cache); shards may share one")
     mg = sub.add_parser("merge", help="combine `evaluate --shard` outputs into one report",
@@ -305,6 +308,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     if ev.results.empty:
         first = f"{ev.failures[0][0]}: {' '.join(ev.failures[0][1].split())}" if ev.failures else "none loaded"
         raise RunError(f"every one of the {len(samples)} images failed, nothing to report (first: {first})")
+    ev = with_metrics(ev, args.metrics, bundle, samples, cache)
     facts = {"model": f"{bundle.name} ({bundle.weights_source})", "CAM layer": args.layer or bundle.target_layer,
              "images": f"{root} ({len(df)} imported)", "rise protocol": f"{cfg.rise_steps} steps",
              "timings": "skipped" if args.no_timing else "median per image, batch 1"}

@@ -1,20 +1,32 @@
 """ROAD: the noisy linear imputation by hand, against a dense solve and the reference imputer; the
-MoRF / LeRF masks, the seeding, bad input, and the curves on a toy network and on Lite0."""
+MoRF / LeRF masks, the seeding, bad input, the curves on a toy network and on Lite0, and
+``evaluate --metrics road`` on a tiny folder."""
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 from skimage import data, transform
+from toy import GapLinear, toy_bundle
 
+from helpers import cli
 from helpers.cam.engine import compute_cams
-from helpers.evaluation.imputation import NEIGHBOURS, dissection_order, imputation_system, noisy_linear_impute
+from helpers.evaluation.imputation import (
+    NEIGHBOURS,
+    band_order,
+    dissection_order,
+    grid_weights,
+    imputation_system,
+    noisy_linear_impute,
+    solve_system,
+)
 from helpers.evaluation.floors import gaussian_maps, random_maps
 from helpers.evaluation.road import ROAD_PERCENTAGES, noise_generator, road_curves, road_masks, road_scores
-from toy import GapLinear, toy_bundle
 
 
 def impute(image: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
@@ -84,6 +96,36 @@ def test_equals_a_dense_solve(seed: int):
     removed = torch.rand(9, 7, generator=g) < 0.3 + 0.3 * seed   # scattered holes, up to 90% removed
     expected = dense_imputation(img.numpy(), removed.numpy())
     assert np.abs(impute(img, removed).numpy() - expected).max() < 1e-12
+
+
+@pytest.mark.parametrize("banded", [True, False])
+def test_both_solvers_equal_a_dense_solve_in_their_orders(banded: bool):
+    g = torch.Generator().manual_seed(4)
+    img = torch.rand(3, 12, 10, generator=g, dtype=torch.float64).numpy()
+    removed = torch.rand(12, 10, generator=g) < 0.6
+    order = np.arange(120).reshape(12, 10).T.ravel() if banded else None   # column by column, or the dissection
+    a, b, (rows, cols) = imputation_system(img, removed.numpy(), order)
+    out = img.copy()
+    out[:, rows, cols] = solve_system(a, b, banded).T
+    assert np.abs(out - dense_imputation(img, removed.numpy())).max() < 1e-12
+
+
+def test_band_order_for_a_compact_hole_and_dissection_for_a_wide_one():
+    tall = np.zeros((224, 224), dtype=bool)
+    tall[20:200, 100:140] = True                                   # 40 columns: banded, row by row
+    assert np.array_equal(band_order(tall), np.arange(224 * 224))
+    assert np.array_equal(band_order(tall.T), np.arange(224 * 224).reshape(224, 224).T.ravel())  # column by column
+    wide = np.ones((224, 224), dtype=bool)
+    wide[:20, :20] = False                                          # 90% removed, 224 wide: nested dissection
+    assert band_order(wide) is None
+
+
+def test_grid_weights_degrees_by_hand():
+    grid, degree = grid_weights(4, 5)
+    assert abs(grid - grid.T).max() == 0 and grid.diagonal().max() == 0
+    assert degree.reshape(4, 5)[0, 0] == pytest.approx(5 / 12)                # 2 sides, 1 diagonal
+    assert degree.reshape(4, 5)[0, 2] == pytest.approx(2 / 3)                 # 3 sides, 2 diagonals
+    assert degree.reshape(4, 5)[2, 2] == pytest.approx(1.0)
 
 
 def test_system_rows_sum_to_zero_and_matrix_symmetric():
@@ -206,3 +248,40 @@ def test_road_curves_on_lite0_in_range_and_batch_equals_single(lite0, photo_batc
         assert ((both[order] >= 0) & (both[order] <= 1)).all()
         assert torch.allclose(both[order][1:], single[order], atol=1e-5)
     assert (both["lerf"][:, 1] > both["morf"][:, 1]).all()          # keeping the top 90% beats removing it
+
+
+def test_cli_evaluate_with_metrics_road_adds_the_road_columns(tmp_path, monkeypatch, capsys):
+    # The command line end to end on three photos, with a toy network on 16 x 16 inputs so it runs in seconds.
+    size = 16
+    torch.manual_seed(0)                                                    # the conv layer's initial weights
+    weights = torch.randn(3, 8)
+    toy_net = GapLinear(weights, features=torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()))
+    bundle = dataclasses.replace(toy_bundle(toy_net), input_size=size, resize=size, backend="torch",
+                                 preprocess=lambda img: torch.from_numpy(np.asarray(img.convert("RGB").resize(
+                                     (size, size)), dtype=np.float32) / 255).permute(2, 0, 1))
+    monkeypatch.setattr(cli, "_bundle", lambda args: bundle)
+    for label, name, image in (("espresso", "coffee", data.coffee()), ("tabby", "cat", data.chelsea()),
+                               ("missile", "rocket", data.rocket())):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        Image.fromarray(image).resize((48, 40)).save(tmp_path / "images" / label / f"{name}.png")
+    common = ["evaluate", "--images", str(tmp_path / "images"), "--steps", "4", "--no-timing",
+              "--cache", str(tmp_path / "cache")]
+    assert cli.main([*common, "--metrics", "road", "--out", str(tmp_path / "road")]) == 0
+    assert cli.main([*common, "--out", str(tmp_path / "plain")]) == 0
+    road = pd.read_csv(tmp_path / "road" / "evaluation_results.csv")
+    plain = pd.read_csv(tmp_path / "plain" / "evaluation_results.csv")
+    per_p = [f"road_{o}_{round(100 * p)}" for o in ("morf", "lerf") for p in ROAD_PERCENTAGES]
+    assert not any(c.startswith("road_") for c in plain.columns)
+    pd.testing.assert_frame_equal(road[plain.columns], plain)               # the standard columns are untouched
+    assert set(road.method) >= {"gradcam", "layercam", "random"} and road[per_p].notna().all().all()
+    assert ((road[per_p] >= 0) & (road[per_p] <= 1)).all().all()
+    morf = road[[c for c in per_p if "morf" in c]].mean(axis=1)
+    lerf = road[[c for c in per_p if "lerf" in c]].mean(axis=1)
+    assert np.allclose(road.road_morf, morf, atol=1e-5) and np.allclose(road.road_lerf, lerf, atol=1e-5)
+    assert np.allclose(road.road_combined, (lerf - morf) / 2, atol=1e-5)
+    assert road.road_morf.nunique() > 1                                     # each method scored on its own map
+    # Bad input is one line and status 2, before anything is written.
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*common, "--metrics", "roadd", "--out", str(tmp_path / "bad")])
+    assert exit_.value.code == 2 and "invalid choice: 'roadd'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
