@@ -31,8 +31,9 @@ from .viz import overlay
 
 #: A photo source: returns the photo as an RGB PIL image (loaded only when chosen).
 PhotoLoader = Callable[[], Image.Image]
-#: The predicted-a hook: (bundle, preprocessed image, class, layer) -> a, or None for "no prediction".
-AlphaPredictor = Callable[[ModelBundle, torch.Tensor, int, str], "float | None"]
+#: The predicted-a hook: (bundle, preprocessed image, class, layer) -> a; or a sentence saying why there is
+#: no prediction (shown instead); or None (nothing shown).
+AlphaPredictor = Callable[[ModelBundle, torch.Tensor, int, str], "float | str | None"]
 
 #: Column titles and the a at which the hybrid equals each method.
 PANELS = (("Grad-CAM (a = 1)", 1.0), ("hybrid", None), ("LayerCAM (a = 0)", 0.0))
@@ -243,12 +244,16 @@ class HybridExplorer:
         return self.show_hybrid()
 
     # ---------------------------------------------------------------- hook: predicted a
-    def show_predicted_alpha(self) -> float | None:
+    def show_predicted_alpha(self) -> float | str | None:
         """HOOK for a predicted a: ``predict_alpha(bundle, image, class, layer)`` (a constructor argument)
-        is shown next to the slider when it returns a value, and hidden otherwise."""
+        is shown next to the slider when it returns a value, its sentence when it says why there is
+        none, and nothing when it returns None."""
         value = None if self.predict_alpha is None else self.predict_alpha(
             self.bundle, self.image, self.class_idx, self.layer.value)
-        self.predicted.value = "" if value is None else f"predicted a = <b>{float(value):.2f}</b>"
+        if isinstance(value, str):
+            self.predicted.value = f"<span style='color:#666'>{html.escape(value)}</span>"
+        else:
+            self.predicted.value = "" if value is None else f"predicted a = <b>{float(value):.2f}</b>"
         self.predicted.layout.display = "none" if value is None else None
         return value
 
