@@ -6,13 +6,15 @@ from types import SimpleNamespace
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from toy import GapLinear, toy_bundle
 
 from helpers.cam.engine import compute_cams
+from helpers.data.images import MANIFEST_COLUMNS
 from helpers.teaching import examples
-from helpers.teaching.examples import save_examples, two_object_sample
+from helpers.teaching.examples import packaged_photos, photo_licences, save_examples, two_object_sample
 from helpers.teaching.viz import (
     informative_boxes,
     overlay,
@@ -98,3 +100,19 @@ def test_two_object_sample_needs_two_classes() -> None:
     assert two_object_sample([weak, both, one], bundle) is both and two_object_sample([weak, one]) is weak
     with pytest.raises(ValueError, match="two different classes"):
         two_object_sample([one])
+
+
+def test_packaged_photos_and_their_licences(tmp_path) -> None:
+    def sample(file, kind, split):
+        return SimpleNamespace(file=file, kind=kind, split=split)
+
+    samples = [sample("a.png", "photo", "test"), sample("b.png", "composite", "test"), sample("c.png", "photo", "val")]
+    assert [s.file for s in packaged_photos(samples)] == ["a.png"]
+    manifest = tmp_path / "manifest.csv"
+    table = pd.DataFrame({c: ["x", "x"] for c in MANIFEST_COLUMNS})
+    table[["file", "licence", "label_idx"]] = [["a.png", "a: CC0", 1], ["c.png", "c: CC BY 2.0", 2]]
+    table.to_csv(manifest, index=False)
+    assert photo_licences(packaged_photos(samples, "val") + packaged_photos(samples), manifest) == (
+        "c.png: c: CC BY 2.0\na.png: a: CC0")
+    with pytest.raises(ValueError, match="no licence recorded for \\['b.png'\\]"):
+        photo_licences(samples[:2], manifest)
