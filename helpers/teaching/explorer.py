@@ -1,4 +1,4 @@
-"""The explorer as a local web page: its photos, its start value of a, the predicted a, and ``python -m helpers explore``.
+"""The explorer as a local web page: its photos, its start a, the predicted a, and ``python -m helpers explore``.
 
 The page is Voilà serving the small notebook ``explorer.ipynb`` next to this module, which shows
 :func:`page_explorer`'s widget. Voilà is started on 127.0.0.1 only, with its kernel limited to the
@@ -17,8 +17,8 @@ from pathlib import Path
 from ..cam.models import MODEL_NAMES, ModelBundle, load_model
 from ..cam.zoo import TIMM_PREFIX, torchvision_names
 from ..config import IMAGENET_MANIFEST, ROOT
-from ..data.images import load_image
 from ..data.imagenet import configured_root
+from ..data.images import load_image
 from ..data.photos import PHOTOS, network_disabled
 from ..evaluation.alpha import read_alpha_json
 from .interactive import HybridExplorer, PhotoLoader

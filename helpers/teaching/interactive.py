@@ -120,7 +120,8 @@ class HybridExplorer:
         for w, cls in ((self.photo, "photo"), (self.upload, "upload"), (self.message, "message"),
                        (self.dropdown, "top-classes"), (self.search, "search"), (self.layer, "layer"),
                        (self.slider, "alpha"), (self.predicted, "predicted-alpha"), (self.button, "faithfulness"),
-                       (self.status, "faithfulness-status"), *zip(self.pictures, ("gradcam", "hybrid", "layercam"))):
+                       (self.status, "faithfulness-status"),
+                       *zip(self.pictures, ("gradcam", "hybrid", "layercam"), strict=True)):
             w.add_class(f"xai-{cls}")
         self._choose_photo(self.photo.value)
         self.photo.observe(lambda ch: self._choose_photo(ch["new"]), names="value")
@@ -131,7 +132,7 @@ class HybridExplorer:
         self.layer.observe(lambda ch: self.update(), names="value")
         self.slider.observe(lambda ch: self.show_hybrid(), names="value")
         self.button.on_click(lambda _: self.faithfulness())
-        panels = [widgets.VBox([c, p]) for c, p in zip(self.captions, self.pictures)]
+        panels = [widgets.VBox([c, p]) for c, p in zip(self.captions, self.pictures, strict=True)]
         self.widget = widgets.VBox([
             widgets.HBox([self.photo, self.upload]), self.message,
             widgets.HBox([self.dropdown, self.search]), widgets.HBox([self.layer, self.slider, self.predicted]),
@@ -233,7 +234,7 @@ class HybridExplorer:
 
     def update(self, *_: object) -> torch.Tensor:
         """Redraw all three pictures for the widgets' current values; returns the shown hybrid map (H, W)."""
-        for (title, a), picture, caption in zip(PANELS, self.pictures, self.captions):
+        for (title, a), picture, caption in zip(PANELS, self.pictures, self.captions, strict=True):
             if a is not None:
                 picture.value = png(self._overlay(self.fused(a)))
                 caption.value = f"<b>{title}</b>"
@@ -283,7 +284,7 @@ class HybridExplorer:
 
     def _plot_curves(self, curves: dict, aucs: dict, names: list[str]) -> plt.Figure:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3))
-        for ax, mode in zip(axes, MODES):
+        for ax, mode in zip(axes, MODES, strict=True):
             x = np.linspace(0, 1, curves[mode].shape[1])
             for i, name in enumerate(names):
                 ax.plot(x, curves[mode][i].numpy(), label=f"{name}: AUC {float(aucs[mode][i]):.3f}")
@@ -301,7 +302,7 @@ class HybridExplorer:
         """Grad-CAM, the hybrid at ``alpha`` and LayerCAM side by side with a colour bar (a static picture)."""
         c = self.class_idx if class_idx is None else class_idx
         fig, axes = plt.subplots(1, 3, figsize=(9, 3.8), layout="constrained")
-        for ax, (title, a) in zip(axes, PANELS):
+        for ax, (title, a) in zip(axes, PANELS, strict=True):
             ax.imshow(self._overlay(self.fused(alpha if a is None else a, c)))
             ax.set_title(title if a is not None else f"hybrid (a = {alpha:.2f})", fontsize=9)
             ax.axis("off")

@@ -83,6 +83,29 @@ def plot_cam_grid(images: Sequence, maps: Mapping[str, torch.Tensor], titles: Se
     return fig
 
 
+def plot_overlays(image: Image.Image | np.ndarray | torch.Tensor, maps: Mapping[str, torch.Tensor],
+                  title: str = "image", mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                  ncols: int = 4, size: float = 3.0, cmap: str = "jet") -> plt.Figure:
+    """One image and many maps of it (H, W), wrapped into rows of ``ncols`` panels (the image first), with
+    one colour bar: legible where a single row (:func:`plot_cam_grid`) would be a long strip."""
+    panels = 1 + len(maps)
+    nrows = -(-panels // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.6), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    flat = axes.flat
+    first = next(flat)
+    first.imshow(to_rgb_array(image, mean, std))
+    first.set_title(title, fontsize=10)
+    for ax, (name, cam) in zip(flat, maps.items(), strict=False):
+        ax.imshow(overlay(image, cam, cmap=cmap, mean=mean, std=std))
+        ax.set_title(name, fontsize=10)
+    fig.colorbar(matplotlib.cm.ScalarMappable(cmap=cmap), ax=axes, orientation="horizontal", fraction=0.04,
+                 aspect=40, label="map value (each map scaled to [0, 1])")
+    return fig
+
+
 def plot_maps(maps: Mapping[str, np.ndarray | torch.Tensor], cmap: str = "viridis", size: float = 2.4,
               colorbar: bool = True, suptitle: str | None = None) -> plt.Figure:
     """A row of 2-D maps (e.g. channels, gradients, CAM steps), each with its own colour scale."""

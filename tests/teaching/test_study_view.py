@@ -1,4 +1,4 @@
-"""What notebook 4 and the explorer read from a study folder: stale parts stop it, the explorer shows the predicted a."""
+"""Notebook 4 and the explorer read a study folder: stale parts stop them, the explorer shows the predicted a."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from toy import GapLinear, toy_bundle
 
 from helpers.evaluation.adaptive import FEATURES
 from helpers.study.run import part_hash, part_photos
@@ -14,7 +15,6 @@ from helpers.study.spec import Part, StudySpec
 from helpers.study.store import PartFile, write_part
 from helpers.teaching.interactive import HybridExplorer
 from helpers.teaching.study_view import StalePartError, StudyAlphaPredictor, fresh_part, layer_choices, sweep_rows
-from toy import GapLinear, toy_bundle
 
 ALPHAS = (0.0, 0.5, 1.0)
 SWEEP = (("settings", ("target",)), ("alphas", ALPHAS), ("additive", ()), ("with_max", False),
@@ -40,7 +40,8 @@ def part_file(name: str, rows: pd.DataFrame, h: str = "0" * 16, shard=(1, 1)) ->
 
 def sweep_part(insertion: dict[str, dict[float, float]], layer: str) -> pd.DataFrame:
     return pd.DataFrame([{"image": img, "fusion": "geometric", "alpha": a, "insertion_auc": v, "deletion_auc": 0.1,
-                          "layer": layer, "method": "hybrid"} for img, by_a in insertion.items() for a, v in by_a.items()])
+                          "layer": layer, "method": "hybrid"}
+                         for img, by_a in insertion.items() for a, v in by_a.items()])
 
 
 def test_fresh_part_takes_the_codes_hash_and_names_a_stale_part(toy, tmp_path) -> None:
@@ -82,7 +83,7 @@ def write_val(folder, bundle, threshold: float) -> None:
     features = pd.DataFrame(rng.normal(size=(60, len(FEATURES))), columns=list(FEATURES))
     features["top1_prob"] = threshold + np.linspace(-0.3, 0.3, 60)
     sign = np.where(features["top1_prob"] > threshold, 1.0, -1.0)
-    insertion = {img: {a: 0.5 + 0.1 * s * (1 - a) for a in ALPHAS} for img, s in zip(images, sign)}
+    insertion = {img: {a: 0.5 + 0.1 * s * (1 - a) for a in ALPHAS} for img, s in zip(images, sign, strict=True)}
     write_part(folder, part_file("alpha_head", sweep_part(insertion, bundle.target_layer)))
     write_part(folder, part_file("features_val", features.assign(image=images, layer=bundle.target_layer)))
 

@@ -22,6 +22,7 @@ from helpers.teaching.viz import (
     plot_cam_grid,
     plot_map_rows,
     plot_maps,
+    plot_overlays,
     preview,
     to_rgb_array,
 )
@@ -116,3 +117,13 @@ def test_packaged_photos_and_their_licences(tmp_path) -> None:
         "c.png: c: CC BY 2.0\na.png: a: CC0")
     with pytest.raises(ValueError, match="no licence recorded for \\['b.png'\\]"):
         photo_licences(samples[:2], manifest)
+
+
+def test_overlays_wrap_into_rows_with_one_colour_bar() -> None:
+    image, maps = torch.rand(3, 6, 6), {f"layer {i}": torch.rand(6, 6) for i in range(6)}
+    fig = plot_overlays(image, maps, title="photo", ncols=4)
+    panels, bars = fig.axes[:8], fig.axes[8:]
+    assert len(bars) == 1 and bars[0].get_label() == "<colorbar>"
+    assert [ax.get_title() for ax in panels] == ["photo", *maps, ""]   # 7 panels in 2 rows of 4, the last empty
+    assert np.allclose(panels[2].get_images()[0].get_array(), overlay(image, maps["layer 1"]))
+    assert not panels[7].get_images()
