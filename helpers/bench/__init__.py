@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..cam.models import ModelBundle, load_model
+from ..cam.bundle import ModelBundle
+from ..cam.models import load_model
 from ..config import RESULTS_DIR
 from ..study.run import machine
 from .engine import (

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cam.maps import normalise
-from ..cam.models import ModelBundle
+from ..cam.bundle import ModelBundle
 from . import metrics as M
 from .runner import (
     LOCALISATION,

@@ -1,4 +1,4 @@
-"""Example figures over a dataset split: CAM overlays per method, ground-truth boxes outlined."""
+"""Example figures over a dataset split: CAM overlays per method, ground-truth boxes outlined, photo licences."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +11,8 @@ from tqdm.auto import tqdm
 from ..cam.backend import infer
 from ..cam.bundle import ModelBundle
 from ..cam.engine import Method, compute_cams
+from ..config import MANIFEST
+from ..data.images import read_manifest
 from .viz import plot_cam_grid
 
 
@@ -59,3 +61,18 @@ def save_examples(bundle: ModelBundle, samples: Sequence, methods: Sequence[Meth
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def packaged_photos(samples: Sequence, split: str = "test") -> list:
+    """The packaged photos (``kind == "photo"``, redistributable: they ship inside installed packages) of a
+    split, in manifest order: what the stored notebooks show as examples."""
+    return [s for s in samples if s.kind == "photo" and s.split == split]
+
+
+def photo_licences(samples: Sequence, manifest: str | Path = MANIFEST) -> str:
+    """One line per sample: its file and the licence the manifest records for it."""
+    table = read_manifest(manifest).set_index("file")["licence"]
+    missing = [s.file for s in samples if s.file not in table.index]
+    if missing:
+        raise ValueError(f"{manifest}: no licence recorded for {missing}")
+    return "\n".join(f"{s.file}: {table[s.file]}" for s in samples)

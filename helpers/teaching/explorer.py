@@ -1,4 +1,4 @@
-"""The explorer as a local web page: its photos, its start value of a, and ``python -m helpers explore``.
+"""The explorer as a local web page: its photos, its start a, the predicted a, and ``python -m helpers explore``.
 
 The page is Voilà serving the small notebook ``explorer.ipynb`` next to this module, which shows
 :func:`page_explorer`'s widget. Voilà is started on 127.0.0.1 only, with its kernel limited to the
@@ -18,11 +18,12 @@ from ..cam.bundle import ModelBundle
 from ..cam.models import MODEL_NAMES, load_model
 from ..cam.zoo import TIMM_PREFIX, torchvision_names
 from ..config import IMAGENET_MANIFEST, ROOT
-from ..data.images import load_image
 from ..data.imagenet import configured_root
+from ..data.images import load_image
 from ..data.photos import PHOTOS, network_disabled
 from ..evaluation.alpha_sweep import read_alpha_json
 from .interactive import HybridExplorer, PhotoLoader
+from .study_view import STUDY_DIR, StudyAlphaPredictor
 
 NOTEBOOK = Path(__file__).with_name("explorer.ipynb")
 #: The chosen a of notebook 4 (the full run's, never the quick mode's).
@@ -71,7 +72,8 @@ def page_explorer(model: str | None = None, bundle: ModelBundle | None = None) -
     ``model`` defaults to ``$XAI_EXPLORE_MODEL``, else the embedded EfficientNet-Lite0; weights are
     never downloaded here."""
     bundle = bundle or load_model(model or os.environ.get(MODEL_ENV) or "efficientnet_lite0", download=False)
-    return HybridExplorer(bundle, photos=photo_sources(), alpha=default_alpha(model=bundle.name))
+    return HybridExplorer(bundle, photos=photo_sources(), alpha=default_alpha(model=bundle.name),
+                          predict_alpha=StudyAlphaPredictor(STUDY_DIR, "full", bundle))
 
 
 def free_port() -> int:

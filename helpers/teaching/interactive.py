@@ -33,8 +33,9 @@ from .viz import overlay
 
 #: A photo source: returns the photo as an RGB PIL image (loaded only when chosen).
 PhotoLoader = Callable[[], Image.Image]
-#: The predicted-a hook: (bundle, preprocessed image, class, layer) -> a, or None for "no prediction".
-AlphaPredictor = Callable[[ModelBundle, torch.Tensor, int, str], "float | None"]
+#: The predicted-a hook: (bundle, preprocessed image, class, layer) -> a; or a sentence saying why there is
+#: no prediction (shown instead); or None (nothing shown).
+AlphaPredictor = Callable[[ModelBundle, torch.Tensor, int, str], "float | str | None"]
 
 #: Column titles and the a at which the hybrid equals each method.
 PANELS = (("Grad-CAM (a = 1)", 1.0), ("hybrid", None), ("LayerCAM (a = 0)", 0.0))
@@ -121,7 +122,8 @@ class HybridExplorer:
         for w, cls in ((self.photo, "photo"), (self.upload, "upload"), (self.message, "message"),
                        (self.dropdown, "top-classes"), (self.search, "search"), (self.layer, "layer"),
                        (self.slider, "alpha"), (self.predicted, "predicted-alpha"), (self.button, "faithfulness"),
-                       (self.status, "faithfulness-status"), *zip(self.pictures, ("gradcam", "hybrid", "layercam"))):
+                       (self.status, "faithfulness-status"),
+                       *zip(self.pictures, ("gradcam", "hybrid", "layercam"), strict=True)):
             w.add_class(f"xai-{cls}")
         self._choose_photo(self.photo.value)
         self.photo.observe(lambda ch: self._choose_photo(ch["new"]), names="value")
@@ -132,7 +134,7 @@ class HybridExplorer:
         self.layer.observe(lambda ch: self.update(), names="value")
         self.slider.observe(lambda ch: self.show_hybrid(), names="value")
         self.button.on_click(lambda _: self.faithfulness())
-        panels = [widgets.VBox([c, p]) for c, p in zip(self.captions, self.pictures)]
+        panels = [widgets.VBox([c, p]) for c, p in zip(self.captions, self.pictures, strict=True)]
         self.widget = widgets.VBox([
             widgets.HBox([self.photo, self.upload]), self.message,
             widgets.HBox([self.dropdown, self.search]), widgets.HBox([self.layer, self.slider, self.predicted]),
@@ -234,7 +236,7 @@ class HybridExplorer:
 
     def update(self, *_: object) -> torch.Tensor:
         """Redraw all three pictures for the widgets' current values; returns the shown hybrid map (H, W)."""
-        for (title, a), picture, caption in zip(PANELS, self.pictures, self.captions):
+        for (title, a), picture, caption in zip(PANELS, self.pictures, self.captions, strict=True):
             if a is not None:
                 picture.value = png(self._overlay(self.fused(a)))
                 caption.value = f"<b>{title}</b>"
@@ -245,12 +247,16 @@ class HybridExplorer:
         return self.show_hybrid()
 
     # ---------------------------------------------------------------- hook: predicted a
-    def show_predicted_alpha(self) -> float | None:
+    def show_predicted_alpha(self) -> float | str | None:
         """HOOK for a predicted a: ``predict_alpha(bundle, image, class, layer)`` (a constructor argument)
-        is shown next to the slider when it returns a value, and hidden otherwise."""
+        is shown next to the slider when it returns a value, its sentence when it says why there is
+        none, and nothing when it returns None."""
         value = None if self.predict_alpha is None else self.predict_alpha(
             self.bundle, self.image, self.class_idx, self.layer.value)
-        self.predicted.value = "" if value is None else f"predicted a = <b>{float(value):.2f}</b>"
+        if isinstance(value, str):
+            self.predicted.value = f"<span style='color:#666'>{html.escape(value)}</span>"
+        else:
+            self.predicted.value = "" if value is None else f"predicted a = <b>{float(value):.2f}</b>"
         self.predicted.layout.display = "none" if value is None else None
         return value
 
@@ -280,7 +286,7 @@ class HybridExplorer:
 
     def _plot_curves(self, curves: dict, aucs: dict, names: list[str]) -> plt.Figure:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3))
-        for ax, mode in zip(axes, MODES):
+        for ax, mode in zip(axes, MODES, strict=True):
             x = np.linspace(0, 1, curves[mode].shape[1])
             for i, name in enumerate(names):
                 ax.plot(x, curves[mode][i].numpy(), label=f"{name}: AUC {float(aucs[mode][i]):.3f}")
@@ -298,7 +304,7 @@ class HybridExplorer:
         """Grad-CAM, the hybrid at ``alpha`` and LayerCAM side by side with a colour bar (a static picture)."""
         c = self.class_idx if class_idx is None else class_idx
         fig, axes = plt.subplots(1, 3, figsize=(9, 3.8), layout="constrained")
-        for ax, (title, a) in zip(axes, PANELS):
+        for ax, (title, a) in zip(axes, PANELS, strict=True):
             ax.imshow(self._overlay(self.fused(alpha if a is None else a, c)))
             ax.set_title(title if a is not None else f"hybrid (a = {alpha:.2f})", fontsize=9)
             ax.axis("off")

@@ -40,31 +40,69 @@ def overlay(image: Image.Image | np.ndarray | torch.Tensor, cam: np.ndarray | to
     return (1 - weight) * rgb + weight * colour
 
 
+#: A map whose values differ by at most this (relative to its largest magnitude) is drawn as constant.
+CONSTANT_TOLERANCE = 1e-9
+#: A box covering at least this share of the image outlines the image itself and is not drawn.
+WHOLE_IMAGE_SHARE = 0.98
+
+
+def informative_boxes(boxes: Sequence[tuple[float, float, float, float]], height: int, width: int
+                      ) -> list[tuple[float, float, float, float]]:
+    """The boxes worth outlining on an image of ``height`` x ``width``: those that do not cover (nearly)
+    all of it (a frame around the whole picture says nothing and hides its edge)."""
+    return [b for b in boxes if (b[2] - b[0]) * (b[3] - b[1]) < WHOLE_IMAGE_SHARE * height * width]
+
+
 def plot_cam_grid(images: Sequence, maps: Mapping[str, torch.Tensor], titles: Sequence[str] | None = None,
                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                   path: str | Path | None = None, size: float = 2.4,
-                  boxes: Sequence[Sequence[tuple[float, float, float, float]]] | None = None) -> plt.Figure:
-    """One row per image: the image, then one overlay per method (with ``boxes`` outlined).
-
-    Saved to ``path`` if given.
-    """
+                  boxes: Sequence[Sequence[tuple[float, float, float, float]]] | None = None,
+                  cmap: str = "jet") -> plt.Figure:
+    """One row per image: the image, then one overlay per method (``boxes`` outlined unless they frame the
+    whole image), and one colour bar for the overlays (every map is in [0, 1]). Saved to ``path`` if given."""
     names = list(maps)
-    fig, axes = plt.subplots(len(images), len(names) + 1, figsize=(size * (len(names) + 1), size * len(images)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(images), len(names) + 1, figsize=(size * (len(names) + 1), size * len(images) + 0.6),
+                             squeeze=False, layout="constrained")
     for i, image in enumerate(images):
-        axes[i, 0].imshow(to_rgb_array(image, mean, std))
+        rgb = to_rgb_array(image, mean, std)
+        axes[i, 0].imshow(rgb)
         axes[i, 0].set_title(titles[i] if titles else "image", fontsize=8)
         for j, name in enumerate(names, start=1):
-            axes[i, j].imshow(overlay(image, maps[name][i], mean=mean, std=std))
+            axes[i, j].imshow(overlay(image, maps[name][i], cmap=cmap, mean=mean, std=std))
             axes[i, j].set_title(name, fontsize=8)
         for ax in axes[i] if boxes else ():
-            draw_boxes(ax, boxes[i])
+            draw_boxes(ax, informative_boxes(boxes[i], *rgb.shape[:2]))
     for ax in axes.flat:
         ax.axis("off")
-    fig.tight_layout()
+    if names:
+        fig.colorbar(matplotlib.cm.ScalarMappable(cmap=cmap), ax=axes[:, 1:], orientation="horizontal",
+                     fraction=0.04, aspect=40, label="map value (each map scaled to [0, 1])")
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
+    return fig
+
+
+def plot_overlays(image: Image.Image | np.ndarray | torch.Tensor, maps: Mapping[str, torch.Tensor],
+                  title: str = "image", mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                  ncols: int = 4, size: float = 3.0, cmap: str = "jet") -> plt.Figure:
+    """One image and many maps of it (H, W), wrapped into rows of ``ncols`` panels (the image first), with
+    one colour bar: legible where a single row (:func:`plot_cam_grid`) would be a long strip."""
+    panels = 1 + len(maps)
+    nrows = -(-panels // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.6), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    flat = axes.flat
+    first = next(flat)
+    first.imshow(to_rgb_array(image, mean, std))
+    first.set_title(title, fontsize=10)
+    for ax, (name, cam) in zip(flat, maps.items(), strict=False):
+        ax.imshow(overlay(image, cam, cmap=cmap, mean=mean, std=std))
+        ax.set_title(name, fontsize=10)
+    fig.colorbar(matplotlib.cm.ScalarMappable(cmap=cmap), ax=axes, orientation="horizontal", fraction=0.04,
+                 aspect=40, label="map value (each map scaled to [0, 1])")
     return fig
 
 
@@ -74,23 +112,34 @@ def plot_maps(maps: Mapping[str, np.ndarray | torch.Tensor], cmap: str = "viridi
     return plot_map_rows([maps], cmap, size, colorbar, suptitle)
 
 
+def is_constant(arr: np.ndarray) -> bool:
+    """Whether a map holds one value (up to :data:`CONSTANT_TOLERANCE` of its largest magnitude)."""
+    return bool(np.ptp(arr) <= CONSTANT_TOLERANCE * max(float(np.abs(arr).max()), 1e-30))
+
+
 def plot_map_rows(rows: Sequence[Mapping[str, np.ndarray | torch.Tensor]], cmap: str = "viridis", size: float = 2.4,
                   colorbar: bool = True, suptitle: str | None = None) -> plt.Figure:
-    """A grid of 2-D maps, one row per mapping, each panel with its own colour scale."""
+    """A grid of 2-D maps, one row per mapping, each panel with its own colour scale and colour bar; a
+    constant map is drawn as one flat grey with its value written on it, and gets no colour bar."""
     ncols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols, size * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols, size * len(rows)), squeeze=False,
+                             layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
-    for row_axes, maps in zip(axes, rows):
-        for ax, (title, m) in zip(row_axes, maps.items()):
+    for row_axes, maps in zip(axes, rows, strict=False):
+        for ax, (title, m) in zip(row_axes, maps.items(), strict=False):
             arr = m.detach().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)
-            im = ax.imshow(arr, cmap=cmap)
             ax.set_title(title, fontsize=8)
+            if is_constant(arr):
+                ax.imshow(np.full(arr.shape, 0.85), cmap="gray", vmin=0, vmax=1)
+                ax.text(0.5, 0.5, f"constant\n{float(arr.flat[0]):.3g}", transform=ax.transAxes, ha="center",
+                        va="center", fontsize=8)
+                continue
+            im = ax.imshow(arr, cmap=cmap)
             if colorbar:
                 fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if suptitle:
         fig.suptitle(suptitle)
-    fig.tight_layout()
     return fig
 
 
