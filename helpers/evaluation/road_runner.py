@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cam.maps import normalise
-from ..cam.models import ModelBundle
+from ..cam.bundle import ModelBundle
 from .cache import cached
 from .road import road_scores
 from .runner import EvalConfig, Evaluation, MethodSpec, cache_key, explain_rows, explained_class, image_seed
