@@ -19,7 +19,6 @@ import pandas as pd
 import torch
 
 from ..cam.bundle import ModelBundle
-from ..config import ROOT
 from ..evaluation.adaptive import (
     FEATURES,
     AlphaPredictor,
@@ -29,24 +28,10 @@ from ..evaluation.adaptive import (
     predict_alpha,
 )
 from ..evaluation.alpha_sweep import choose_alpha, summarise
+from ..study.results import STUDY_DIR, StalePartError, rerun_command
 from ..study.run import alpha_for, part_hash, part_photos
 from ..study.spec import StudySpec, load_spec
 from ..study.store import PartFile, StudyFileError, part_path, read_part
-
-#: The study folder notebook 4 and the explorer read (``make study`` writes it).
-STUDY_DIR = ROOT / "results" / "study"
-
-
-class StalePartError(StudyFileError):
-    """A committed study part whose hash differs from the code's: its rows no longer match the protocol."""
-
-
-def rerun_command(spec: StudySpec, part: str, folder: str | Path) -> str:
-    """The command line that (re)computes one part of ``spec`` into ``folder``."""
-    folder = Path(folder)
-    shown = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
-    return (f"python -m helpers study --spec {spec.name} --stage {spec.part(part).stage} --parts {part} "
-            f"--out {shown}")
 
 
 def fresh_part(folder: str | Path, spec: str | Path | StudySpec, name: str, bundle: ModelBundle) -> PartFile | None:
