@@ -37,9 +37,8 @@ from ..evaluation.adaptive import map_features
 from ..evaluation.alpha_sweep import sweep, sweep_plan
 from ..evaluation.layer_study import layer_table, sweep_layers
 from ..evaluation.model_study import model_rows
-from ..cam.maps import normalise
-from ..evaluation.road import road_scores
-from ..evaluation.runner import EvalConfig, MethodSpec, evaluate_sample, explain_rows, explained_class, image_seed
+from ..evaluation.road_runner import road_rows
+from ..evaluation.runner import EvalConfig, MethodSpec, evaluate_sample, explained_class, image_seed
 from ..evaluation.sanity import cascade_order, cascading_randomisation
 from .spec import Part, StudySpec
 
@@ -186,20 +185,15 @@ def run_features(part: Part, spec: StudySpec, bundle: ModelBundle, samples: Sequ
 def run_road(part: Part, spec: StudySpec, bundle: ModelBundle, samples: Sequence[Any],
              alpha: Alpha = None) -> pd.DataFrame:
     """ROAD (MoRF, LeRF, combined, and every percentage) of every method's map, one photo at a time: the maps
-    are the evaluate part's (same methods, seeds and scaling), the scores :func:`helpers.evaluation.road.road_scores`."""
+    are the evaluate part's (same methods, seeds and scaling), the rows
+    :func:`helpers.evaluation.road_runner.road_rows`'s (the command line's ``--metrics road``)."""
     specs = main_specs(part, float(alpha))
     cfg = EvalConfig(rise_steps=spec.rise_steps, thesis_steps=spec.thesis_steps)
-    tables = []
+    rows = []
     for sample in samples:
-        seed = image_seed(sample.file)
         cls, pred = explained_class(bundle, sample, "top1")
-        xs = sample.tensor[None].expand(len(specs), -1, -1, -1)
-        idxs = torch.tensor([cls]).expand(len(specs))
-        maps = normalise(explain_rows(bundle, xs, idxs, specs, seed, dict(cfg.cam_options)), cfg.normalise)
-        scores = road_scores(bundle, xs, maps, idxs, tie_seed=seed)
-        tables.append(pd.DataFrame({"image": sample.file, "method": [s.label for s in specs], "class_idx": cls,
-                                    "pred_idx": pred, **{k: v.double().numpy() for k, v in scores.items()}}))
-    return pd.concat(tables, ignore_index=True).assign(model=bundle.name, layer=bundle.target_layer)
+        rows += [{**row, "class_idx": cls, "pred_idx": pred} for row in road_rows(bundle, sample, specs, cfg)]
+    return pd.DataFrame(rows).assign(model=bundle.name, layer=bundle.target_layer)
 
 
 RUNNERS: dict[str, Runner] = {"road": run_road, "alpha_sweep": run_alpha_sweep, "evaluate": run_evaluate, "layers": run_layers,
