@@ -15,6 +15,8 @@ def normalise_max(maps: torch.Tensor) -> torch.Tensor:
     """Divide each map of a batch (N, ...) by its maximum; an all-zero map stays zero (no NaN)."""
     peak = maps.flatten(1).amax(dim=1).view(-1, *([1] * (maps.dim() - 1)))
     positive = peak > 0
+    if bool(positive.all()):  # the usual case: one pass over the maps
+        return maps / peak
     return torch.where(positive, maps / torch.where(positive, peak, torch.ones_like(peak)), torch.zeros_like(maps))
 
 
