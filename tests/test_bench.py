@@ -5,10 +5,9 @@ from __future__ import annotations
 import mmap
 
 import pandas as pd
+import torch
 
 from helpers import bench
-import helpers.bench.engine
-import helpers.bench.study
 from helpers.evaluation.runner import MethodSpec
 
 
@@ -61,7 +60,15 @@ def test_memory_check_flags_a_leak_and_passes_flat_memory(lite0, monkeypatch) ->
 def test_slider_latency_moves_the_explorers_slider(lite0, monkeypatch) -> None:
     fused = []
     real = bench.study.HybridExplorer.show_hybrid
-    monkeypatch.setattr(bench.study.HybridExplorer, "show_hybrid", lambda self: fused.append(self.slider.value) or real(self))
+    monkeypatch.setattr(bench.study.HybridExplorer, "show_hybrid",
+                        lambda self: fused.append(self.slider.value) or real(self))
     (row,) = bench.slider_latency(lite0, moves=21)
     assert fused == [0.7] + [round(0.05 * (i % 20), 2) for i in range(1, 22)]  # set-up, then one redraw per move
     assert row["value"] > 0 and row["target"] == "<= 200" and row["met"] == (row["value"] <= 200)
+
+
+def test_the_floor_stops_spinning_when_a_run_returns(lite0) -> None:
+    session = bench.engine.floor_session(lite0, (3, 224, 224))
+    options = session.get_session_options()
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert options.intra_op_num_threads == torch.get_num_threads()
