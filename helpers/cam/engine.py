@@ -28,11 +28,9 @@ from __future__ import annotations
 import functools
 import inspect
 import weakref
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +41,7 @@ from .backend import forward_fn, infer, resolve_backend
 from .checks import check_images
 from .hooks import LayerCapture, eval_mode
 from .layers import Reshape, as_map
-from .maps import fuse_layers, geometric_fusion, normalise_max, upsample
+from .maps import fuse_layers, geometric_fusion, scale_maps
 from .models import GapLinearHead, ModelBundle, ModelSplit, check_class_idx, ensure_bundle, split_at
 from .options import (
     DEFAULT_FUSION,
@@ -68,8 +66,10 @@ from .registry import (
     gradient_methods,
     method_inputs,
     method_options,
+    one_pass,
     plan,
     register,
+    shared,
 )
 from .registry import _resolve as _resolve  # noqa: F401  (re-exported: the command line checks names with it)
 from .targets import ClassLogit, ClassLogProbability, ClassProbability, ClassTarget, Target, as_target, class_target
@@ -79,37 +79,7 @@ __all__ = ["CLASS_INPUTS", "FORWARD_BATCH", "INPUTS", "METHODS", "OPTIONS", "SCO
            "Hybrid", "LayerFusion", "Method", "MethodOptions", "ReciproCAM", "ScoreCAM", "Smooth", "Step", "Target",
            "as_target", "callable_scores", "capture", "class_target", "classifier_rows", "compute_cams", "engine_split",
            "forward_backward", "gradcam", "gradcam_weights", "gradient_methods", "hybrid", "layer_list", "layercam",
-           "method_inputs", "method_options", "noisy_copies", "plan", "register"]
-
-
-PureMethod = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-#: The raw maps of :func:`shared` methods in the pass under way (None outside a pass): {key: (inputs, map)}.
-_PASS_MAPS: ContextVar[dict | None] = ContextVar("pass_maps", default=None)
-
-
-def shared(fn: PureMethod) -> PureMethod:
-    """A pure method ``fn(acts, grads)`` that, inside one engine pass, runs once per (acts, grads) pair and
-    hands the same map to every caller (the hybrid reuses Grad-CAM's and LayerCAM's); outside a pass it just runs."""
-    @functools.wraps(fn)
-    def once(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-        memo = _PASS_MAPS.get()
-        if memo is None:
-            return fn(acts, grads)
-        key = (fn, id(acts), id(grads))
-        if key not in memo:  # the inputs are kept with the map, so their ids are not reused during the pass
-            memo[key] = ((acts, grads), fn(acts, grads))
-        return memo[key][1]
-    return once
-
-
-@contextmanager
-def _one_pass() -> Iterator[None]:
-    """The block shares the maps of :func:`shared` methods; they are dropped at its end."""
-    token = _PASS_MAPS.set({})
-    try:
-        yield
-    finally:
-        _PASS_MAPS.reset(token)
+           "method_inputs", "method_options", "noisy_copies", "one_pass", "plan", "register", "shared"]
 
 
 @register("gradcam")
@@ -317,16 +287,12 @@ def _inputs(bundle: ModelBundle, images: torch.Tensor, cap: Capture, layer: str,
             rows: slice) -> dict[str, Callable[[], object]]:
     """Lazy engine inputs for one layer and the batch rows ``rows`` of the pass, each made once (every
     step gets the same tensors, so :func:`shared` methods recognise them)."""
-    return {name: functools.cache(make) for name, make in _makers(bundle, images, cap, layer, rows).items()}
-
-
-def _makers(bundle: ModelBundle, images: torch.Tensor, cap: Capture, layer: str,
-            rows: slice) -> dict[str, Callable[[], object]]:
-    return {"acts": lambda: cap.activations[layer][rows], "grads": lambda: cap.gradients[layer][rows],
+    makers = {"acts": lambda: cap.activations[layer][rows], "grads": lambda: cap.gradients[layer][rows],
             "classes": lambda: cap.class_idx[rows], "images": lambda: images, "model": lambda: bundle.model,
             "forward": lambda: lambda x: infer(bundle, x),
             "tail": lambda: split_at(bundle, layer).tail,
             "head_weight": lambda: classifier_rows(bundle, layer, cap.class_idx[rows])}
+    return {name: functools.cache(make) for name, make in makers.items()}
 
 
 def compute_cams(bundle: ModelBundle | nn.Module, images: torch.Tensor,
@@ -391,7 +357,7 @@ def _run(bundle: ModelBundle, images: torch.Tensor, steps: Sequence[Step], targe
     on_device = images.to(bundle.device)
     inputs: dict[tuple[str, int, int], dict[str, Callable[[], object]]] = {}
     raw: dict[str, list[torch.Tensor]] = {lay: [] for lay in cap.layers}  # per layer, one map per step
-    with torch.no_grad(), _one_pass():
+    with torch.no_grad(), one_pass():
         for step in steps:
             smooth = step.smooth
             start = 0 if smooth is None else starts[(smooth.n, smooth.noise, smooth.seed)]
@@ -400,23 +366,10 @@ def _run(bundle: ModelBundle, images: torch.Tensor, steps: Sequence[Step], targe
                 given = inputs.setdefault((lay, rows.start, rows.stop), _inputs(bundle, on_device, cap, lay, rows))
                 m = _call(step.key, step.fn, given, step.options)
                 raw[lay].append(m if smooth is None else m.view(smooth.n, n, *m.shape[1:]).mean(dim=0))
-        scaled = [_scaled(raw[lay], tuple(images.shape[-2:])) for lay in cap.layers]
+        scaled = [scale_maps(raw[lay], tuple(images.shape[-2:])) for lay in cap.layers]
     out = CamMaps()
     for step, per_layer in zip(steps, zip(*scaled, strict=True), strict=True):
         out[step.key] = per_layer[0] if len(per_layer) == 1 else fuse_layers(per_layer, fusion.gamma)
     out.class_idx, out.logits = None if cap.class_idx is None else cap.class_idx[:n], cap.logits[:n]
     return out
 
-
-def _scaled(raw: Sequence[torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
-    """``normalise_max(upsample(m, size))`` of each raw map batch, with one upsampling and one scaling for all
-    maps of the same shape (each map is resized and scaled on its own, so the values are those of one call each)."""
-    out: list[torch.Tensor | None] = [None] * len(raw)
-    groups: dict[tuple, list[int]] = {}
-    for i, m in enumerate(raw):
-        groups.setdefault((tuple(m.shape), m.dtype), []).append(i)
-    for members in groups.values():
-        maps = normalise_max(upsample(torch.cat([raw[i] for i in members]), size)).split([len(raw[i]) for i in members])
-        for i, m in zip(members, maps, strict=True):
-            out[i] = m
-    return out

@@ -52,6 +52,20 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") 
     return out.clamp_min(0) if mode == "bicubic" else out
 
 
+def scale_maps(raw: Sequence[torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
+    """``normalise_max(upsample(m, size))`` of each raw map batch (N, h, w), with one upsampling and one scaling
+    for all batches of the same shape (each map is still resized and scaled on its own: the same values)."""
+    out: list[torch.Tensor | None] = [None] * len(raw)
+    groups: dict[tuple, list[int]] = {}
+    for i, m in enumerate(raw):
+        groups.setdefault((tuple(m.shape), m.dtype), []).append(i)
+    for members in groups.values():
+        maps = normalise_max(upsample(torch.cat([raw[i] for i in members]), size)).split([len(raw[i]) for i in members])
+        for i, m in zip(members, maps, strict=True):
+            out[i] = m
+    return out
+
+
 def check_alpha(alpha: float) -> None:
     """Raise ValueError unless 0 <= alpha <= 1."""
     if not 0.0 <= alpha <= 1.0:

@@ -10,7 +10,6 @@ from toy import GapLinear, toy_bundle
 
 from helpers.cam.engine import (
     METHODS,
-    _scaled,
     compute_cams,
     forward_backward,
     gradcam,
@@ -20,7 +19,7 @@ from helpers.cam.engine import (
     shared,
 )
 from helpers.cam.hooks import LayerCapture
-from helpers.cam.maps import fuse_layers, geometric_fusion, normalise_max, upsample
+from helpers.cam.maps import fuse_layers, geometric_fusion, normalise_max, scale_maps, upsample
 from helpers.cam.options import Hybrid
 
 # A = the input itself (2 channels, 2x2); w = [[1, -2], [0.5, 3]].
@@ -280,7 +279,7 @@ def test_maps_scaled_together_equal_maps_scaled_one_by_one() -> None:
     torch.manual_seed(0)
     raw = [torch.rand(2, 3, 3), torch.zeros(2, 3, 3), torch.rand(2, 4, 4), 7 * torch.rand(2, 3, 3),
            -torch.rand(2, 4, 4)]
-    out = _scaled(raw, (9, 11))
+    out = scale_maps(raw, (9, 11))
     assert len(out) == len(raw)
     for r, o in zip(raw, out, strict=True):
         assert torch.equal(o, normalise_max(upsample(r, (9, 11))))
