@@ -6,6 +6,7 @@ import mmap
 
 import pandas as pd
 import pytest
+import torch
 
 from helpers import bench
 from helpers.evaluation.runner import MethodSpec
@@ -69,7 +70,8 @@ def test_memory_check_flags_a_leak_and_passes_flat_memory(lite0, monkeypatch) ->
 def test_slider_latency_moves_the_explorers_slider(lite0, monkeypatch) -> None:
     fused = []
     real = bench.study.HybridExplorer.show_hybrid
-    monkeypatch.setattr(bench.study.HybridExplorer, "show_hybrid", lambda self: fused.append(self.slider.value) or real(self))
+    monkeypatch.setattr(bench.study.HybridExplorer, "show_hybrid",
+                        lambda self: fused.append(self.slider.value) or real(self))
     (row,) = bench.slider_latency(lite0, moves=21)
     assert fused == [0.7] + [round(0.05 * (i % 20), 2) for i in range(1, 22)]  # set-up, then one redraw per move
     assert row["value"] > 0 and row["target"] == "<= 200" and row["met"] == (row["value"] <= 200)
@@ -89,3 +91,10 @@ def test_dask_layout_times_both_layouts_on_the_same_photos(monkeypatch) -> None:
     assert ran == [(2, "val")] * 2                        # in-process runs: the warm-up and one timed round
     assert ratio == pytest.approx(dask / single) and rows[2]["met"] == (dask < single)
     assert "2 photos" in rows[0]["measure"] and "1 process x 2 threads" in rows[0]["measure"]
+
+
+def test_the_floor_stops_spinning_when_a_run_returns(lite0) -> None:
+    session = bench.engine.floor_session(lite0, (3, 224, 224))
+    options = session.get_session_options()
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert options.intra_op_num_threads == torch.get_num_threads()

@@ -43,16 +43,30 @@ def floor_and_methods(bundle: ModelBundle, batch: int, repeats: int) -> list[dic
             for name, s in medians.items()]
 
 
+def floor_session(bundle: ModelBundle, shape: tuple[int, ...]) -> onnxruntime.InferenceSession:
+    """The floor: a bare ONNX Runtime session of the bundle's exported model (per-image input ``shape``) with
+    the runtime's defaults, torch's thread count, and workers that stop spinning when a run returns.
+
+    By default they spin on for 2^20 pauses after each run (tens of ms where PAUSE is slow, as on AVX-512
+    Xeons), taking a core from whatever is timed next in the interleaved round: the CAM pass, measured
+    right after the floor, came out 30-50 ms per batch of 16 slower on 2 cores. While it runs, the floor
+    spins as by default.
+    """
+    infer(bundle, torch.zeros((1, *shape), device=bundle.device))  # exported (or found in the cache) first
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    return onnxruntime.InferenceSession(str(onnx_path(bundle.model, bundle.name, shape)), options,
+                                        providers=["CPUExecutionProvider"])
+
+
 def engine_speed(bundle: ModelBundle, eval_batch: int, cam_batch: int, repeats: int) -> list[dict]:
     """Evaluation forwards (eager torch, the package's backend, a bare ONNX Runtime session: the floor)
-    at ``eval_batch``; GC + LC + hybrid in one pass and the opt-in bf16 forward at ``cam_batch``."""
+    at ``eval_batch``; GC + LC + hybrid in one pass and the opt-in bf16 forward at ``cam_batch``
+    (the floor: :func:`floor_session`)."""
     x, xc = photo_batch(bundle, eval_batch), photo_batch(bundle, cam_batch)
     eager, fast = (dataclasses.replace(bundle, backend="torch"), dataclasses.replace(bundle, precision="bf16"))
-    infer(bundle, x[:1])  # exported (or found in the cache) before anything is timed
-    options = onnxruntime.SessionOptions()  # the floor: ONNX Runtime's defaults, the same thread count
-    options.intra_op_num_threads = torch.get_num_threads()
-    bare = onnxruntime.InferenceSession(str(onnx_path(bundle.model, bundle.name, tuple(x.shape[1:]))), options,
-                                        providers=["CPUExecutionProvider"])
+    bare = floor_session(bundle, tuple(x.shape[1:]))  # the model exported (or found in the cache) before any timing
     arrays = {len(x): x.cpu().numpy(), len(xc): xc.cpu().numpy()}
     fns = {"evaluation forward, eager torch": lambda: infer(eager, x),
            "evaluation forward, package backend": lambda: infer(bundle, x),
@@ -107,7 +121,8 @@ def rss_flat(bundle: ModelBundle, calls: int = 1000, eval_images: int = 200) -> 
     classes = [top[0][0] for top in predict_topk(bundle, photos, 1)]
     samples = [Sample(f"photo{i}.png", photos[i % 4], classes[i % 4], "", [], "photo", "test", "skimage")
                for i in range(eval_images)]
-    specs, cfg, first = default_specs(THESIS_ALPHA), EvalConfig(rise_steps=10, thesis_steps=10), max(1, eval_images // 10)
+    specs, cfg = default_specs(THESIS_ALPHA), EvalConfig(rise_steps=10, thesis_steps=10)
+    first = max(1, eval_images // 10)
     evaluate(bundle, samples[:first], specs, cfg, cache_dir=None, progress=False, time_first=0)
     before = rss_mb()
     evaluate(bundle, samples[first:], specs, cfg, cache_dir=None, time_first=0)
@@ -143,7 +158,8 @@ def peak_rss_of_evaluation(n_images: int, batch: int, steps: int) -> float:
     Each batch: Grad-CAM, LayerCAM and hybrid maps, then insertion and deletion AUC of each
     (``steps`` steps per curve).
     """
-    code = (f"import resource; from helpers.bench.common import photo_batch; from helpers.cam.engine import compute_cams;"
+    code = (f"import resource; from helpers.bench.common import photo_batch; "
+            f"from helpers.cam.engine import compute_cams;"
             f"from helpers.evaluation.metrics import insertion_deletion_auc; from helpers.cam.models import load_model;"
             f"b = load_model('efficientnet_lite0', device='cpu')\n"
             f"for _ in range({n_images} // {batch}):\n"

@@ -38,7 +38,9 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 
 
 def _non_finite(t: torch.Tensor, what: str) -> None:
-    if t.is_floating_point() or t.is_complex():
+    # One read of the tensor first: a NaN or an infinity anywhere makes the sum NaN or infinite, so a
+    # finite sum proves every value finite. Only a non-finite sum (or an overflow) takes the full check.
+    if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t.sum())):
         bad = ~torch.isfinite(t)
         if bad.any():
             nan, first = int(torch.isnan(t).sum()), tuple(int(i) for i in bad.nonzero()[0])

@@ -25,6 +25,7 @@ The further methods live in :mod:`helpers.cam.methods`.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import weakref
 from dataclasses import dataclass
@@ -37,19 +38,42 @@ from torch import nn
 
 from ..config import SEED
 from .backend import forward_fn, infer, resolve_backend
-from .checks import check_images
+from .bundle import ModelBundle
+from .checks import check_class_idx, check_images
 from .hooks import LayerCapture, eval_mode
 from .layers import Reshape, as_map
-from .maps import fuse_layers, geometric_fusion, normalise_max, upsample
-from .bundle import ModelBundle
-from .checks import check_class_idx
+from .maps import fuse_layers, geometric_fusion, scale_maps
 from .models import ensure_bundle
-from .split import GapLinearHead, ModelSplit, split_at
-from .options import (DEFAULT_FUSION, FORWARD_BATCH, SCORECAM_TOP_K, Hybrid, LayerFusion, MethodOptions,
-                      ReciproCAM, ScoreCAM, Smooth)
-from .registry import (CLASS_INPUTS, INPUTS, METHODS, OPTIONS, SMOOTH_PREFIX, CamMethod, Method, Step,
-                       gradient_methods, method_inputs, method_options, plan, register)
+from .options import (
+    DEFAULT_FUSION,
+    FORWARD_BATCH,
+    SCORECAM_TOP_K,
+    Hybrid,
+    LayerFusion,
+    MethodOptions,
+    ReciproCAM,
+    ScoreCAM,
+    Smooth,
+)
+from .registry import (
+    CLASS_INPUTS,
+    INPUTS,
+    METHODS,
+    OPTIONS,
+    SMOOTH_PREFIX,
+    CamMethod,
+    Method,
+    Step,
+    gradient_methods,
+    method_inputs,
+    method_options,
+    one_pass,
+    plan,
+    register,
+    shared,
+)
 from .registry import _resolve as _resolve  # noqa: F401  (re-exported: the command line checks names with it)
+from .split import GapLinearHead, ModelSplit, split_at
 from .targets import ClassLogit, ClassLogProbability, ClassProbability, ClassTarget, Target, as_target, class_target
 
 __all__ = ["CLASS_INPUTS", "FORWARD_BATCH", "INPUTS", "METHODS", "OPTIONS", "SCORECAM_TOP_K", "SMOOTH_PREFIX",
@@ -57,10 +81,11 @@ __all__ = ["CLASS_INPUTS", "FORWARD_BATCH", "INPUTS", "METHODS", "OPTIONS", "SCO
            "Hybrid", "LayerFusion", "Method", "MethodOptions", "ReciproCAM", "ScoreCAM", "Smooth", "Step", "Target",
            "as_target", "callable_scores", "capture", "class_target", "classifier_rows", "compute_cams", "engine_split",
            "forward_backward", "gradcam", "gradcam_weights", "gradient_methods", "hybrid", "layer_list", "layercam",
-           "method_inputs", "method_options", "noisy_copies", "plan", "register"]
+           "method_inputs", "method_options", "noisy_copies", "one_pass", "plan", "register", "shared"]
 
 
 @register("gradcam")
+@shared
 def gradcam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017): ReLU(sum_k alpha_k A^k), alpha_k = mean_ij dy/dA^k_ij."""
     return F.relu((gradcam_weights(grads)[..., None, None] * acts).sum(dim=1))
@@ -72,9 +97,10 @@ def gradcam_weights(grads: torch.Tensor) -> torch.Tensor:
 
 
 @register("layercam")
+@shared
 def layercam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """LayerCAM (Jiang et al. 2021): ReLU(sum_k ReLU(dy/dA^k) * A^k), weights per element."""
-    return F.relu((F.relu(grads) * acts).sum(dim=1))
+    return F.relu(F.relu(grads).mul_(acts).sum(dim=1))
 
 
 @register("hybrid", Hybrid)
@@ -178,7 +204,8 @@ def capture(bundle: ModelBundle, images: torch.Tensor, target: Target = None,
         below = forward_fn(split.features, bundle.device, name=f"{bundle.name}-to-{split.layer}",
                            backend=bundle.backend, precision=bundle.precision)(images)
     with torch.enable_grad() if backward else torch.no_grad(), LayerCapture(bundle.model, names, bundle.layers) as cap:
-        logits = bundle.model(images) if split is None else split.tail(cap.feed(split.layer, below))
+        # The split's tail (pooling + linear) changes nothing in place, so it runs on the recorded map itself.
+        logits = bundle.model(images) if split is None else split.tail(cap.feed(split.layer, below, copy=False))
         idx = None
         if isinstance(target, ClassTarget):
             idx = logits[:n].argmax(dim=1).cpu() if target.class_idx is None else \
@@ -260,12 +287,14 @@ def _call(name: str, fn: CamMethod, inputs: Mapping[str, Callable[[], object]], 
 
 def _inputs(bundle: ModelBundle, images: torch.Tensor, cap: Capture, layer: str,
             rows: slice) -> dict[str, Callable[[], object]]:
-    """Lazy engine inputs for one layer and the batch rows ``rows`` of the pass."""
-    return {"acts": lambda: cap.activations[layer][rows], "grads": lambda: cap.gradients[layer][rows],
+    """Lazy engine inputs for one layer and the batch rows ``rows`` of the pass, each made once (every
+    step gets the same tensors, so :func:`shared` methods recognise them)."""
+    makers = {"acts": lambda: cap.activations[layer][rows], "grads": lambda: cap.gradients[layer][rows],
             "classes": lambda: cap.class_idx[rows], "images": lambda: images, "model": lambda: bundle.model,
             "forward": lambda: lambda x: infer(bundle, x),
             "tail": lambda: split_at(bundle, layer).tail,
             "head_weight": lambda: classifier_rows(bundle, layer, cap.class_idx[rows])}
+    return {name: functools.cache(make) for name, make in makers.items()}
 
 
 def compute_cams(bundle: ModelBundle | nn.Module, images: torch.Tensor,
@@ -327,20 +356,22 @@ def _run(bundle: ModelBundle, images: torch.Tensor, steps: Sequence[Step], targe
                                                                strict=False)}
     backward = any("grads" in s.needs for s in steps)
     cap = capture(bundle, batch, target, layers, backward=backward, explained=n)
-    size = tuple(images.shape[-2:])
     on_device = images.to(bundle.device)
-    out = CamMaps()
-    with torch.no_grad():
+    inputs: dict[tuple[str, int, int], dict[str, Callable[[], object]]] = {}
+    raw: dict[str, list[torch.Tensor]] = {lay: [] for lay in cap.layers}  # per layer, one map per step
+    with torch.no_grad(), one_pass():
         for step in steps:
             smooth = step.smooth
             start = 0 if smooth is None else starts[(smooth.n, smooth.noise, smooth.seed)]
             rows = slice(start, start + n * (1 if smooth is None else smooth.n))
-            per_layer = []
             for lay in cap.layers:
-                raw = _call(step.key, step.fn, _inputs(bundle, on_device, cap, lay, rows), step.options)
-                if smooth is not None:
-                    raw = raw.view(smooth.n, n, *raw.shape[1:]).mean(dim=0)
-                per_layer.append(normalise_max(upsample(raw, size)))
-            out[step.key] = per_layer[0] if len(per_layer) == 1 else fuse_layers(per_layer, fusion.gamma)
+                given = inputs.setdefault((lay, rows.start, rows.stop), _inputs(bundle, on_device, cap, lay, rows))
+                m = _call(step.key, step.fn, given, step.options)
+                raw[lay].append(m if smooth is None else m.view(smooth.n, n, *m.shape[1:]).mean(dim=0))
+        scaled = [scale_maps(raw[lay], tuple(images.shape[-2:])) for lay in cap.layers]
+    out = CamMaps()
+    for step, per_layer in zip(steps, zip(*scaled, strict=True), strict=True):
+        out[step.key] = per_layer[0] if len(per_layer) == 1 else fuse_layers(per_layer, fusion.gamma)
     out.class_idx, out.logits = None if cap.class_idx is None else cap.class_idx[:n], cap.logits[:n]
     return out
+

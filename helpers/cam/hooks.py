@@ -27,13 +27,13 @@ class LayerCapture:
     def __init__(self, model: nn.Module, layers: Sequence[str], recommended: Sequence[str] = ()) -> None:
         self.model = model
         self.names = list(dict.fromkeys(layers))
-        self.modules = {name: get_layer(model, name, recommended) for name in self.names}
+        self.modules = {name: _layer(model, name, recommended) for name in self.names}
         self.activations: dict[str, torch.Tensor] = {}
         self._calls: dict[str, int] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._flags: list[tuple[nn.Parameter, bool]] = []
 
-    def _hook(self, name: str):
+    def _hook(self, name: str, copy: bool = True):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
             if not isinstance(output, torch.Tensor):
                 raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor")
@@ -42,7 +42,7 @@ class LayerCapture:
                 output = output.detach().requires_grad_(True)
             self.activations[name] = output
             # Downstream gets a copy, so in-place ops (e.g. ResNet's `out += identity`) leave the map intact.
-            return output.clone()
+            return output.clone() if copy else output
         return hook
 
     def __enter__(self) -> "LayerCapture":
@@ -65,13 +65,14 @@ class LayerCapture:
         self._flags = []
         self.activations = {n: a.detach() for n, a in self.activations.items()}
 
-    def feed(self, name: str, output: torch.Tensor) -> torch.Tensor:
+    def feed(self, name: str, output: torch.Tensor, copy: bool = True) -> torch.Tensor:
         """Record ``output`` as layer ``name``'s output when its module ran elsewhere (the inference engine).
 
         It is treated exactly like a hooked output (a root of the graph); returns what the rest of
-        the network runs on.
+        the network runs on: a copy, or with ``copy=False`` (a rest that changes nothing in place, such as
+        pooling + a linear classifier) the recorded map itself.
         """
-        return self._hook(name)(self.modules[name], (), output)
+        return self._hook(name, copy)(self.modules[name], (), output)
 
     def check_captured(self) -> None:
         """Every layer fired exactly once in the forward pass, or a clear error."""
@@ -80,14 +81,24 @@ class LayerCapture:
             if calls != 1:
                 raise RuntimeError(
                     f"layer {name!r} ran {calls} times in one forward pass; a CAM layer must run exactly once "
-                    "(a module reused inside the network cannot be hooked: wrap the model so the map is one module's output)")
+                    "(a module reused inside the network cannot be hooked: wrap the model so the map is one "
+                    "module's output)")
 
     def gradients(self, score: torch.Tensor) -> dict[str, torch.Tensor]:
         """d(score.sum())/d(activation) for every captured layer, from one backward pass."""
         self.check_captured()
         acts = [self.activations[n] for n in self.names]
         grads = torch.autograd.grad(score.sum(), acts, allow_unused=True)
-        return {n: torch.zeros_like(a) if g is None else g for n, a, g in zip(self.names, acts, grads)}
+        return {n: torch.zeros_like(a) if g is None else g for n, a, g in zip(self.names, acts, grads, strict=True)}
+
+
+def _layer(model: nn.Module, name: str, recommended: Sequence[str]) -> nn.Module:
+    """The sub-module ``name`` found along its dotted path (no walk of the whole model); an unknown name
+    gets :func:`helpers.cam.models.get_layer`'s error, which lists valid names."""
+    try:
+        return model.get_submodule(name) if name else get_layer(model, name, recommended)
+    except AttributeError:
+        return get_layer(model, name, recommended)
 
 
 @contextmanager

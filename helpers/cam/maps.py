@@ -15,6 +15,8 @@ def normalise_max(maps: torch.Tensor) -> torch.Tensor:
     """Divide each map of a batch (N, ...) by its maximum; an all-zero map stays zero (no NaN)."""
     peak = maps.flatten(1).amax(dim=1).view(-1, *([1] * (maps.dim() - 1)))
     positive = peak > 0
+    if bool(positive.all()):  # the usual case: one pass over the maps
+        return maps / peak
     return torch.where(positive, maps / torch.where(positive, peak, torch.ones_like(peak)), torch.zeros_like(maps))
 
 
@@ -48,6 +50,20 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") 
     extra = {} if mode == "nearest" else {"align_corners": False}
     out = F.interpolate(maps[:, None], size=size, mode=mode, **extra)[:, 0]
     return out.clamp_min(0) if mode == "bicubic" else out
+
+
+def scale_maps(raw: Sequence[torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
+    """``normalise_max(upsample(m, size))`` of each raw map batch (N, h, w), with one upsampling and one scaling
+    for all batches of the same shape (each map is still resized and scaled on its own: the same values)."""
+    out: list[torch.Tensor | None] = [None] * len(raw)
+    groups: dict[tuple, list[int]] = {}
+    for i, m in enumerate(raw):
+        groups.setdefault((tuple(m.shape), m.dtype), []).append(i)
+    for members in groups.values():
+        maps = normalise_max(upsample(torch.cat([raw[i] for i in members]), size)).split([len(raw[i]) for i in members])
+        for i, m in zip(members, maps, strict=True):
+            out[i] = m
+    return out
 
 
 def check_alpha(alpha: float) -> None:

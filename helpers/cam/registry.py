@@ -6,12 +6,17 @@ A method is a pure function ``f(acts, grads, ..., **options) -> raw map`` regist
 ``Smooth(...)`` -- into one step per map with the key the result carries: the method's name; when
 one call asks for the same method with different options, ``name@<the values that differ>``
 (``Hybrid(0.5)`` and ``Hybrid(0.7)`` give ``"hybrid@0.5"`` and ``"hybrid@0.7"``). Equal requests run once.
+A method marked ``@shared`` (Grad-CAM, LayerCAM) runs once per pass for the same inputs, so a method built on
+it (the hybrid) reuses its map.
 """
 from __future__ import annotations
 
+import functools
 import inspect
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 import torch
 
@@ -138,3 +143,34 @@ def method_options(name: str, options: Mapping[str, Any]) -> Method:
 
     inner: Method = OPTIONS[step.name](**pick(OPTIONS[step.name])) if step.name in OPTIONS else step.name
     return inner if step.smooth is None else Smooth(inner, **pick(Smooth))
+
+
+PureMethod = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: The raw maps of :func:`shared` methods in the pass under way (None outside a pass): {key: (inputs, map)}.
+_PASS_MAPS: ContextVar[dict | None] = ContextVar("pass_maps", default=None)
+
+
+def shared(fn: PureMethod) -> PureMethod:
+    """A pure method ``fn(acts, grads)`` that, inside one engine pass, runs once per (acts, grads) pair and
+    hands the same map to every caller (the hybrid reuses Grad-CAM's and LayerCAM's); outside a pass it just runs."""
+    @functools.wraps(fn)
+    def once(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        memo = _PASS_MAPS.get()
+        if memo is None:
+            return fn(acts, grads)
+        key = (fn, id(acts), id(grads))
+        if key not in memo:  # the inputs are kept with the map, so their ids are not reused during the pass
+            memo[key] = ((acts, grads), fn(acts, grads))
+        return memo[key][1]
+    return once
+
+
+@contextmanager
+def one_pass() -> Iterator[None]:
+    """Inside the block (the engine's pass, :func:`helpers.cam.engine.compute_cams`) :func:`shared` methods
+    hand out their maps again; the maps are dropped at its end."""
+    token = _PASS_MAPS.set({})
+    try:
+        yield
+    finally:
+        _PASS_MAPS.reset(token)

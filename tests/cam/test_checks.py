@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from toy import GapLinear, toy_bundle
 
 from helpers.cam.checks import check_images, expected_channels
 from helpers.cam.engine import compute_cams, forward_backward
 from helpers.evaluation import metrics as M
-from toy import GapLinear, toy_bundle
 
 
 @pytest.fixture
@@ -110,7 +110,8 @@ def test_the_real_model_rejects_small_and_channels_last_batches(lite0) -> None:
     calls: list[int] = []
     hook = lite0.model.register_forward_hook(lambda *_: calls.append(1))
     try:
-        with pytest.raises(ValueError, match="16 x 16 pixels: too small for efficientnet_lite0, which downsamples by 32"):
+        with pytest.raises(ValueError, match="16 x 16 pixels: too small for efficientnet_lite0, which downsamples "
+                                             "by 32"):
             compute_cams(lite0, torch.zeros(1, 3, 16, 16))
         with pytest.raises(ValueError, match="looks channels-last"):
             compute_cams(lite0, torch.zeros(1, 224, 224, 3))
@@ -126,3 +127,18 @@ def test_a_model_without_convolution_is_not_checked_for_channels() -> None:
     check_images(torch.zeros(1, 5, 4, 4), bundle)
     with pytest.raises(ValueError, match="add a batch axis"):
         check_images(torch.zeros(5, 4, 4), bundle)
+
+
+def test_finiteness_is_exact_where_a_sum_alone_would_not_be() -> None:
+    # the check reads the sum first: finite values whose sum overflows must pass, and +inf with -inf (sum NaN)
+    # or a value at the very first or last position must still be counted and located exactly
+    bundle = toy_bundle(GapLinear(torch.randn(2, 3)))
+    check_images(torch.full((2, 3, 8, 8), 3e38), bundle)
+    both = good()
+    both[0, 0, 0, 0], both[1, 2, 7, 7] = float("inf"), float("-inf")
+    with pytest.raises(ValueError, match=r"0 NaN and 2 infinite values \(the first at index \(0, 0, 0, 0\)\)"):
+        check_images(both, bundle)
+    last = good()
+    last[1, 2, 7, 7] = float("nan")
+    with pytest.raises(ValueError, match=r"1 NaN and 0 infinite values \(the first at index \(1, 2, 7, 7\)\)"):
+        check_images(last, bundle)

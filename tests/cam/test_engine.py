@@ -6,11 +6,21 @@ import gc
 import pytest
 import torch
 from torch import nn
-
-from helpers.cam.engine import (METHODS, compute_cams, forward_backward, gradcam, gradcam_weights, gradient_methods, layercam)
-from helpers.cam.maps import fuse_layers, geometric_fusion, normalise_max, upsample
-from helpers.cam.options import Hybrid
 from toy import GapLinear, toy_bundle
+
+from helpers.cam.engine import (
+    METHODS,
+    compute_cams,
+    forward_backward,
+    gradcam,
+    gradcam_weights,
+    gradient_methods,
+    layercam,
+    shared,
+)
+from helpers.cam.hooks import LayerCapture
+from helpers.cam.maps import fuse_layers, geometric_fusion, normalise_max, scale_maps, upsample
+from helpers.cam.options import Hybrid
 
 # A = the input itself (2 channels, 2x2); w = [[1, -2], [0.5, 3]].
 A = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[4.0, 0.0], [0.0, 1.0]]]])
@@ -223,3 +233,71 @@ def test_gradcam_weights_are_spatial_means() -> None:
     assert torch.equal(gradcam_weights(grads), torch.tensor([[1.5, 5.5]]))
     assert torch.equal(gradcam(A, torch.ones_like(A)), (A.sum(1)))
     assert torch.equal(layercam(A, -torch.ones_like(A)), torch.zeros(1, 2, 2))
+
+
+def test_normalise_max_scales_each_map_and_zeroes_maps_without_a_positive_peak() -> None:
+    maps = torch.tensor([[[1.0, 4.0]], [[0.0, 0.0]], [[-1.0, -3.0]], [[0.5, 0.25]]])
+    out = normalise_max(maps)
+    assert torch.equal(out, torch.tensor([[[0.25, 1.0]], [[0.0, 0.0]], [[0.0, 0.0]], [[1.0, 0.5]]]))
+    assert not out.signbit().any()  # +0, not -0, where a map has no positive peak
+    assert torch.equal(normalise_max(maps[[0, 3]]), out[[0, 3]])  # every peak positive: the one-division branch
+
+
+def test_a_pass_computes_each_shared_map_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    @shared
+    def base(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return torch.relu((grads * acts).sum(dim=1))
+
+    def twice(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        return 2 * base(acts, grads)
+
+    monkeypatch.setitem(METHODS, "base", base)
+    monkeypatch.setitem(METHODS, "twice", twice)
+    torch.manual_seed(0)
+    bundle, x = toy_bundle(GapLinear(torch.randn(3, 4))), torch.rand(2, 4, 5, 5)
+    maps = compute_cams(bundle, x, ["base", "twice"], target=[0, 2])
+    assert len(calls) == 1  # "twice" reused the map of "base"
+    assert torch.equal(maps["base"], maps["twice"])  # 2 M / max(2 M) = M / max M, exactly (powers of two)
+    base(x, x)
+    base(x, x)
+    assert len(calls) == 3  # outside a pass every call runs
+
+
+def test_hybrid_with_its_parts_equals_hybrid_alone() -> None:
+    torch.manual_seed(0)
+    bundle, x = toy_bundle(GapLinear(torch.randn(3, 4))), torch.randn(2, 4, 5, 5)
+    together = compute_cams(bundle, x, ("gradcam", "layercam", Hybrid(alpha=0.3)))
+    for name, method in (("gradcam", "gradcam"), ("layercam", "layercam"), ("hybrid", Hybrid(alpha=0.3))):
+        assert torch.equal(together[name], compute_cams(bundle, x, method)[name]), name
+    assert not torch.equal(together["gradcam"], together["layercam"])
+
+
+def test_maps_scaled_together_equal_maps_scaled_one_by_one() -> None:
+    torch.manual_seed(0)
+    raw = [torch.rand(2, 3, 3), torch.zeros(2, 3, 3), torch.rand(2, 4, 4), 7 * torch.rand(2, 3, 3),
+           -torch.rand(2, 4, 4)]
+    out = scale_maps(raw, (9, 11))
+    assert len(out) == len(raw)
+    for r, o in zip(raw, out, strict=True):
+        assert torch.equal(o, normalise_max(upsample(r, (9, 11))))
+
+
+def test_fed_map_is_copied_unless_asked_not_to() -> None:
+    model = GapLinear(W)
+    given = torch.rand(1, 2, 2, 2)
+    with LayerCapture(model, ["features"]) as cap:
+        copied, itself = cap.feed("features", given), cap.feed("features", given, copy=False)
+        assert copied is not cap.activations["features"] and torch.equal(copied, given)
+        assert itself is cap.activations["features"] and itself.requires_grad
+
+
+def test_layers_are_found_by_path_and_unknown_paths_are_clear_errors() -> None:
+    model = GapLinear(W, features=nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU()))
+    with LayerCapture(model, ["features.0", "features"]) as cap:
+        assert cap.modules == {"features.0": model.features[0], "features": model.features}
+    for name in ("features.5", "feature", ""):
+        with pytest.raises(ValueError, match=f"unknown layer '{name}'.*features"):
+            LayerCapture(model, [name])
