@@ -35,8 +35,9 @@ reproduce: $(STAMP)
 	done
 	$(PY) -m helpers study verify --spec full --dir results/study
 
-# Unit tests, then every notebook through nbval in quick mode (XAI_QUICK=1).
+# The linter (zero findings), unit tests, then every notebook through nbval in quick mode (XAI_QUICK=1).
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	XAI_QUICK=1 $(PY) -m pytest -q tests
 	XAI_QUICK=1 $(PY) -m pytest -q --nbval-lax $(NOTEBOOKS)
 
