@@ -18,9 +18,9 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from toy import GapLinear, toy_bundle
 
 from helpers.evaluation import runner as E
-from toy import GapLinear, toy_bundle
 
 SPECS = ["gradcam", ("hybrid@0.7", "hybrid", {"alpha": 0.7}), "random"]
 CFG = E.EvalConfig(rise_steps=10, thesis_steps=10, chunk_size=128, tolerance=2.0)

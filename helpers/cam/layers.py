@@ -151,7 +151,7 @@ def auto_layer(infos: Sequence[LayerInfo]) -> LayerInfo:
 
 
 def block_pattern(name: str) -> str:
-    """A regex matching ``name`` in every block: the digits of its deepest numbered part before the last part
+    r"""A regex matching ``name`` in every block: the digits of its deepest numbered part before the last part
     (``blocks.11.norm1`` -> ``blocks\.\d+\.norm1``, ``encoder_layer_11.ln_1`` -> ``encoder_layer_\d+\.ln_1``)."""
     parts = name.split(".")
     numbered = [i for i, p in enumerate(parts[:-1]) if re.search(r"\d", p)]

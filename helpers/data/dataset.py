@@ -20,9 +20,23 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .composites import (CANVAS, MARGIN, Placed, compose, cut_box, find_place, fit_in, half_windows, noise_background, overlaps, plain_background, scale_to, texture_background)
-from ..config import INPUT_DIR, SEED
 from ..cam.bundle import ModelBundle
+from ..config import INPUT_DIR, SEED
+from .composites import (
+    CANVAS,
+    MARGIN,
+    Placed,
+    compose,
+    cut_box,
+    find_place,
+    fit_in,
+    half_windows,
+    noise_background,
+    overlaps,
+    plain_background,
+    scale_to,
+    texture_background,
+)
 from .images import SPLITS, to_crop_box, top5_of, write_manifest
 from .photos import PHOTOS, TEXTURES, PhotoSpec, load_offline, model_sized, square_background
 

@@ -2,6 +2,6 @@
 
 May import :mod:`helpers.cam` and :mod:`helpers.data`; never the teaching package.
 """
-from .runner import Evaluation, EvalConfig, MethodSpec, evaluate
+from .runner import EvalConfig, Evaluation, MethodSpec, evaluate
 
 __all__ = ["EvalConfig", "Evaluation", "MethodSpec", "evaluate"]

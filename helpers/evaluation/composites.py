@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..cam.maps import normalise
 from ..cam.bundle import ModelBundle
+from ..cam.maps import normalise
 from . import metrics as M
 from .runner import (
     LOCALISATION,

@@ -23,8 +23,8 @@ from ..cam.bundle import ModelBundle
 from ..cam.models import load_model
 from ..cam.weights import find_resnet50_weights
 from ..config import SEED
-from ..data.images import seeded_subset
 from ..data.imagenet import study_samples
+from ..data.images import seeded_subset
 from .alpha_sweep import Metric, sweep, sweep_plan
 from .layer_study import choose_layer_alphas, explained_classes, sweep_layers
 from .policy import GC, HYBRID, HYBRID_VAL, LC, THESIS_ALPHA, aliases

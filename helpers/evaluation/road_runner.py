@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..cam.maps import normalise
 from ..cam.bundle import ModelBundle
+from ..cam.maps import normalise
 from .cache import cached
 from .road import road_scores
 from .runner import EvalConfig, Evaluation, MethodSpec, cache_key, explain_rows, explained_class, image_seed

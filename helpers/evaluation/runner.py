@@ -29,17 +29,17 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import metrics as M
+from ..cam.bundle import ModelBundle
 from ..cam.checks import check_images
 from ..cam.engine import METHODS, compute_cams, method_inputs, method_options
+from ..cam.inference import predict_topk
 from ..cam.maps import NORMALISATIONS, normalise
 from ..config import RESULTS_DIR, SEED
+from . import metrics as M
 from .alpha_sweep import read_alpha_json
 from .cache import cached
-from .policy import THESIS_ALPHA
-from ..cam.bundle import ModelBundle
-from ..cam.inference import predict_topk
 from .floors import FLOORS, floor_maps
+from .policy import THESIS_ALPHA
 from .timing import interleaved_medians
 
 #: Errors of the disk itself (full, over quota, read-only): they stop a run instead of failing one image.

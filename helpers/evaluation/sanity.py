@@ -19,10 +19,10 @@ from scipy.stats import spearmanr
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..cam.engine import Method, compute_cams
-from ..config import SEED
 from ..cam.bundle import ModelBundle
+from ..cam.engine import Method, compute_cams
 from ..cam.layers import get_layer
+from ..config import SEED
 
 
 def classifier_name(model: nn.Module) -> str:

@@ -15,9 +15,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..evaluation.adaptive import (ADAPTIVE, FEATURES, FIXED, GRADCAM, ORACLE, ORACLE_INSERTION,
-                                   adaptive_comparison, adaptive_verdict, alpha_gains, feature_importance,
-                                   fit_alpha_predictor, oracle, predict_alpha)
+from ..evaluation.adaptive import (
+    ADAPTIVE,
+    FEATURES,
+    FIXED,
+    GRADCAM,
+    ORACLE,
+    ORACLE_INSERTION,
+    adaptive_comparison,
+    adaptive_verdict,
+    alpha_gains,
+    feature_importance,
+    fit_alpha_predictor,
+    oracle,
+    predict_alpha,
+)
 from ..evaluation.alpha_sweep import ALPHAS
 from ..evaluation.runner import THESIS_ALPHA
 from .run import chosen_alphas

@@ -36,8 +36,8 @@ from ..cam.backend import weights_hash
 from ..cam.bundle import ModelBundle
 from ..cam.models import load_model
 from ..config import IMAGENET_MANIFEST, MANIFEST, ROOT
-from ..data.images import load_samples, read_manifest
 from ..data.imagenet import IMAGENET, PACKAGED, DatasetUnavailable, locate
+from ..data.images import load_samples, read_manifest
 from ..evaluation import metrics as M
 from ..evaluation.alpha_sweep import choose_alpha, summarise
 from ..evaluation.cache import cached

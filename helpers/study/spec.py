@@ -16,10 +16,11 @@ adding a part, or changing one, invalidates no other part.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
+
+import tomllib
 
 from ..config import SEED
 from ..evaluation.alpha_sweep import ALPHAS

@@ -9,10 +9,10 @@ from typing import ClassVar
 import pytest
 import torch
 from torch import nn
+from toy import GapLinear, toy_bundle, two_layer_toy
 
 from helpers.cam.engine import METHODS, OPTIONS, compute_cams, forward_backward, gradcam, method_options, register
 from helpers.cam.options import Hybrid, LayerFusion, MethodOptions, ReciproCAM, ScoreCAM, Smooth
-from toy import GapLinear, toy_bundle, two_layer_toy
 
 
 def batch(n: int = 2):

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from toy import GapLinear, toy_bundle
 
 from helpers.cam.engine import capture, compute_cams
 from helpers.cam.layers import as_map, auto_layer, block_pattern, token_grid, trace_layers
 from helpers.cam.models import as_bundle
-from toy import GapLinear, toy_bundle
 
 
 def test_tokens_drop_the_class_token_and_fill_the_grid_row_by_row() -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from toy import GapLinear, SplitToy, toy_bundle
 
 from helpers.cam.engine import METHODS, compute_cams, gradient_methods, noisy_copies
 from helpers.cam.maps import normalise, normalise_max
@@ -10,7 +11,6 @@ from helpers.cam.methods import gradcam_pp, hirescam, normalise_minmax, spatial_
 from helpers.cam.models import load_model
 from helpers.cam.options import ReciproCAM, ScoreCAM, Smooth
 from helpers.cam.split import GapLinearHead, split_at
-from toy import GapLinear, SplitToy, toy_bundle
 
 # A = the input itself (2 channels, 2x2); w = [[1, -2], [0.5, 3]]; bias 0.1 (see tests/toy.py).
 A = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[4.0, 0.0], [0.0, 1.0]]]])

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from toy import GapLinear, toy_bundle, two_layer_toy
 
 from helpers.cam.engine import compute_cams, forward_backward, gradcam_weights
 from helpers.cam.maps import normalise_max
 from helpers.cam.targets import ClassLogit, ClassLogProbability, ClassProbability, as_target, class_target
-from toy import GapLinear, toy_bundle, two_layer_toy
 
 GRADIENT = ("gradcam", "layercam", "hybrid", "gradcam++", "xgradcam", "hirescam")
 

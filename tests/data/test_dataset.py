@@ -13,14 +13,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from helpers.data.composites import CANVAS, MARGIN, Placed, compose, find_place, fit_in, half_windows, overlaps
-from helpers.config import INPUT_DIR, MANIFEST
-from helpers.data.images import load_samples, read_manifest, to_crop_box
-from helpers.data.dataset import assign_splits, build_dataset
 from helpers.cam.bundle import make_preprocess
 from helpers.cam.zoo import imagenet_class_names
-from helpers.teaching.overview import class_counts, contact_sheet, counts
+from helpers.config import INPUT_DIR, MANIFEST
+from helpers.data.composites import CANVAS, MARGIN, Placed, compose, find_place, fit_in, half_windows, overlaps
+from helpers.data.dataset import assign_splits, build_dataset
+from helpers.data.images import load_samples, read_manifest, to_crop_box
 from helpers.data.photos import PHOTOS, load_offline, model_sized, network_disabled
+from helpers.teaching.overview import class_counts, contact_sheet, counts
 
 WINDOW = (MARGIN, MARGIN, CANVAS - MARGIN, CANVAS - MARGIN)
 

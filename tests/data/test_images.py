@@ -13,9 +13,19 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers.data.folders import import_folder
-from helpers.data.images import (ImageLoadError, crop_geometry, load_image, load_images, load_samples, parse_boxes, read_manifest, to_crop_box, write_manifest)
 from helpers.cam.bundle import make_preprocess
+from helpers.data.folders import import_folder
+from helpers.data.images import (
+    ImageLoadError,
+    crop_geometry,
+    load_image,
+    load_images,
+    load_samples,
+    parse_boxes,
+    read_manifest,
+    to_crop_box,
+    write_manifest,
+)
 
 
 def _rgb(w: int = 48, h: int = 40, seed: int = 0) -> Image.Image:

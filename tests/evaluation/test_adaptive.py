@@ -8,18 +8,31 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from toy import GapLinear, toy_bundle
 
 from helpers.data.imagenet import study_samples
 from helpers.evaluation import metrics
-from helpers.evaluation.adaptive import (ALPHAS, FEATURES, ORACLE_ALPHA, ORACLE_INSERTION, QUESTIONS,
-                                         adaptive_comparison, adaptive_verdict, alpha_gains, feature_importance,
-                                         features_from_raw, fit_alpha_predictor, map_features, oracle,
-                                         plot_best_alpha, predict_alpha)
+from helpers.evaluation.adaptive import (
+    ALPHAS,
+    FEATURES,
+    ORACLE_ALPHA,
+    ORACLE_INSERTION,
+    QUESTIONS,
+    adaptive_comparison,
+    adaptive_verdict,
+    alpha_gains,
+    feature_importance,
+    features_from_raw,
+    fit_alpha_predictor,
+    map_features,
+    oracle,
+    plot_best_alpha,
+    predict_alpha,
+)
 from helpers.evaluation.alpha_sweep import TIE_TOLERANCE, fused_maps, raw_maps, sweep, sweep_plan
 from helpers.evaluation.layer_study import explained_classes
 from helpers.evaluation.runner import image_seed
 from helpers.evaluation.stats import detectable_difference, paired_ttest
-from toy import GapLinear, toy_bundle
 
 LOGITS = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
 

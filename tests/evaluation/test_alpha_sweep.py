@@ -7,11 +7,24 @@ import math
 import pandas as pd
 import pytest
 import torch
+from toy import GapLinear, toy_bundle
 
 from helpers.cam.engine import Hybrid, compute_cams
-from helpers.evaluation.alpha_sweep import (ALPHAS, choose_alpha, fused_maps, paired_differences, plot_paired, plot_sweep, raw_maps, read_alpha_json, summarise, sweep, sweep_plan, write_alpha_json)
 from helpers.cam.maps import FUSIONS, additive_fusion, max_fusion
-from toy import GapLinear, toy_bundle
+from helpers.evaluation.alpha_sweep import (
+    ALPHAS,
+    choose_alpha,
+    fused_maps,
+    paired_differences,
+    plot_paired,
+    plot_sweep,
+    raw_maps,
+    read_alpha_json,
+    summarise,
+    sweep,
+    sweep_plan,
+    write_alpha_json,
+)
 
 GC = torch.tensor([[[0.0, 2.0], [4.0, 0.0]]])   # / max -> [[0, .5], [1, 0]]
 LC = torch.tensor([[[1.0, 2.0], [2.0, 4.0]]])   # / max -> [[.25, .5], [.5, 1]]

@@ -11,9 +11,9 @@ import time
 from multiprocessing import forkserver
 from pathlib import Path
 
+import cache_worker as W
 import pytest
 
-import cache_worker as W
 from helpers.evaluation import cache as C
 from helpers.evaluation import runner as E
 

@@ -5,13 +5,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from toy import GapLinear, mean_and_corner, toy_bundle, two_layer_toy
 
 from helpers.cam.engine import compute_cams, forward_backward
 from helpers.evaluation.alpha_sweep import ALPHAS
-from helpers.evaluation.layer_study import (LAYER_METHODS, choose_layer_alphas, layer_settings, layer_table, plot_layers,
-                                       summarise_layers, sweep_layers)
+from helpers.evaluation.layer_study import (
+    LAYER_METHODS,
+    choose_layer_alphas,
+    layer_settings,
+    layer_table,
+    plot_layers,
+    summarise_layers,
+    sweep_layers,
+)
 from helpers.evaluation.runner import explained_class, image_seed
-from toy import GapLinear, mean_and_corner, toy_bundle, two_layer_toy
 
 LAYERS = ("features.1", "features.3")
 

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 from scipy import ndimage
+from toy import GapLinear, toy_bundle
 
 from helpers.evaluation import floors
 from helpers.evaluation import metrics as M
-from toy import GapLinear, toy_bundle
 
 
 def sigmoid(v: float) -> float:

@@ -9,16 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from toy import mean_and_corner, two_layer_toy
 
 from helpers.cam.engine import Hybrid, compute_cams
 from helpers.config import SEED
-from helpers.data.images import seeded_subset
 from helpers.data.imagenet import study_samples
+from helpers.data.images import seeded_subset
 from helpers.evaluation import model_study as MS
 from helpers.evaluation.metrics import insertion_deletion_auc
 from helpers.evaluation.runner import explained_class
-from toy import mean_and_corner, two_layer_toy
-
 
 fake_metric = mean_and_corner
 

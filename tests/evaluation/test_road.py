@@ -16,6 +16,7 @@ from toy import GapLinear, toy_bundle
 
 from helpers import cli
 from helpers.cam.engine import compute_cams
+from helpers.evaluation.floors import gaussian_maps, random_maps
 from helpers.evaluation.imputation import (
     NEIGHBOURS,
     band_order,
@@ -25,7 +26,6 @@ from helpers.evaluation.imputation import (
     noisy_linear_impute,
     solve_system,
 )
-from helpers.evaluation.floors import gaussian_maps, random_maps
 from helpers.evaluation.road import ROAD_PERCENTAGES, noise_generator, road_curves, road_masks, road_scores
 
 

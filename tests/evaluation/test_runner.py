@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 from torch import nn
+from toy import GapLinear, toy_bundle
 
 from helpers.cam.engine import compute_cams
 from helpers.cam.inference import predict_topk
 from helpers.config import SEED
 from helpers.evaluation import metrics as M
 from helpers.evaluation import runner as E
-from toy import GapLinear, toy_bundle
 
 SPECS = ["gradcam", "layercam", ("hybrid@0.5", "hybrid", {"alpha": 0.5}), "random", "gaussian"]
 CFG = E.EvalConfig(rise_steps=4, thesis_steps=2, chunk_size=8, tolerance=2.0, timing_repeats=1, timing_warmup=0)
@@ -191,8 +191,8 @@ from helpers.evaluation import figures as F  # noqa: E402
 from helpers.evaluation import leaderboard as L  # noqa: E402
 from helpers.evaluation import policy as P  # noqa: E402
 from helpers.evaluation import report as R  # noqa: E402
-from helpers.evaluation import verdict as V  # noqa: E402
 from helpers.evaluation import stats as S  # noqa: E402
+from helpers.evaluation import verdict as V  # noqa: E402
 from helpers.evaluation.stats import comparison_table  # noqa: E402
 
 LABELS = ["gradcam", "layercam", "hybrid@val", "hybrid@0.7", "random", "gaussian"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from toy import GapLinear, toy_bundle
 
 from helpers.evaluation.sanity import cascade_order, cascading_randomisation, plot_randomisation, randomise, spearman
-from toy import GapLinear, toy_bundle
 
 
 def test_cascade_order_runs_from_the_classifier_down(lite0) -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
+from toy import GapLinear, toy_bundle
 
 from helpers.cam.engine import compute_cams
 from helpers.data.images import ImageLoadError
@@ -19,7 +20,6 @@ from helpers.evaluation.metrics import PRESETS, insertion_deletion_auc
 from helpers.teaching import explorer as page
 from helpers.teaching import interactive
 from helpers.teaching.interactive import GIVEN, HybridExplorer
-from toy import GapLinear, toy_bundle
 
 
 @pytest.fixture()

@@ -3,12 +3,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from helpers.cam.engine import compute_cams, forward_backward
-from helpers.cam.maps import fuse_layers, upsample
-from helpers.cam.engine import gradcam_weights
-from helpers.teaching.steps import (bilinear_by_formula, gradcam_steps, layercam_steps, per_layer_cams, logit_vs_probability, probability_gradcam_weights, top_channels)
 from toy import GapLinear, toy_bundle
+
+from helpers.cam.engine import compute_cams, forward_backward, gradcam_weights
+from helpers.cam.maps import fuse_layers, upsample
+from helpers.teaching.steps import (
+    bilinear_by_formula,
+    gradcam_steps,
+    layercam_steps,
+    logit_vs_probability,
+    per_layer_cams,
+    probability_gradcam_weights,
+    top_channels,
+)
 
 A = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[4.0, 0.0], [0.0, 1.0]]]])
 W = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
