@@ -58,6 +58,10 @@ def sanity_lines(study: Study, threshold: float = SANITY_THRESHOLD) -> list[str]
         stay += [] if passes else [method]
         lines.append(f"- **{method}: {'passes' if passes else 'FAILS'}** - classifier randomised: {v.mean():.3f} "
                      f"[95% CI {lo:.3f}, {hi:.3f}]; after the last step ({last['randomised'].iloc[0]}): {end:.3f}.")
+    alpha = study.parts["sanity"].facts.get("alpha")
+    if alpha is not None and float(alpha) in (0.0, 1.0):
+        lines += ["", f"The hybrid runs at the a chosen on the val photos, a = {float(alpha):g}: its maps are "
+                  f"{'Grad-CAM' if float(alpha) == 1.0 else 'LayerCAM'}'s, so its rows repeat that parent's."]
     if stay:
         lines += ["", f"{', '.join(stay)} stay(s) close to the trained map when the classifier's weights are random: "
                   "such a map follows the features' activations (what the image contains), not the class decision. "

@@ -98,8 +98,14 @@ def test_sanity_verdicts_come_from_the_numbers(tmp_path) -> None:
     assert any(line.startswith("- **gradcam: passes** - classifier randomised: -0.390") for line in lines)
     assert any(line.startswith("- **layercam: FAILS** - classifier randomised: 0.970") for line in lines)
     assert lines[-1].startswith("layercam stay(s) close to the trained map")
+    assert not any("its maps are" in line for line in lines)          # no alpha recorded: no parent named
     fig = sections.sanity_figure(study)
     assert "n = 3 photos" in fig.axes[0].get_title()
+    for alpha, parent in ((1.0, "Grad-CAM"), (0.0, "LayerCAM")):
+        named = sections.sanity_lines(toy_study(tmp_path, sanity=PartFile(rows, {"alpha": alpha})))
+        assert any(f"a = {alpha:g}: its maps are {parent}'s" in line for line in named)
+    mixed = sections.sanity_lines(toy_study(tmp_path, sanity=PartFile(rows, {"alpha": 0.7})))
+    assert not any("its maps are" in line for line in mixed)
 
 
 def test_consistency_counts_come_from_the_composites_rows() -> None:
