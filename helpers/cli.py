@@ -224,10 +224,10 @@ def run_explain(args: argparse.Namespace) -> None:
         top = predict_topk(bundle, x, k=5)[0]
         explained = int(maps.class_idx[0])
         for method, m in maps.items():
-            save(f"{stems[path]}_{method}.npy", lambda fh: np.save(fh, m[0].cpu().numpy().astype(np.float32)))
+            save(f"{stems[path]}_{method}.npy", lambda fh, m=m: np.save(fh, m[0].cpu().numpy().astype(np.float32)))
             rgb = overlay(x[0], m[0], mean=bundle.mean, std=bundle.std)
             save(f"{stems[path]}_{method}.png",
-                 lambda fh: Image.fromarray((rgb * 255).round().astype(np.uint8)).save(fh, format="PNG"))
+                 lambda fh, rgb=rgb: Image.fromarray((rgb * 255).round().astype(np.uint8)).save(fh, format="PNG"))
         record = {"image": str(path), "prediction": [{"class_idx": i, "class_name": n, "probability": round(p, 6)}
                                                      for i, n, p in top],
                   "explained_class": {"class_idx": explained, "class_name": bundle.class_names[explained]},
@@ -235,7 +235,7 @@ def run_explain(args: argparse.Namespace) -> None:
                                "score": "logit", "maps": "[0, 1], bilinearly upsampled to the model input"},
                   "model": provenance(bundle),
                   "files": {m: [f"{stems[path]}_{m}.png", f"{stems[path]}_{m}.npy"] for m in methods}}
-        save(f"{stems[path]}.json", lambda fh: fh.write((json.dumps(record, indent=2) + "\n").encode()))
+        save(f"{stems[path]}.json", lambda fh, record=record: fh.write((json.dumps(record, indent=2) + "\n").encode()))
     maps_written = sum(name.endswith(".npy") for name in written)
     print(f"wrote {maps_written} overlays and maps, {len(written) - 2 * maps_written} JSON files to {out}")
 

@@ -56,7 +56,8 @@ def test_bad_input_exits_nonzero_with_one_line(args, message, folder) -> None:
     args = [a.format(img=folder / "espresso" / "coffee.png", dir=folder) for a in args]
     out = run(*args)
     lines = out.stderr.strip().splitlines()
-    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out.stderr
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: ") and message in lines[0], out.stderr
 
 
 def test_explain_writes_overlays_maps_and_json(folder, tmp_path) -> None:

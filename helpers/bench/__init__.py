@@ -50,7 +50,8 @@ def check_goals(rows: pd.DataFrame, engine: pd.DataFrame, peak_rss: float, eval_
     curves = rows.dropna(subset=["images_per_s"])
     singles = ["gradcam", "layercam", "hybrid", "forward + backward to layer"]
     batch = int(large.batch.iloc[0])
-    backend, bare = at("evaluation forward, package backend", engine), at("evaluation forward, bare onnxruntime", engine)
+    backend = at("evaluation forward, package backend", engine)
+    bare = at("evaluation forward, bare onnxruntime", engine)
     eval_batch = int(engine.batch.iloc[0])
     measured = [(at("gc+lc+hybrid one pass") / at("gradcam"), batch),
                 (max(at(m) for m in singles) / at("forward only"), batch),
@@ -62,7 +63,7 @@ def check_goals(rows: pd.DataFrame, engine: pd.DataFrame, peak_rss: float, eval_
                 (peak_rss, eval_images)]
     return pd.DataFrame([{"measure": name, "batch": n, "value": value,
                           "target": f"{op} {bound}", "met": value <= bound if op == "<=" else value >= bound}
-                         for (name, op, bound), (value, n) in zip(GOALS, measured)])
+                         for (name, op, bound), (value, n) in zip(GOALS, measured, strict=True)])
 
 
 def run(repeats: int = 7, calls: int = 1000, eval_images: int = 64, out: Path = RESULTS_DIR / "benchmark.csv",

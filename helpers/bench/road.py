@@ -41,7 +41,8 @@ def road_speed(bundle: ModelBundle, repeats: int = 5, percentages: tuple[float, 
     rows = []
     for p in percentages:
         ratio = per_p[f"reference {p}"] / per_p[f"ours {p}"]
-        rows += [{"measure": f"ROAD imputation, MoRF p={p}, {who}", "batch": 1, "ms_per_image": 1000 * per_p[f"{who} {p}"]}
+        rows += [{"measure": f"ROAD imputation, MoRF p={p}, {who}", "batch": 1,
+                  "ms_per_image": 1000 * per_p[f"{who} {p}"]}
                  for who in ("reference", "ours")]
         rows.append({"measure": f"ROAD imputation, MoRF p={p}, reference / ours", "batch": 1, "value": ratio,
                      "target": f">= {ROAD_TARGET:g}", "met": ratio >= ROAD_TARGET})
@@ -55,7 +56,10 @@ def road_speed(bundle: ModelBundle, repeats: int = 5, percentages: tuple[float, 
     whole = interleaved_medians({
         "road_scores (7 MoRF + 7 LeRF imputations, 14 forwards)": lambda: road_scores(bundle, x, cam, cls),
         "its 14 imputations": imputed,
-        "its 14 forwards": lambda: class_probabilities(bundle, lambda a, b: inputs[a:b], len(jobs), cls.repeat(len(jobs))),
-        "the reference's 14 imputations": lambda: [reference(pixels, (~masks[o][0, k]).to(torch.uint8)) for o, k, _ in jobs],
+        "its 14 forwards": lambda: class_probabilities(bundle, lambda a, b: inputs[a:b], len(jobs),
+                                                       cls.repeat(len(jobs))),
+        "the reference's 14 imputations": lambda: [reference(pixels, (~masks[o][0, k]).to(torch.uint8))
+                                                   for o, k, _ in jobs],
     }, repeats=max(1, repeats // 2), warmup=1, device=bundle.device)
-    return rows + [{"measure": f"ROAD per image and method: {name} (s)", "batch": 1, "value": s} for name, s in whole.items()]
+    return rows + [{"measure": f"ROAD per image and method: {name} (s)", "batch": 1, "value": s}
+                   for name, s in whole.items()]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 import tempfile
 import time
@@ -67,7 +68,7 @@ def study_cost(bundle: ModelBundle, n_photos: int = 2, parts: tuple[str, ...] = 
             photos = part_photos(part, FULL)
             samples = photos.load(bundle, photos.files[:n_photos])
             counts.update(images=0, seconds=0.0)
-            total = timed(lambda: RUNNERS[part.kind](part, FULL, bundle, samples, THESIS_ALPHA))
+            total = timed(functools.partial(RUNNERS[part.kind], part, FULL, bundle, samples, THESIS_ALPHA))
             ratio = total / (counts["images"] * bare)
             rows += [{"measure": f"study part {name}: seconds per photo", "value": total / n_photos},
                      {"measure": f"study part {name}: forwards per photo", "value": counts["images"] / n_photos},

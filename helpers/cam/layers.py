@@ -131,7 +131,7 @@ def trace_layers(model: nn.Module, example: torch.Tensor, reshape: Reshape | Non
         for handle in handles:
             handle.remove()
     infos = []
-    for name, grad in zip(names, grads):
+    for name, grad in zip(names, grads, strict=True):
         try:
             act_map = to_map(outputs[name].detach())
             used = grad is not None and bool(to_map(grad).abs().sum() > 0)
@@ -145,8 +145,8 @@ def auto_layer(infos: Sequence[LayerInfo]) -> LayerInfo:
     """The last traced layer whose output is a spatial map (more than 1x1), runs once, and the class score uses."""
     usable = [i for i in infos if i.spatial and i.used and i.calls == 1]
     if not usable:
-        raise ValueError("no layer outputs a spatial map that the class score depends on (an all-zero classifier passes "
-                         "no gradient); pass layer= (and reshape=)")
+        raise ValueError("no layer outputs a spatial map that the class score depends on (an all-zero classifier "
+                         "passes no gradient); pass layer= (and reshape=)")
     return usable[-1]
 
 
@@ -171,7 +171,8 @@ def sensible_layers(infos: Sequence[LayerInfo], target: str, keep: int = 6) -> l
         return [target]
     depth = max(target.count("."), 1)  # stage-level modules, not the convolutions inside the next block
     usable = [i for i in usable[:names.index(target) + 1] if i.name.count(".") <= depth]
-    ends = [a.name for a, b in zip(usable, usable[1:] + [None]) if b is None or b.map_shape[1:] != a.map_shape[1:]]
+    ends = [a.name for a, b in zip(usable, usable[1:] + [None], strict=True)
+            if b is None or b.map_shape[1:] != a.map_shape[1:]]
     if len(ends) < 3:  # one grid throughout: the same module in other blocks
         pattern = re.compile(block_pattern(target))
         ends = [n for n in names[:names.index(target) + 1] if pattern.match(n)]

@@ -1,4 +1,5 @@
-"""Data: the one image reader, manifests, the packaged photos, composites with exact boxes, the dataset builder, the real ImageNet photos.
+"""Data: the one image reader, manifests, the packaged photos, composites with exact boxes, the dataset builder,
+the real ImageNet photos.
 
 May import :mod:`helpers.cam` (to ask a model for its top-5); never the evaluation or teaching packages.
 """

@@ -93,7 +93,7 @@ def half_windows(sizes: list[tuple[int, int]]) -> list[Box]:
     layouts = [[(m, m, m + h, m + c), (m + h, m, m + c, m + c)], [(m, m, m + c, m + h), (m, m + h, m + c, m + c)]]
 
     def smallest_area(regions: list[Box]) -> float:
-        return min(fit_scale(s, r) ** 2 * s[0] * s[1] for s, r in zip(sizes, regions))
+        return min(fit_scale(s, r) ** 2 * s[0] * s[1] for s, r in zip(sizes, regions, strict=True))
     return max(layouts, key=smallest_area)
 
 

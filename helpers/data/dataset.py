@@ -127,10 +127,11 @@ def composite_candidate(name: str, split: str, specs: list[PhotoSpec], split_pho
         placements = [(cut, box)]
     else:
         placements = []
-        for cut, region in zip(cuts, half_windows([c.size for c in cuts])):
+        for cut, region in zip(cuts, half_windows([c.size for c in cuts]), strict=True):
             size, box = fit_in(rng, cut.size, region)
             placements.append((cut.resize(size, Image.BILINEAR), box))
-    pasted = [(im, Placed(s.id, s.label_idx, s.label_name, box)) for s, (im, box) in zip(specs, placements)]
+    pasted = [(im, Placed(s.id, s.label_idx, s.label_name, box))
+              for s, (im, box) in zip(specs, placements, strict=True)]
     ids = "+".join(s.id for s in specs)
     return Candidate(f"comp_{name}_{ids}_on_{bg_id}.png", compose(background, pasted), "composite", split,
                      [p for _, p in pasted], context, [s.id for s in specs] + [bg_id], (CANVAS, CANVAS))
@@ -176,7 +177,7 @@ def fill(bundle: ModelBundle, stream: Iterator[Candidate], need: int, max_tries:
         if not batch:
             break
         tried += len(batch)
-        for cand, t5 in zip(batch, top5_of(bundle, [c.image for c in batch])):
+        for cand, t5 in zip(batch, top5_of(bundle, [c.image for c in batch]), strict=True):
             missing = missing_classes(cand, t5)
             if missing:
                 dropped.append(f"{cand.file}: {', '.join(missing)} not in top-5 ({', '.join(n for _, n, _ in t5)})")
@@ -196,7 +197,7 @@ def pasteable(bundle: ModelBundle, specs: dict[str, PhotoSpec], photos: dict[str
         canvas.paste(cut, ((CANVAS - cut.size[0]) // 2, (CANVAS - cut.size[1]) // 2))
         canvases.append(canvas)
     ok, rejected = [], []
-    for (i, spec), t5 in zip(specs.items(), top5_of(bundle, canvases)):
+    for (i, spec), t5 in zip(specs.items(), top5_of(bundle, canvases), strict=True):
         if spec.label_idx in {c for c, _, _ in t5}:
             ok.append(i)
         else:
@@ -246,7 +247,7 @@ def build_dataset(bundle: ModelBundle, out_dir: str | Path = INPUT_DIR, seed: in
     split_of = assign_splits(list(specs), N_VAL_PHOTOS, seed) | assign_splits(list(textures), N_VAL_TEXTURES, seed)
     licences = {s.id: s.licence for s in PHOTOS + TEXTURES} | {"plain": "generated", "noise": "generated"}
     photo_cands = [photo_candidate(specs[i], photos[i], split_of[i]) for i in specs]
-    kept = list(zip(photo_cands, top5_of(bundle, [c.image for c in photo_cands])))
+    kept = list(zip(photo_cands, top5_of(bundle, [c.image for c in photo_cands]), strict=True))
     checks = [pasteable(bundle, specs, photos, side) for side in PASTE_CHECK_SIDES]
     not_pasted = [msg for _, rejected in checks for msg in rejected]
     dropped: list[str] = []
@@ -254,7 +255,7 @@ def build_dataset(bundle: ModelBundle, out_dir: str | Path = INPUT_DIR, seed: in
     for k, split in enumerate(SPLITS):
         mine = {i: (specs[i], photos[i]) for i in specs if split_of[i] == split}
         tex = {t: im for t, im in textures.items() if split_of[t] == split}
-        for n_objects, need in zip((1, 2), quotas[split]):
+        for n_objects, need in zip((1, 2), quotas[split], strict=True):
             rng = np.random.default_rng([seed, k, n_objects])
             objects = [i for i in checks[n_objects - 1][0] if i in mine]
             stream = candidate_stream(split, n_objects, mine, objects, tex, rng)

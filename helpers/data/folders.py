@@ -200,7 +200,7 @@ def import_folder(path: str | Path, labels_csv: str | Path | None = None, boxes_
                      "orig_size": f"{image.size[0]}x{image.size[1]}"})
         images.append(image)
     if bundle is not None and images:
-        for row, t5 in zip(rows, top5_of(bundle, images)):
+        for row, t5 in zip(rows, top5_of(bundle, images), strict=True):
             row["top5"] = json.dumps([[i, n, round(p, 4)] for i, n, p in t5])
     df = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS) + ["orig_size"])
     write_manifest(df, out)

@@ -103,10 +103,10 @@ def features_from_raw(gc: torch.Tensor, lc: torch.Tensor, logits: torch.Tensor, 
             raise ValueError(f"{name} contains NaN or inf")
     if (gc < 0).any() or (lc < 0).any():
         raise ValueError("gc and lc must be non-negative (raw CAMs after their ReLU)")
-    g, l = (t.detach().cpu().double().flatten(1) for t in (gc, lc))
+    flat_gc, flat_lc = (t.detach().cpu().double().flatten(1) for t in (gc, lc))
     probs = logits.detach().cpu().double().softmax(dim=1).topk(2, dim=1).values
-    (ent_g, top_g), (ent_l, top_l) = _entropy_and_top_mass(g), _entropy_and_top_mass(l)
-    columns = {"pearson_gc_lc": pearson(g, l), "spearman_gc_lc": pearson(_ranks(g), _ranks(l)),
+    (ent_g, top_g), (ent_l, top_l) = _entropy_and_top_mass(flat_gc), _entropy_and_top_mass(flat_lc)
+    columns = {"pearson_gc_lc": pearson(flat_gc, flat_lc), "spearman_gc_lc": pearson(_ranks(flat_gc), _ranks(flat_lc)),
                "entropy_gc": ent_g, "entropy_lc": ent_l, "top10_mass_gc": top_g, "top10_mass_lc": top_l,
                "top1_prob": probs[:, 0], "margin_top2": probs[:, 0] - probs[:, 1],
                "negative_weight_share": (weights.detach().cpu() < 0).double().mean(dim=1)}
@@ -337,9 +337,11 @@ def adaptive_verdict(table: pd.DataFrame) -> str:
     if ub["mean_diff"] < ub["detectable_diff_80"]:
         return (f"{head} The upper bound's gain is below it, so no rule for `a` can make the hybrid beat "
                 f"Grad-CAM on {ub['metric']} detectably at this n.")
+    share = ad["share_of_upper_bound_gain"]
+    recovered = (f"recovers {share:.0%} of the upper bound's gain over Grad-CAM" if share > 0 else
+                 "recovers none of the upper bound's gain over Grad-CAM (it scores no higher than Grad-CAM)")
     return (f"{head} The gain is above it, so a per-image a could matter. The predictor, which never sees the "
-            f"metric, recovers {ad['share_of_upper_bound_gain']:.0%} of the upper bound's gain over Grad-CAM: "
-            f"{_difference(ad)}; against the fixed a: {_difference(fx)}.")
+            f"metric, {recovered}: {_difference(ad)}; against the fixed a: {_difference(fx)}.")
 
 
 def plot_best_alpha(oracle_table: pd.DataFrame) -> plt.Figure:

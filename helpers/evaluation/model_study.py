@@ -59,7 +59,7 @@ def model_rows(bundle: ModelBundle, samples: Sequence, metric: Metric, val_alpha
     One row per image x method: image, method, alpha, insertion_auc, deletion_auc. Grad-CAM is the
     hybrid at a = 1, LayerCAM at a = 0, so one pass per batch scores all four.
     """
-    alphas = dict(zip(MODEL_METHODS, (1.0, 0.0, THESIS_ALPHA, float(val_alpha))))
+    alphas = dict(zip(MODEL_METHODS, (1.0, 0.0, THESIS_ALPHA, float(val_alpha)), strict=True))
     plan = sweep_plan(sorted(set(alphas.values())), with_max=False)
     images = torch.stack([s.tensor for s in samples])
     table = sweep(bundle, images, explained_classes(bundle, samples), metric, plan, batch_size, progress,
@@ -120,7 +120,8 @@ def model_table(tests: pd.DataFrame, choices: dict[str, dict], metric: str = "in
     the paired t-test's p (Holm within the model) and the smallest difference detectable with 80% power."""
     t = tests[(tests["metric"] == metric) & (tests["test"] == "paired t-test")]
     return pd.DataFrame([{"model": r.model, "alpha (val)": f"{choices[r.model]['alpha']:g}", "comparison": r.pair,
-                          "n": int(r.n), "mean diff [95% CI]": f"{r.mean_diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]",
+                          "n": int(r.n),
+                          "mean diff [95% CI]": f"{r.mean_diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]",
                           "p (Holm)": f"{r.p_holm:.2g}", "detectable (80%)": f"{r.detectable_diff_80:.4f}"}
                          for r in t.itertuples()])
 

@@ -53,7 +53,7 @@ def road_masks(maps: torch.Tensor, tie_seed: int | Sequence[int] = SEED,
         raise ValueError(f"maps must be (N, H, W); got shape {tuple(maps.shape)}")
     n, h, w = maps.shape
     counts = [int(p * h * w) for p in percentages]
-    bad = [p for p, k in zip(percentages, counts) if not 0 < k < h * w]
+    bad = [p for p, k in zip(percentages, counts, strict=True) if not 0 < k < h * w]
     if bad:
         raise ValueError(f"percentages {bad} remove no pixel or every pixel of a {h} x {w} map; "
                          f"each must lie in (0, 1) and leave at least one pixel on either side")

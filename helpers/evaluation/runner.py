@@ -170,7 +170,8 @@ def thesis_aucs(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, c
     out = {"insertion": M.auc(M.insertion_deletion_curves(bundle, images, maps, class_idx, "insertion",
                                                           cfg.thesis_steps, cfg_t["insertion_substrate"],
                                                           cfg.chunk_size, tie_seed))}
-    if cfg.rise_steps % cfg.thesis_steps == 0 and cfg_t["deletion_substrate"] == M.PRESETS["rise"]["deletion_substrate"]:
+    if (cfg.rise_steps % cfg.thesis_steps == 0
+            and cfg_t["deletion_substrate"] == M.PRESETS["rise"]["deletion_substrate"]):
         out["deletion"] = M.auc(rise_deletion[:, ::cfg.rise_steps // cfg.thesis_steps])
     else:
         out["deletion"] = M.auc(M.insertion_deletion_curves(bundle, images, maps, class_idx, "deletion",
@@ -239,8 +240,8 @@ def evaluate_sample(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec
     change = M.confidence_change(bundle, xs, maps, idxs, cfg.chunk_size, cfg.explanation_space)
     # the random floor re-explains its explanation image with a fresh seed (a new random map)
     adcc = M.adcc(bundle, xs, maps, idxs, change=change, space=cfg.explanation_space,
-                  explain=lambda images, classes: normalise(explain_rows(bundle, images, classes, specs, seed + 1, opts),
-                                                            cfg.normalise))
+                  explain=lambda images, classes: normalise(
+                      explain_rows(bundle, images, classes, specs, seed + 1, opts), cfg.normalise))
     boxes = [[b for c, b in sample.boxes_crop if c == cls]] * len(specs)
     columns = {"insertion_auc": M.auc(curves["insertion"]), "deletion_auc": M.auc(curves["deletion"]),
                "insertion_auc_thesis": thesis["insertion"], "deletion_auc_thesis": thesis["deletion"],

@@ -77,7 +77,7 @@ def answer(folder: str | Path) -> AdaptiveAnswer:
     best_fixed = f"hybrid@{alpha_val:g} (val)"
 
     def at(alphas) -> list[float]:
-        return [float(table.loc[(img, float(np.round(a, 1)))]) for img, a in zip(images, alphas)]
+        return [float(table.loc[(img, float(np.round(a, 1)))]) for img, a in zip(images, alphas, strict=True)]
 
     columns = {GRADCAM: at([1.0] * len(images)), FIXED: at([THESIS_ALPHA] * len(images)),
                best_fixed: at([alpha_val] * len(images)), ORACLE: list(bound[ORACLE_INSERTION]),

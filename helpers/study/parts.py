@@ -18,7 +18,8 @@ Options per kind (``Part.options``):
 * ``model``: Grad-CAM, LayerCAM, hybrid@0.7 and hybrid@val at the model's CAM layer.
 * ``road``: ``methods`` as ``evaluate``; ROAD of each method's map (one row per photo x method).
 * ``features``: the adaptive-a predictor's features of each photo (no options).
-* ``sanity``: ``methods``, ``steps`` (the first steps of the cascade; default all); cascading randomisation, one row per image x step x method.
+* ``sanity``: ``methods``, ``steps`` (the first steps of the cascade; default all); cascading randomisation,
+  one row per image x step x method.
 """
 from __future__ import annotations
 
@@ -105,7 +106,8 @@ def run_alpha_sweep(part: Part, spec: StudySpec, bundle: ModelBundle, samples: S
         tables.append(t.assign(layer=setting_label(layer), method="hybrid"))
     rows = pd.concat(tables, ignore_index=True).rename(columns={"insertion": "insertion_auc",
                                                                 "deletion": "deletion_auc"})
-    return _frame(rows, part, bundle, dict(zip(files, classes)), dict(zip(files, classes)))
+    mapping = dict(zip(files, classes, strict=True))
+    return _frame(rows, part, bundle, mapping, mapping)
 
 
 def main_specs(part: Part, alpha: float) -> list[MethodSpec]:
@@ -134,7 +136,7 @@ def _rise_metric(spec: StudySpec) -> Callable:
 
 
 def _classes(bundle: ModelBundle, samples: Sequence[Any]) -> dict[str, int]:
-    return dict(zip([s.file for s in samples], top1(bundle, torch.stack([s.tensor for s in samples]))))
+    return dict(zip([s.file for s in samples], top1(bundle, torch.stack([s.tensor for s in samples])), strict=True))
 
 
 def run_layers(part: Part, spec: StudySpec, bundle: ModelBundle, samples: Sequence[Any],
@@ -166,7 +168,7 @@ def run_sanity(part: Part, spec: StudySpec, bundle: ModelBundle, samples: Sequen
     files = [s.file for s in samples]
     rows = rows.rename(columns={"layer": "randomised"}).assign(image=lambda t: [files[i] for i in t["image"]],
                                                                layer=bundle.target_layer)
-    mapping = dict(zip(files, classes))
+    mapping = dict(zip(files, classes, strict=True))
     return _frame(rows, part, bundle, mapping, mapping)
 
 
@@ -178,7 +180,7 @@ def run_features(part: Part, spec: StudySpec, bundle: ModelBundle, samples: Sequ
     classes = top1(bundle, images)
     rows = map_features(bundle, images, classes).assign(image=[s.file for s in samples], method="features",
                                                          layer=bundle.target_layer)
-    mapping = dict(zip(rows["image"], classes))
+    mapping = dict(zip(rows["image"], classes, strict=True))
     return _frame(rows, part, bundle, mapping, mapping)
 
 
@@ -196,5 +198,5 @@ def run_road(part: Part, spec: StudySpec, bundle: ModelBundle, samples: Sequence
     return pd.DataFrame(rows).assign(model=bundle.name, layer=bundle.target_layer)
 
 
-RUNNERS: dict[str, Runner] = {"road": run_road, "alpha_sweep": run_alpha_sweep, "evaluate": run_evaluate, "layers": run_layers,
-                              "model": run_model, "sanity": run_sanity, "features": run_features}
+RUNNERS: dict[str, Runner] = {"road": run_road, "alpha_sweep": run_alpha_sweep, "evaluate": run_evaluate,
+                              "layers": run_layers, "model": run_model, "sanity": run_sanity, "features": run_features}

@@ -111,7 +111,7 @@ def part_photos(part: Part, spec: StudySpec) -> PartPhotos:
     files = [rows["file"].iloc[i] for i in order]
     if part.n is not None and len(files) < part.n:
         raise ValueError(f"part {part.name!r} needs {part.n} {part.split} photos; {dataset} has {len(rows)}")
-    sha = dict(zip(rows["file"], rows["sha256"]))
+    sha = dict(zip(rows["file"], rows["sha256"], strict=True))
     return PartPhotos(dataset, files, {f: sha[f] for f in files}, manifest, root, part.split)
 
 
@@ -120,7 +120,8 @@ def protocol_facts(spec: StudySpec, part: Part) -> dict[str, Any]:
     facts = {"rise_steps": spec.rise_steps, "thesis_steps": spec.thesis_steps, "seed": spec.seed,
              "presets": M.PRESETS, "tie_resolution": M.TIE_RESOLUTION}
     if part.kind == "evaluate":
-        facts["eval_config"] = dataclasses.asdict(EvalConfig(rise_steps=spec.rise_steps, thesis_steps=spec.thesis_steps))
+        config = EvalConfig(rise_steps=spec.rise_steps, thesis_steps=spec.thesis_steps)
+        facts["eval_config"] = dataclasses.asdict(config)
     return facts
 
 
@@ -169,8 +170,8 @@ def machine(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, str]:
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return {"cpu": cpu, "cpu_flags": " ".join(f for f in CPU_FLAGS if f in flags), "cores": str(torch.get_num_threads()),
-            "gpu": gpu, "platform": platform.platform()}
+    return {"cpu": cpu, "cpu_flags": " ".join(f for f in CPU_FLAGS if f in flags),
+            "cores": str(torch.get_num_threads()), "gpu": gpu, "platform": platform.platform()}
 
 
 def code_commit() -> str:

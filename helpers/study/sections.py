@@ -20,6 +20,7 @@ from ..evaluation.leaderboard import leaderboard, leaderboard_view, markdown_tab
 from ..evaluation.policy import GC, HYBRID, LC, THESIS_ALPHA
 from ..evaluation.sanity import plot_randomisation
 from ..evaluation.stats import bootstrap_ci
+from ..evaluation.verdict import format_p
 from . import adaptive
 from .present import identical, worked_example
 from .results import Study
@@ -153,8 +154,14 @@ def adaptive_lines(study: Study) -> list[str]:
         return skip
     ans = adaptive.answer(study.folder)
     table = ans.comparison[["pair", "n", "mean_diff", "ci_low", "ci_high", "p_holm", "detectable_diff_80"]]
-    return [f"**{ans.verdict}**", "", f"a chosen on the val photos: {ans.alpha_val:g}. Exploratory.", ""] + \
-        markdown_table(table)
+    note = f"a chosen on the val photos: {ans.alpha_val:g}"
+    if ans.alpha_val in (0.0, 1.0):                     # hybrid@val is a parent: its rows repeat that parent's
+        parent = "gradcam" if ans.alpha_val == 1.0 else "layercam"
+        repeats = table["pair"].str.endswith("(val)") & table["pair"].str.startswith(("oracle", "hybrid@adaptive"))
+        table = table[~repeats] if (table["pair"].str.endswith(f"vs {parent}")).any() else table
+        note += f" (the hybrid at that a is {parent}'s map, so its comparisons are the {parent} rows)"
+    table = table.assign(p_holm=table["p_holm"].map(format_p))
+    return [f"**{ans.verdict}**", "", f"{note}. Exploratory.", ""] + markdown_table(table)
 
 
 def example_lines(study: Study) -> list[str]:

@@ -190,7 +190,8 @@ def spec_from_mapping(data: Mapping[str, Any], name: str) -> StudySpec:
         fields = {f.name for f in dataclasses.fields(Part)}
         bad = set(table) - fields
         if bad:
-            raise ValueError(f"study {name!r}, part {i + 1}: unknown key(s) {sorted(bad)}; valid: {', '.join(sorted(fields))}")
+            raise ValueError(f"study {name!r}, part {i + 1}: unknown key(s) {sorted(bad)}; "
+                             f"valid: {', '.join(sorted(fields))}")
         table = dict(table)
         table["options"] = _tuples(table.get("options", {}))
         parts.append(Part(**table))

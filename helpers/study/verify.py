@@ -30,7 +30,8 @@ KEYS: tuple[str, ...] = ("image", "layer", "method", "fusion", "alpha", "step")
 def compare(committed: pd.DataFrame, recomputed: pd.DataFrame) -> dict[str, float]:
     """Row-by-row comparison on the key columns: rows, class mismatches, max and mean |AUC difference|."""
     keys = [k for k in KEYS if k in recomputed.columns]
-    left, right = (t.assign(**{k: t[k].fillna(-1) for k in keys if t[k].dtype.kind == "f"}) for t in (committed, recomputed))
+    left, right = (t.assign(**{k: t[k].fillna(-1) for k in keys if t[k].dtype.kind == "f"})
+                   for t in (committed, recomputed))
     joined = right.merge(left, on=keys, how="left", suffixes=("", "_committed"), indicator=True)
     missing = int((joined["_merge"] != "both").sum())
     aucs = [c for c in recomputed.columns if "_auc" in c and recomputed[c].dtype.kind == "f"

@@ -93,5 +93,5 @@ def logit_vs_probability(bundle: ModelBundle, images: torch.Tensor, class_idx: S
     norms = {s: gradcam_weights(c.gradients[layer]).norm(dim=1) for s, c in caps.items()}
     probs = caps["logit"].logits.softmax(dim=1).gather(1, caps["logit"].class_idx[:, None])[:, 0]
     return pd.DataFrame({"p": probs.numpy(),
-                         "spearman": [spearman(a, b) for a, b in zip(maps["logit"], maps["probability"])],
+                         "spearman": [spearman(a, b) for a, b in zip(maps["logit"], maps["probability"], strict=True)],
                          "weight_ratio": (norms["probability"] / norms["logit"]).numpy()})

@@ -1,4 +1,5 @@
-"""The further methods (CAM, Grad-CAM++, XGrad-CAM, HiResCAM, Score-CAM, Recipro-CAM, SmoothGrad) and the model split."""
+"""The further methods (CAM, Grad-CAM++, XGrad-CAM, HiResCAM, Score-CAM, Recipro-CAM, SmoothGrad) and the model
+split."""
 from __future__ import annotations
 
 import pytest
@@ -259,7 +260,8 @@ def test_every_method_on_real_model(lite0, photo_batch) -> None:
 
 def test_forward_only_methods_batch_equals_single_on_real_model(lite0, photo_batch) -> None:
     x = photo_batch[:2]
-    batch = compute_cams(lite0, x, methods=(ScoreCAM(top_k=3, batch_size=5), ReciproCAM(batch_size=5)), target=[967, 281])
+    batch = compute_cams(lite0, x, methods=(ScoreCAM(top_k=3, batch_size=5), ReciproCAM(batch_size=5)),
+                         target=[967, 281])
     for i, c in enumerate([967, 281]):
         single = compute_cams(lite0, x[i:i + 1], methods=(ScoreCAM(top_k=3), "reciprocam"), target=c)
         for name in ("scorecam", "reciprocam"):

@@ -1,4 +1,5 @@
-"""helpers.data.composites / photos / dataset / overview: exact boxes, seeded disjoint splits, byte-identical rebuilds."""
+"""helpers.data.composites / photos / dataset / overview: exact boxes, seeded disjoint splits, byte-identical
+rebuilds."""
 from __future__ import annotations
 
 import hashlib
@@ -73,7 +74,8 @@ def test_network_disabled_blocks_downloads_and_restores() -> None:
     with network_disabled():
         with pytest.raises(OSError, match="network disabled"):
             socket.create_connection(("127.0.0.1", 9), timeout=1)
-    broken = (SimpleNamespace(id="needs_download", package="test", loader=lambda: socket.create_connection(("10.0.0.1", 80))),)
+    broken = (SimpleNamespace(id="needs_download", package="test",
+                              loader=lambda: socket.create_connection(("10.0.0.1", 80))),)
     images, skipped = load_offline(broken)
     assert images == {} and "needs_download" in skipped[0] and "not available offline" in skipped[0]
 
@@ -187,7 +189,7 @@ def test_stored_images_reproduce_the_recorded_top5(lite0, tmp_path: Path) -> Non
         (tmp_path / r.file).write_bytes((INPUT_DIR / r.file).read_bytes())
     samples = load_samples(lite0, manifest=tmp_path / "manifest.csv")
     got = predict_topk(lite0, torch.stack([s.tensor for s in samples]))
-    for r, top5 in zip(rows.itertuples(), got):
+    for r, top5 in zip(rows.itertuples(), got, strict=True):
         recorded = json.loads(r.top5)
         assert [i for i, _, _ in top5] == [i for i, _, _ in recorded], r.file
         assert np.allclose([p for _, _, p in top5], [p for _, _, p in recorded], atol=2e-4), r.file

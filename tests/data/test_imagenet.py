@@ -131,7 +131,8 @@ def test_offline_gives_one_clear_message_and_the_fallback(fake, tmp_path, capsys
     text = str(err.value)
     assert "3 of 3 files missing" in text and str(absent) in text and IMAGENET_SAMPLE_ENV in text
     assert "n01440764_tench.JPEG" in text and "packaged photos" in text
-    assert inet.available_dataset(absent, cache=cache, checksums=sums, base_url=offline, progress=False) == inet.PACKAGED
+    dataset = inet.available_dataset(absent, cache=cache, checksums=sums, base_url=offline, progress=False)
+    assert dataset == inet.PACKAGED
     assert capsys.readouterr().out.count("not available") == 1
     with pytest.raises(inet.DatasetUnavailable, match="downloads were not allowed"):
         inet.locate(absent, download_missing=False, cache=cache, checksums=sums, progress=False)
@@ -171,7 +172,7 @@ def test_accuracy_by_hand():
 def test_committed_manifest_matches_registry_and_labels(lite0):
     df = read_manifest(IMAGENET_MANIFEST)
     sums = inet.read_checksums()
-    assert len(df) == 800 and dict(zip(df["file"], df["sha256"])) == sums
+    assert len(df) == 800 and dict(zip(df["file"], df["sha256"], strict=True)) == sums
     labels = inet.label_table(sums, lite0.class_names)
     assert df[["file", "split", "label_idx", "label_name", "wnid"]].equals(labels[["file", "split", "label_idx",
                                                                                   "label_name", "wnid"]])
@@ -193,7 +194,8 @@ def test_real_photos_give_the_committed_top5_and_samples(lite0):
     assert part["top5"].tolist() == committed["top5"].tolist()
     samples = inet.load_imagenet_samples(lite0, "test", limit=2, download_missing=False, progress=False)
     test_files = committed.loc[committed["split"] == "test", "file"].tolist()
-    assert [s.file for s in samples] == read_manifest(IMAGENET_MANIFEST).query("split == 'test'")["file"].head(2).tolist()
+    first_test = read_manifest(IMAGENET_MANIFEST).query("split == 'test'")["file"].head(2).tolist()
+    assert [s.file for s in samples] == first_test
     assert samples[0].file == test_files[0] and samples[0].boxes_crop == [] and samples[0].kind == "photo"
     assert samples[0].tensor.shape == (3, 224, 224) and samples[0].tensor.dtype == torch.float32
     name, same = inet.study_samples(lite0, "test", limit=2, download_missing=False, progress=False)

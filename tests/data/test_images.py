@@ -213,8 +213,10 @@ def _tiny_manifest(folder: Path) -> Path:
     rows = []
     for i, split in enumerate(["test", "val", "test"]):
         _rgb(300, 256, seed=i).save(folder / f"im{i}.png")
-        # 300 x 256 at 256 -> 224: scale 1, crop offset (38, 16), so orig (39, 18, 68 + i, 56) is crop (1, 2, 30 + i, 40)
-        boxes = [{"class_idx": 281 + i, "class_name": f"c{i}", "crop": [1, 2, 30 + i, 40], "orig": [39, 18, 68 + i, 56]}]
+        # 300 x 256 at 256 -> 224: scale 1, crop offset (38, 16),
+        # so orig (39, 18, 68 + i, 56) is crop (1, 2, 30 + i, 40)
+        boxes = [{"class_idx": 281 + i, "class_name": f"c{i}", "crop": [1, 2, 30 + i, 40],
+                  "orig": [39, 18, 68 + i, 56]}]
         rows.append({"file": f"im{i}.png", "sha256": "x", "source": f"s{i}", "licence": "CC0", "kind": "photo",
                      "split": split, "label_idx": 281 + i, "label_name": f"c{i}", "boxes": json.dumps(boxes),
                      "top5": "[]"})
@@ -359,7 +361,7 @@ def test_import_folder_reports_every_bad_row_and_box_file(tmp_path: Path, capsys
                 "e.png": "unknown split 'train'", "missing.png": "no such file", "tiny.png": "too small",
                 "f.png": "unknown ImageNet class ''"}
     assert len(rejected) == len(expected)
-    for (file, reason), message in zip(expected.items(), rejected):
+    for (file, reason), message in zip(expected.items(), rejected, strict=True):
         assert file in message and reason in message, message
     assert f"skipped {len(expected)} file(s)" in capsys.readouterr().out
 

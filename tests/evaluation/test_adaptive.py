@@ -98,7 +98,7 @@ def test_map_features_one_pass_on_a_toy() -> None:
 
 
 def sweep_rows(values: dict[int, list[float]], alphas=(0.0, 0.5, 1.0)) -> pd.DataFrame:
-    rows = [(i, "geometric", a, v, 0.0) for i, vs in values.items() for a, v in zip(alphas, vs)]
+    rows = [(i, "geometric", a, v, 0.0) for i, vs in values.items() for a, v in zip(alphas, vs, strict=True)]
     return pd.DataFrame(rows, columns=["image", "fusion", "alpha", "insertion", "deletion"])
 
 
@@ -221,6 +221,10 @@ def test_comparison_numbers_and_the_verdict_below_and_above_the_detectable_diffe
     assert gain == pytest.approx(0.02) and gain > detectable
     text = adaptive_verdict(above)
     assert "recovers 50% of the upper bound's gain" in text and "no rule" not in text and "+0.0200" in text
+    worse = comparison_rows(0.02)                                       # the predictor loses to Grad-CAM
+    worse.loc[worse["method"] == "hybrid@adaptive", "insertion_auc"] -= 0.02
+    text = adaptive_verdict(adaptive_comparison(worse, best_fixed="hybrid@0.8 (best fixed)"))
+    assert "recovers none of the upper bound's gain" in text and "%" not in text.split("recovers")[1][:40]
     with pytest.raises(ValueError, match="no test rows for method"):
         adaptive_comparison(comparison_rows(0.02), best_fixed="hybrid@0.6")
     with pytest.raises(ValueError, match="lack a insertion_auc"):

@@ -80,9 +80,11 @@ def test_sweep_scores_every_fusion_with_one_pass_per_batch() -> None:
     assert len(results) == len(plan) * 3 and set(results["image"]) == {0, 1, 2}
     raw = raw_maps(bundle, A, [0, 0, 1])
     for fusion, alpha in plan:
-        rows = results[(results["fusion"] == fusion) & (results["alpha"].fillna(-1) == (-1 if math.isnan(alpha) else alpha))]
+        same_alpha = results["alpha"].fillna(-1) == (-1 if math.isnan(alpha) else alpha)
+        rows = results[(results["fusion"] == fusion) & same_alpha]
         expected = fused_maps(raw, 0.5 if math.isnan(alpha) else alpha, fusion, (2, 2))
-        assert torch.allclose(torch.tensor(rows["insertion"].to_numpy(), dtype=torch.float32), expected.mean(dim=(1, 2)))
+        assert torch.allclose(torch.tensor(rows["insertion"].to_numpy(), dtype=torch.float32),
+                              expected.mean(dim=(1, 2)))
         assert torch.allclose(torch.tensor(rows["deletion"].to_numpy(), dtype=torch.float32), expected[:, 0, 0])
     with pytest.raises(ValueError, match="class_idx"):
         sweep(bundle, A, [0, 1], fake_metric, plan, progress=False)
@@ -97,11 +99,12 @@ def test_summary_by_hand() -> None:
     assert summary["insertion_mean"].tolist() == pytest.approx([0.2, 0.6, 0.2])
     assert summary["deletion_mean"].tolist() == pytest.approx([0.1, 0.1, 0.4])
     paired = paired_differences(results, ("geometric", 1.0))  # image 0: 0.1-0.5, 0.2-0.5; image 1: 0.3-0.7, 0.2-0.7
-    assert list(zip(paired["fusion"], paired["n"])) == [("geometric", 2), ("max", 2)]
+    assert list(zip(paired["fusion"], paired["n"], strict=True)) == [("geometric", 2), ("max", 2)]
     assert paired["insertion_diff"].tolist() == pytest.approx([-0.4, -0.4])
     assert paired["deletion_diff"].tolist() == pytest.approx([-0.0, 0.3])
     assert len(plot_sweep(summary, 1.0).axes) == 2 and len(plot_paired(paired).axes[0].lines) >= 1
-    assert paired["insertion_lo"][0] == pytest.approx(-0.4) and paired["deletion_lo"][1] == pytest.approx(0.3 - 12.706205 * 0.1, rel=1e-5)  # sd 0.1414, se 0.1
+    assert paired["insertion_lo"][0] == pytest.approx(-0.4)
+    assert paired["deletion_lo"][1] == pytest.approx(0.3 - 12.706205 * 0.1, rel=1e-5)  # sd 0.1414, se 0.1
 
 
 def test_choose_alpha_rule_and_ties() -> None:
@@ -116,7 +119,8 @@ def test_choose_alpha_rule_and_ties() -> None:
 
 
 def test_alpha_json_round_trip_and_errors(tmp_path) -> None:
-    path = write_alpha_json(tmp_path / "sub" / "hybrid_alpha.json", {"alpha": 0.6, "rule": "r"}, split="val", n_images=3)
+    path = write_alpha_json(tmp_path / "sub" / "hybrid_alpha.json", {"alpha": 0.6, "rule": "r"}, split="val",
+                            n_images=3)
     assert read_alpha_json(path) == {"alpha": 0.6, "rule": "r", "split": "val", "n_images": 3}
     with pytest.raises(FileNotFoundError, match="run 4_hybrid"):
         read_alpha_json(tmp_path / "missing.json")

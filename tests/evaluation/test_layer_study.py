@@ -76,7 +76,8 @@ def test_choose_layer_alphas_per_layer():
     table = pd.DataFrame(rows, columns=["layer", "image", "fusion", "alpha", "insertion", "deletion"])
     chosen = choose_layer_alphas(table)
     assert chosen["a"]["alpha"] == 0.5 and chosen["a"]["n_images"] == 3
-    assert chosen["b"]["alpha"] == 1.0 and chosen["b"]["tied_alphas"] == [0.0, 0.5, 1.0]  # tie: lower deletion, larger a
+    # tie: lower deletion, larger a
+    assert chosen["b"]["alpha"] == 1.0 and chosen["b"]["tied_alphas"] == [0.0, 0.5, 1.0]
 
 
 def test_layer_table_rows_batches_and_consistency(toy):
@@ -87,7 +88,8 @@ def test_layer_table_rows_batches_and_consistency(toy):
     assert list(table.columns) == ["image", "layer", "method", "alpha", "insertion_auc", "deletion_auc"]
     assert len(table) == len(samples) * len(settings) * len(LAYER_METHODS)
     hyb = table[table["method"] == "hybrid"]
-    assert dict(zip(hyb["layer"], hyb["alpha"])) == alphas and table[table["method"] != "hybrid"]["alpha"].isna().all()
+    assert dict(zip(hyb["layer"], hyb["alpha"], strict=True)) == alphas
+    assert table[table["method"] != "hybrid"]["alpha"].isna().all()
     single = layer_table(bundle, samples, fake_metric, alphas, settings, batch_size=1, progress=False)
     pd.testing.assert_frame_equal(table.sort_values(["layer", "method", "image"]).reset_index(drop=True),
                                   single.sort_values(["layer", "method", "image"]).reset_index(drop=True), atol=1e-6)

@@ -235,7 +235,8 @@ def test_adcc_by_hand(toy) -> None:
     out = M.adcc(toy, x, maps, 0, explain=lambda imgs, idx: maps.flip(-1))
     # the re-explained map [[0.5, 1], [0, 0.5]] correlates 0 with the map -> coherency 0.5
     drop = (sigmoid(2) - sigmoid(1)) / sigmoid(2)
-    assert torch.allclose(out["coherency"], torch.tensor([0.5])) and torch.allclose(out["complexity"], torch.tensor([0.5]))
+    assert torch.allclose(out["coherency"], torch.tensor([0.5]))
+    assert torch.allclose(out["complexity"], torch.tensor([0.5]))
     assert torch.allclose(out["adcc"], torch.tensor([3 / (2 + 2 + 1 / (1 - drop))]))
 
 
@@ -277,8 +278,10 @@ def test_pointing_game_tolerance_and_ties() -> None:
 def test_energy_pointing_game_by_hand() -> None:
     m = torch.tensor([[[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 2.0], [0.0] * 4, [0.0] * 4]])
     # box (0, 0, 2, 2) holds the four ones: energy 4 of 6; pixel centres decide (1.9 excludes column 1)
-    assert torch.allclose(M.energy_pointing_game(m, [[(0.0, 0.0, 2.0, 2.0)]]), torch.tensor([4 / 6], dtype=torch.float64))
-    assert torch.allclose(M.energy_pointing_game(m, [[(0.0, 0.0, 1.4, 2.0)]]), torch.tensor([2 / 6], dtype=torch.float64))
+    assert torch.allclose(M.energy_pointing_game(m, [[(0.0, 0.0, 2.0, 2.0)]]),
+                          torch.tensor([4 / 6], dtype=torch.float64))
+    assert torch.allclose(M.energy_pointing_game(m, [[(0.0, 0.0, 1.4, 2.0)]]),
+                          torch.tensor([2 / 6], dtype=torch.float64))
     # boxes under half the image only: the 2x2 box covers 4 of 16 pixels, a 4x2 box exactly half (NaN)
     assert torch.allclose(M.energy_pointing_game(m, [[(0.0, 0.0, 2.0, 2.0)]], max_box_fraction=0.5),
                           torch.tensor([4 / 6], dtype=torch.float64))

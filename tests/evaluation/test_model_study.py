@@ -82,7 +82,8 @@ def test_tests_and_table_per_model() -> None:
     table = MS.model_table(tests, {"a": {"alpha": 1.0}, "b": {"alpha": 0.3}})
     assert table.model.tolist() == ["a"] * 3 + ["b"] * 3 and table["alpha (val)"].tolist() == ["1"] * 3 + ["0.3"] * 3
     first = table.iloc[0]
-    assert first.comparison == "hybrid@0.7 vs gradcam" and first.n == 12 and first["mean diff [95% CI]"].startswith("+0.020")
+    assert first.comparison == "hybrid@0.7 vs gradcam" and first.n == 12
+    assert first["mean diff [95% CI]"].startswith("+0.020")
     fig = MS.plot_models(tests)
     assert len(fig.axes[0].get_yticklabels()) == 2
     plt.close(fig)
@@ -101,7 +102,8 @@ def test_one_real_model_end_to_end(lite0) -> None:
 
 def test_rows_from_an_evaluation_keep_the_four_methods_on_the_files() -> None:
     results = pd.DataFrame({"image": ["x", "x", "y", "x"], "method": ["gradcam", "random", "gradcam", "hybrid@val"],
-                            "insertion_auc": [0.1, 0.2, 0.3, 0.4], "deletion_auc": [0.5, 0.6, 0.7, 0.8], "kind": "photo"})
+                            "insertion_auc": [0.1, 0.2, 0.3, 0.4], "deletion_auc": [0.5, 0.6, 0.7, 0.8],
+                            "kind": "photo"})
     rows = MS.rows_from_evaluation(results, ["x"], "lite")
     assert rows.to_dict("records") == [
         {"image": "x", "method": "gradcam", "insertion_auc": 0.1, "deletion_auc": 0.5, "model": "lite"},

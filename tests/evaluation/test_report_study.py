@@ -117,3 +117,24 @@ def test_consistency_counts_come_from_the_composites_rows() -> None:
     assert first == ("- Composites: 4 test images = 2 object photos + 2 composites (object-background pairs: 2 "
                      "distinct pairs); the CIs resample the 2 object photos (the independent unit). Localisation "
                      "n = 3 of 4: photo_b.png (label 3) has no box of its label's class.")
+
+
+def test_adaptive_section_shows_a_parent_once_when_the_val_a_is_a_parent(tmp_path, monkeypatch) -> None:
+    from helpers.evaluation.adaptive import adaptive_comparison
+    from helpers.study.adaptive import AdaptiveAnswer
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.4, 0.6, 20)
+    scores = {"gradcam": base, "hybrid@0.7": base - 0.002, "hybrid@1 (val)": base,
+              "oracle (upper bound)": base + 0.01, "hybrid@adaptive": base + rng.normal(0.001, 0.002, 20)}
+    rows = pd.DataFrame([(i, m, float(v[i])) for m, v in scores.items() for i in range(20)],
+                        columns=["image", "method", "insertion_auc"])
+    table = adaptive_comparison(rows, best_fixed="hybrid@1 (val)")
+    parts = {n: PartFile(rows, {}) for n in ("alpha_head", "features_val", "oracle", "features_test")}
+    for alpha, kept in ((1.0, 3), (0.7, len(table))):
+        answer = AdaptiveAnswer(alpha, rows, pd.Series(dtype=float), rows, table, pd.DataFrame(), "verdict")
+        monkeypatch.setattr(sections.adaptive, "answer", lambda folder, answer=answer: answer)
+        lines = sections.adaptive_lines(toy_study(tmp_path, **parts))
+        body = [line for line in lines if line.startswith("| ") and not line.startswith("| pair")]
+        assert len(body) == kept                                   # a = 1: the "(val)" rows repeat Grad-CAM's
+        assert ("its comparisons are the gradcam rows" in lines[2]) == (alpha == 1.0)
+        assert not any("0.0000 |" in line.split("|")[6] for line in body)   # p formatted for reading

@@ -74,7 +74,8 @@ def test_pointing_game_tolerance_is_in_original_pixels(bundle, tmp_path) -> None
     box = [(c, (9.0, 0.0, 12.0, 12.0)) for c in (0, 1)]
     x = torch.randn(3, 12, 12, generator=torch.Generator().manual_seed(1))
     hits = [E.evaluate(bundle, [FakeSample(f"s{scale}.png", x, 0, boxes_crop=box, crop_scale=scale)], ["gaussian"],
-                       CFG, cache_dir=tmp_path, progress=False).results.pointing_game.item() for scale in (1.0, 2.0, 0.5)]
+                       CFG, cache_dir=tmp_path, progress=False).results.pointing_game.item()
+            for scale in (1.0, 2.0, 0.5)]
     assert hits == [0.0, 1.0, 0.0]
     assert "original image's pixels" in R.describe_protocol(CFG)["localisation"]
 
@@ -102,7 +103,8 @@ def test_cache_resumes_and_gives_identical_tables(bundle, tmp_path) -> None:
 def test_a_failing_image_is_reported_and_skipped(bundle, tmp_path, capsys) -> None:
     samples = make_samples()
     samples[1].label_idx = 7  # the toy model has 2 classes: explaining the label fails inside the evaluation
-    ev = E.evaluate(bundle, samples, SPECS, dataclasses.replace(CFG, target="label"), cache_dir=tmp_path, progress=False)
+    ev = E.evaluate(bundle, samples, SPECS, dataclasses.replace(CFG, target="label"), cache_dir=tmp_path,
+                    progress=False)
     assert [f for f, _ in ev.failures] == ["im1.png"] and set(ev.results.image) == {"im0.png", "im2.png"}
     assert "skipped im1.png" in capsys.readouterr().err
 
@@ -141,7 +143,7 @@ def test_specs_and_chosen_alpha(tmp_path) -> None:
 def test_metrics_explain_the_top1_prediction_by_default(bundle) -> None:
     samples = make_samples()
     preds = [predict_topk(bundle, smp.tensor[None], 1)[0][0][0] for smp in samples]
-    for smp, p in zip(samples, preds):
+    for smp, p in zip(samples, preds, strict=True):
         smp.label_idx = 1 - p  # every label disagrees with the model
     top1 = E.evaluate(bundle, samples, ["gradcam", "random"], CFG, cache_dir=None, progress=False).results
     assert top1.class_idx.tolist() == [p for p in preds for _ in range(2)] and top1.pred_idx.equals(top1.class_idx)
@@ -215,7 +217,8 @@ def synthetic(hybrid_gain: float, n: int = 12, slow: float = 1.0) -> E.Evaluatio
             rows.append(row)
             times.append({"image": f"im{i}", "method": m, "ms_per_image": 10.0 * (slow if "hybrid" in m else 1.0)})
     curves = {m: {"insertion": np.full((n, 3), 0.5), "deletion": np.full((n, 3), 0.2)} for m in LABELS}
-    return E.Evaluation(pd.DataFrame(rows), pd.DataFrame(times), curves, [], [E.MethodSpec(m, "gradcam") for m in LABELS])
+    return E.Evaluation(pd.DataFrame(rows), pd.DataFrame(times), curves, [],
+                        [E.MethodSpec(m, "gradcam") for m in LABELS])
 
 
 def verdicts(ev: E.Evaluation) -> dict[str, bool]:
@@ -224,20 +227,23 @@ def verdicts(ev: E.Evaluation) -> dict[str, bool]:
     return {c.claim: c.holds for c in V.thesis_claims(ev.results, tests, ev.timings)}
 
 
+BEATS_GRADCAM = "hybrid@0.7 beats gradcam on insertion AUC, Holm-adjusted p < 0.05 (paired t-test, confirmatory)"
+
+
 def test_verdicts_follow_the_numbers() -> None:
     good = verdicts(synthetic(hybrid_gain=0.03))
     assert good["[rise protocol] hybrid@0.7 has a higher mean insertion AUC than Grad-CAM and LayerCAM"]
-    assert good["[rise protocol] hybrid@0.7 beats gradcam on insertion AUC, Holm-adjusted p < 0.05 (paired t-test, confirmatory)"]
+    assert good[f"[rise protocol] {BEATS_GRADCAM}"]
     assert good["hybrid@0.7 costs no extra time over Grad-CAM (median ratio <= 1.1)"]
     assert all(v for k, v in good.items() if "deletion" in k)
     bad = verdicts(synthetic(hybrid_gain=-0.03, slow=1.5))
     assert not bad["[rise protocol] hybrid@0.7 has a higher mean insertion AUC than Grad-CAM and LayerCAM"]
-    assert not bad["[thesis protocol] hybrid@0.7 beats gradcam on insertion AUC, Holm-adjusted p < 0.05 (paired t-test, confirmatory)"]
+    assert not bad[f"[thesis protocol] {BEATS_GRADCAM}"]
     assert not bad["hybrid@0.7 costs no extra time over Grad-CAM (median ratio <= 1.1)"]
     # layercam is 0.01 below Grad-CAM: equal to Grad-CAM means the hybrid is best only on a tie, and not
     # significantly better than Grad-CAM (the differences are +-0.002 around zero)
     tie = verdicts(synthetic(hybrid_gain=0.0))
-    assert not tie["[rise protocol] hybrid@0.7 beats gradcam on insertion AUC, Holm-adjusted p < 0.05 (paired t-test, confirmatory)"]
+    assert not tie[f"[rise protocol] {BEATS_GRADCAM}"]
 
 
 def test_ranking_compares_only_methods_on_the_same_images() -> None:
@@ -251,7 +257,8 @@ def test_ranking_compares_only_methods_on_the_same_images() -> None:
     sub = V.comparable_means(results, "insertion_auc", "reciprocam")
     two = set(extra.image)
     assert sub["reciprocam"] == 0.99 and set(sub.index) == {*LABELS, "reciprocam"}
-    assert sub["gradcam"] == pytest.approx(results[(results.method == "gradcam") & results.image.isin(two)].insertion_auc.mean())
+    gradcam_on_two = results[(results.method == "gradcam") & results.image.isin(two)]
+    assert sub["gradcam"] == pytest.approx(gradcam_on_two.insertion_auc.mean())
     assert sub["gradcam"] != pytest.approx(means["gradcam"])
 
 
@@ -279,7 +286,8 @@ def test_report_and_tables_are_generated_and_deterministic(tmp_path) -> None:
     F.plot_comparison(ev, ("insertion_auc",), path=tmp_path / "plots.png")
     assert (tmp_path / "plots.png").is_file()
     tests = pd.read_csv(tmp_path / "a" / "statistical_tests.csv")
-    assert {"pair", "metric", "test", "statistic", "p", "p_holm", "cohens_dz", "ci_low", "ci_high"} <= set(tests.columns)
+    expected = {"pair", "metric", "test", "statistic", "p", "p_holm", "cohens_dz", "ci_low", "ci_high"}
+    assert expected <= set(tests.columns)
 
 
 def test_confirmatory_family_of_four_and_no_identical_pairs(tmp_path) -> None:
@@ -297,7 +305,7 @@ def test_confirmatory_family_of_four_and_no_identical_pairs(tmp_path) -> None:
     assert (pg.ci_low_cluster, pg.ci_high_cluster, pg.class_mean) == (0.5, 0.5, 0.5)
     assert summary[summary.metric == "insertion_auc"].ci_low_cluster.isna().all()
     conf = tests[tests.family == "confirmatory"]
-    assert len(conf) == 4 and set(zip(conf.b, conf.metric)) == {
+    assert len(conf) == 4 and set(zip(conf.b, conf.metric, strict=True)) == {
         ("gradcam", "insertion_auc"), ("layercam", "insertion_auc"),
         ("gradcam", "insertion_auc_thesis"), ("layercam", "insertion_auc_thesis")}
     assert np.allclose(conf.p_holm, S.holm(conf.p)) and (conf.subset == "all").all()
