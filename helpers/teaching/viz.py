@@ -112,6 +112,10 @@ def plot_maps(maps: Mapping[str, np.ndarray | torch.Tensor], cmap: str = "viridi
     return plot_map_rows([maps], cmap, size, colorbar, suptitle)
 
 
+#: Diverging colour maps: drawn centred on zero, so the sign of a value reads from its colour.
+DIVERGING = frozenset({"RdBu", "RdBu_r", "bwr", "coolwarm", "seismic", "PiYG", "PRGn", "BrBG", "PuOr", "RdGy"})
+
+
 def is_constant(arr: np.ndarray) -> bool:
     """Whether a map holds one value (up to :data:`CONSTANT_TOLERANCE` of its largest magnitude)."""
     return bool(np.ptp(arr) <= CONSTANT_TOLERANCE * max(float(np.abs(arr).max()), 1e-30))
@@ -119,8 +123,9 @@ def is_constant(arr: np.ndarray) -> bool:
 
 def plot_map_rows(rows: Sequence[Mapping[str, np.ndarray | torch.Tensor]], cmap: str = "viridis", size: float = 2.4,
                   colorbar: bool = True, suptitle: str | None = None) -> plt.Figure:
-    """A grid of 2-D maps, one row per mapping, each panel with its own colour scale and colour bar; a
-    constant map is drawn as one flat grey with its value written on it, and gets no colour bar."""
+    """A grid of 2-D maps, one row per mapping, each panel with its own colour scale and colour bar (centred on
+    zero for a :data:`DIVERGING` colour map); a constant map is drawn as one flat grey with its value written
+    on it, and gets no colour bar."""
     ncols = max(len(r) for r in rows)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols, size * len(rows)), squeeze=False,
                              layout="constrained")
@@ -135,7 +140,8 @@ def plot_map_rows(rows: Sequence[Mapping[str, np.ndarray | torch.Tensor]], cmap:
                 ax.text(0.5, 0.5, f"constant\n{float(arr.flat[0]):.3g}", transform=ax.transAxes, ha="center",
                         va="center", fontsize=8)
                 continue
-            im = ax.imshow(arr, cmap=cmap)
+            span = float(np.abs(arr).max()) if cmap in DIVERGING else None     # signed maps: zero is white
+            im = ax.imshow(arr, cmap=cmap, vmin=None if span is None else -span, vmax=span)
             if colorbar:
                 fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if suptitle:

@@ -127,3 +127,11 @@ def test_overlays_wrap_into_rows_with_one_colour_bar() -> None:
     assert [ax.get_title() for ax in panels] == ["photo", *maps, ""]   # 7 panels in 2 rows of 4, the last empty
     assert np.allclose(panels[2].get_images()[0].get_array(), overlay(image, maps["layer 1"]))
     assert not panels[7].get_images()
+
+
+def test_a_diverging_colour_map_is_centred_on_zero() -> None:
+    signed = np.array([[-1.0, 0.0], [2.0, 3.0]])
+    fig = plot_maps({"signed": signed, "positive": signed + 2}, cmap="RdBu_r")
+    assert [ax.images[0].get_clim() for ax in fig.axes if ax.images][:2] == [(-3.0, 3.0), (-5.0, 5.0)]
+    plain = plot_maps({"signed": signed})                       # a sequential map keeps the data's range
+    assert plain.axes[0].images[0].get_clim() == (-1.0, 3.0)
