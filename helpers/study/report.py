@@ -19,7 +19,15 @@ from ..evaluation.report import describe_protocol
 from ..evaluation.runner import EvalConfig
 from .present import Answer, answer, identical, leaderboards, write_outputs
 from .results import Study
-from .sections import adaptive_lines, example_lines, road_curves, road_lines, sanity_lines, secondary_lines
+from .sections import (
+    adaptive_lines,
+    example_lines,
+    road_curves,
+    road_lines,
+    sanity_lines,
+    secondary_lines,
+    write_adaptive,
+)
 
 GLANCE_START, GLANCE_END = "<!-- results-at-a-glance: start -->", "<!-- results-at-a-glance: end -->"
 
@@ -77,6 +85,7 @@ def write_report(study: Study, out: str | Path, extra: Mapping[str, Sequence[str
     write_outputs(study, out, seed)
     if study.has("road"):
         plt.close(road_curves(study, out / "road_curves.png"))
+    write_adaptive(study, out)
     ans = answer(study, seed)
     table = leaderboards(study.rows("main"), ans.alpha, ("insertion_auc",), seed)
     lb = "\n".join(markdown_table(leaderboard_view(table)))

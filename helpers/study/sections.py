@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..config import SEED
+from ..config import SEED, write_atomic
+from ..evaluation.adaptive import plot_best_alpha
 from ..evaluation.figures import mean_curves
 from ..evaluation.leaderboard import leaderboard, leaderboard_view, markdown_table
 from ..evaluation.policy import GC, HYBRID, LC, THESIS_ALPHA
@@ -161,7 +162,32 @@ def adaptive_lines(study: Study) -> list[str]:
         table = table[~repeats] if (table["pair"].str.endswith(f"vs {parent}")).any() else table
         note += f" (the hybrid at that a is {parent}'s map, so its comparisons are the {parent} rows)"
     table = table.assign(p_holm=table["p_holm"].map(format_p))
-    return [f"**{ans.verdict}**", "", f"{note}. Exploratory.", ""] + markdown_table(table)
+    files = ("Per photo: [adaptive_a.csv](adaptive_a.csv); tests: [adaptive_a_tests.csv](adaptive_a_tests.csv); "
+             "feature importance on val: [adaptive_a_importance.csv](adaptive_a_importance.csv).")
+    return [f"**{ans.verdict}**", "", f"{note}. Exploratory.", ""] + markdown_table(table) + \
+        ["", "![Best a per test photo](adaptive_best_a.png)", "", files]
+
+
+def write_adaptive(study: Study, out: str | Path) -> dict[str, Path]:
+    """The adaptive-a answer as files in ``out``: ``adaptive_a.csv`` (per test photo: the upper bound's best a,
+    the predicted a, and the insertion AUC of every compared method), ``adaptive_a_tests.csv``,
+    ``adaptive_a_importance.csv`` (permutation importance on val) and ``adaptive_best_a.png`` (histogram of
+    the test photos' best a: an upper bound). Nothing when a part is missing."""
+    if missing_lines(study, "alpha_head", "features_val", "oracle", "features_test") is not None:
+        return {}
+    ans, out = adaptive.answer(study.folder), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    per_photo = (ans.test_rows.pivot(index="image", columns="method", values="insertion_auc")
+                 .join(ans.upper_bound.set_index("image")).join(ans.predicted.rename("predicted_alpha")))
+    paths = {name: out / f"{name}.csv" for name in ("adaptive_a", "adaptive_a_tests", "adaptive_a_importance")}
+    for name, table in zip(paths, (per_photo.reset_index(), ans.comparison, ans.importance), strict=True):
+        write_atomic(paths[name], table.to_csv(index=False, float_format="%.6g"))
+    fig = plot_best_alpha(ans.upper_bound)
+    fig.axes[0].set_title(f"Best a per test photo (an upper bound: the metric chose it), n = {len(per_photo)}")
+    paths["adaptive_best_a"] = out / "adaptive_best_a.png"
+    fig.savefig(paths["adaptive_best_a"], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return paths
 
 
 def example_lines(study: Study) -> list[str]:

@@ -138,3 +138,24 @@ def test_adaptive_section_shows_a_parent_once_when_the_val_a_is_a_parent(tmp_pat
         assert len(body) == kept                                   # a = 1: the "(val)" rows repeat Grad-CAM's
         assert ("its comparisons are the gradcam rows" in lines[2]) == (alpha == 1.0)
         assert not any("0.0000 |" in line.split("|")[6] for line in body)   # p formatted for reading
+
+
+def test_adaptive_files_hold_one_row_per_test_photo(tmp_path, monkeypatch) -> None:
+    from helpers.evaluation.adaptive import ORACLE_ALPHA, ORACLE_INSERTION
+    from helpers.study.adaptive import AdaptiveAnswer
+    images = [f"p{i}" for i in range(4)]
+    rows = pd.DataFrame([(img, m, 0.5 + 0.1 * i + (0.01 if m == "oracle (upper bound)" else 0.0))
+                         for m in ("gradcam", "hybrid@0.7", "oracle (upper bound)", "hybrid@adaptive")
+                         for i, img in enumerate(images)], columns=["image", "method", "insertion_auc"])
+    bound = pd.DataFrame({"image": images, ORACLE_ALPHA: [0.0, 1.0, 1.0, 0.3],
+                          ORACLE_INSERTION: [0.51, 0.61, 0.71, 0.81]})
+    answer = AdaptiveAnswer(1.0, bound, pd.Series([1.0, 0.9, 1.0, 0.0], index=images), rows,
+                            pd.DataFrame({"pair": ["x"]}), pd.DataFrame({"feature": ["f"]}), "verdict")
+    monkeypatch.setattr(sections.adaptive, "answer", lambda folder: answer)
+    parts = {n: PartFile(rows, {}) for n in ("alpha_head", "features_val", "oracle", "features_test")}
+    paths = sections.write_adaptive(toy_study(tmp_path, **parts), tmp_path / "out")
+    table = pd.read_csv(paths["adaptive_a"]).set_index("image")
+    assert list(table.index) == images and table.loc["p3", "predicted_alpha"] == 0.0
+    assert table.loc["p2", ORACLE_ALPHA] == 1.0 and table.loc["p1", "oracle (upper bound)"] == pytest.approx(0.61)
+    assert paths["adaptive_best_a"].stat().st_size > 0 and pd.read_csv(paths["adaptive_a_tests"]).pair.tolist() == ["x"]
+    assert sections.write_adaptive(toy_study(tmp_path), tmp_path / "none") == {}      # parts missing: no files
