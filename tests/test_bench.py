@@ -82,13 +82,14 @@ def test_dask_layout_times_both_layouts_on_the_same_photos(monkeypatch) -> None:
     real = bench.study.run_stage
 
     def counting(spec, stage, out, *args, **kwargs):
-        ran.append((spec.parts[0].n, stage))
+        ran.append((spec.parts[0].n, stage, str(out)))
         return real(spec, stage, out, *args, **kwargs)
 
     monkeypatch.setattr(bench.study, "run_stage", counting)
     rows = bench.study.dask_layout(photos=2, repeats=1, spec=QUICK)
     single, dask, ratio = (r["value"] for r in rows)
-    assert ran == [(2, "val")] * 2                        # in-process runs: the warm-up and one timed round
+    assert [r[:2] for r in ran] == [(2, "val")] * 2       # in-process runs: the warm-up and one timed round
+    assert ran[0][2] != ran[1][2]                         # each into a new folder: none skips a finished part
     assert ratio == pytest.approx(dask / single) and rows[2]["met"] == (dask < single)
     assert "2 photos" in rows[0]["measure"] and "1 process x 2 threads" in rows[0]["measure"]
 

@@ -93,16 +93,21 @@ def dask_layout(photos: int = 8, repeats: int = 2, part: str = "alpha_head", spe
     times: dict[str, list[float]] = {"1 process x 2 threads": [], "2 Dask workers x 1 thread": []}
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     with tempfile.TemporaryDirectory() as tmp, cluster, Client(cluster) as client:
+        runs = iter(range(10**6))
+
+        def fresh(name: str) -> Path:          # a new folder per run: a finished part file would be skipped
+            return Path(tmp) / f"{name}-{next(runs)}"
+
         def single() -> None:
             threads = torch.get_num_threads()
             torch.set_num_threads(2)
             try:
-                run_stage(small, chosen.stage, Path(tmp) / "single", cache=None, progress=False)
+                run_stage(small, chosen.stage, fresh("single"), cache=None, progress=False)
             finally:
                 torch.set_num_threads(threads)
 
         def dask() -> None:
-            client.gather([client.submit(shard_task, small, chosen.stage, str(Path(tmp) / f"dask-{k}"), (k, 2),
+            client.gather([client.submit(shard_task, small, chosen.stage, str(fresh(f"dask-{k}")), (k, 2),
                                          tmp, None, None, 1, pure=False) for k in (1, 2)])
 
         layouts = (("1 process x 2 threads", single), ("2 Dask workers x 1 thread", dask))
