@@ -17,6 +17,7 @@ import pandas as pd
 from ..cam.models import load_model
 from ..config import SEED
 from .parts import RUNNERS
+from .results import StalePartError, rerun_command
 from .run import alpha_for, part_hash, part_photos
 from .spec import StudySpec, load_spec
 from .store import StudyFileError, part_path, read_part
@@ -59,9 +60,8 @@ def verify(spec: str | Path | StudySpec, folder: str | Path, n_test: int = 16, n
         alpha = alpha_for(spec, part, folder)
         expected = part_hash(spec, part, bundle, photos, alpha)
         if committed.facts["hash"] != expected:
-            raise StudyFileError(f"part {name!r} in {folder} is stale (hash {committed.facts['hash']}, the code gives "
-                                 f"{expected}); re-run it: python -m helpers study --spec {spec.name} "
-                                 f"--stage {part.stage} --parts {name} --out {folder}")
+            raise StalePartError(f"part {name!r} in {folder} is stale (hash {committed.facts['hash']}, the code gives "
+                                 f"{expected}); re-run it: {rerun_command(spec, name, folder)}")
         n = min(n_test if part.stage == "test" else n_val, len(photos.files))
         pick = sorted(np.random.default_rng(seed).choice(len(photos.files), n, replace=False))
         samples = photos.load(bundle, [photos.files[i] for i in pick])
