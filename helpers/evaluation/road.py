@@ -15,6 +15,10 @@ probability of the explained class at each removed fraction p of :data:`ROAD_PER
 * The imputation noise of image i is seeded from its tie seed, the order and p
   (:func:`noise_generator`), so a result does not depend on the batch it ran in, and the maps of
   one image get the same noise draws (common random numbers for paired comparisons).
+* Rows whose imputed inputs are those of an earlier row (the same image, tie seed, explained class
+  and MoRF masks, as when two methods' maps rank the pixels alike, e.g. a hybrid at a = 1 and
+  Grad-CAM) are computed once and share its curves (:func:`distinct_rows`); the results are the
+  same bit for bit.
 * ``road_combined = (road_lerf - road_morf) / 2`` as pytorch-grad-cam's ``ROADCombined``. That
   library scores each order by default as the change from the intact image's score (its
   ``return_diff``); the intact score cancels in the combined value, which is the same either way.
@@ -26,6 +30,7 @@ from __future__ import annotations
 import hashlib
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ..cam.bundle import ModelBundle
@@ -68,6 +73,23 @@ def noise_generator(seed: int, order: str, p: float) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
+def distinct_rows(pixels: torch.Tensor, masks: torch.Tensor, seeds: Sequence[int],
+                  idx: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+    """Rows of a ROAD batch that need computing: ``(first, where)``, the first row of each distinct
+    (image pixels, MoRF masks, tie seed, class) and, for every row, its position in ``first``. Rows
+    that agree on all four get the same imputations, noise draws and forwards."""
+    seen: dict[tuple, int] = {}
+    first, where = [], []
+    for i in range(len(seeds)):
+        key = (int(seeds[i]), int(idx[i]), hashlib.sha256(pixels[i].numpy().tobytes()).digest(),
+               hashlib.sha256(np.packbits(masks[i].numpy()).tobytes()).digest())
+        if key not in seen:
+            seen[key] = len(first)
+            first.append(i)
+        where.append(seen[key])
+    return first, torch.tensor(where)
+
+
 def pixel_images(images: torch.Tensor, bundle: ModelBundle) -> torch.Tensor:
     """Normalised images (N, 3, H, W) -> pixel values in [0, 1] on the CPU, the round trip's rounding
     clamped; values further than :data:`PIXEL_TOLERANCE` outside [0, 1] are a ValueError."""
@@ -99,7 +121,8 @@ def road_curves(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, c
     seeds = _seeds(tie_seed, n)
     masks = road_masks(maps, seeds, percentages)
     pixels = pixel_images(images, bundle)
-    jobs = [(i, order, k) for i in range(n) for order in ORDERS for k in range(len(percentages))]
+    first, where = distinct_rows(pixels, masks["morf"], seeds, idx)
+    jobs = [(i, order, k) for i in first for order in ORDERS for k in range(len(percentages))]
 
     def batch(start: int, stop: int) -> torch.Tensor:
         imputed = [noisy_linear_impute(pixels[i], masks[order][i, k], noise,
@@ -107,9 +130,9 @@ def road_curves(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, c
                    for i, order, k in jobs[start:stop]]
         return from_pixels(torch.stack(imputed), bundle.mean, bundle.std).to(images.dtype).to(images.device)
 
-    probs = class_probabilities(bundle, batch, len(jobs), idx.repeat_interleave(len(ORDERS) * len(percentages)),
-                                chunk_size)
-    probs = probs.view(n, len(ORDERS), len(percentages))
+    probs = class_probabilities(bundle, batch, len(jobs),
+                                idx[first].repeat_interleave(len(ORDERS) * len(percentages)), chunk_size)
+    probs = probs.view(len(first), len(ORDERS), len(percentages))[where]
     return {order: probs[:, j] for j, order in enumerate(ORDERS)}
 
 

@@ -28,10 +28,12 @@ from .runner import EvalConfig, Evaluation, MethodSpec, cache_key, explain_rows,
 EXTRA_METRICS: tuple[str, ...] = ("road",)
 
 
-def road_rows(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec], cfg: EvalConfig) -> list[dict]:
-    """ROAD scores of every method on one sample: one JSON-ready row per method (``image``, ``method``, scores)."""
+def road_rows(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec], cfg: EvalConfig,
+              cls: int | None = None) -> list[dict]:
+    """ROAD scores of every method on one sample: one JSON-ready row per method (``image``, ``method``, scores).
+    ``cls`` is the class to explain when the caller has it (else ``cfg.target`` picks it, one forward)."""
     seed = image_seed(sample.file)
-    cls, _ = explained_class(bundle, sample, cfg.target)
+    cls = explained_class(bundle, sample, cfg.target)[0] if cls is None else cls
     xs, idxs = sample.tensor[None].expand(len(specs), -1, -1, -1), torch.tensor([cls]).expand(len(specs))
     maps = normalise(explain_rows(bundle, xs, idxs, specs, seed, dict(cfg.cam_options)), cfg.normalise)
     scores = road_scores(bundle, xs, maps, idxs, tie_seed=seed, chunk_size=cfg.chunk_size)

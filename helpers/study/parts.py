@@ -194,7 +194,7 @@ def run_road(part: Part, spec: StudySpec, bundle: ModelBundle, samples: Sequence
     rows = []
     for sample in samples:
         cls, pred = explained_class(bundle, sample, "top1")
-        rows += [{**row, "class_idx": cls, "pred_idx": pred} for row in road_rows(bundle, sample, specs, cfg)]
+        rows += [{**row, "class_idx": cls, "pred_idx": pred} for row in road_rows(bundle, sample, specs, cfg, cls)]
     return pd.DataFrame(rows).assign(model=bundle.name, layer=bundle.target_layer)
 
 

@@ -226,6 +226,27 @@ def test_road_curves_on_a_toy_are_batch_independent_and_scores_are_their_means()
     assert torch.equal(scores["road_lerf_70"], curves["lerf"][:, 5])
 
 
+def test_rows_ranking_the_pixels_alike_are_imputed_once_and_share_their_curves(monkeypatch):
+    # Rows 0 and 2: one image, one class, and maps that rank the pixels alike (one is twice the other);
+    # row 1: the same image and map under another class. Only rows 0 and 1 need imputing.
+    from helpers.evaluation import road
+    bundle, g = toy(), torch.Generator().manual_seed(1)
+    image, cam = torch.rand(3, 10, 10, generator=g), torch.rand(10, 10, generator=g)
+    images, maps = image.expand(3, -1, -1, -1), torch.stack([cam, cam, 2 * cam])
+    calls = []
+    real = road.noisy_linear_impute
+    monkeypatch.setattr(road, "noisy_linear_impute", lambda *a: calls.append(1) or real(*a))
+    curves = road_curves(bundle, images, maps, [0, 1, 0], tie_seed=3)
+    assert len(calls) == 2 * 2 * len(ROAD_PERCENTAGES)
+    for order in ("morf", "lerf"):
+        assert torch.equal(curves[order][2], curves[order][0])
+        assert not torch.equal(curves[order][1], curves[order][0])
+        alone = road_curves(bundle, images[2:], maps[2:], 0, tie_seed=3)[order][0]
+        assert torch.allclose(curves[order][2], alone, atol=1e-6)
+    first, where = road.distinct_rows(images, road_masks(maps, 3)["morf"], [3, 3, 4], torch.tensor([0, 1, 0]))
+    assert first == [0, 1, 2] and where.tolist() == [0, 1, 2]              # another tie seed: another row
+
+
 def test_road_curves_reject_bad_input_before_any_work():
     bundle = toy()
     with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
