@@ -23,15 +23,23 @@ Facts taken from the reference code (``NoisyLinearImputer`` in tleemann/road_eva
   order and added after the solve, to the imputed pixels only; nothing is clipped (the result can
   leave [0, 1] by about the noise).
 
-How it is solved here (the reference builds ``A`` with ``lil_matrix`` and calls ``spsolve``):
-the system is selected from the cached weight matrix of the whole grid (sparse row and column
-indexing, no per-pixel Python) and solved for the three channels at once, one of two ways. A
-compact hole (MoRF up to about p = 0.5 on a CAM) is ordered row by row (or column by column) and
-solved by LAPACK's banded Cholesky, whose blocked dense kernels run several times faster than a
-sparse LU; a wide one (p = 0.9) is ordered by a geometric nested dissection of the pixel grid (a
-one-pixel line separates two halves of an 8-neighbour grid) and factorised once by SuperLU in
-symmetric mode without pivoting (:func:`band_order` picks). The result equals the reference's
-to rounding (about 1e-13).
+How it is solved here (the reference builds ``A`` with ``lil_matrix`` and calls ``spsolve``),
+for the three channels at once, one of three ways:
+
+* When at least :data:`GRID_SHARE` of the pixels are removed (MoRF from p = 0.7, LeRF up to
+  p = 0.3), by MKL's PARDISO on the whole grid (:func:`solve_on_grid`): the known pixels' rows
+  become the identity, so every mask of a grid size has one sparsity pattern, whose ordering and
+  symbolic analysis run once; a mask costs one numeric Cholesky factorisation and one solve.
+  Without MKL (it ships for x86-64 only), the next way.
+* Otherwise the system is selected from the cached weight matrix of the whole grid (sparse row
+  and column indexing, no per-pixel Python). A compact hole (MoRF up to about p = 0.5 on a CAM)
+  is ordered row by row (or column by column) and solved by LAPACK's banded Cholesky, whose
+  blocked dense kernels run several times faster than a sparse LU; a wide one is ordered by a
+  geometric nested dissection of the pixel grid (a one-pixel line separates two halves of an
+  8-neighbour grid) and factorised by SuperLU in symmetric mode without pivoting
+  (:func:`band_order` picks).
+
+The result equals the reference's to rounding (about 1e-13) every way.
 """
 from __future__ import annotations
 
@@ -44,6 +52,8 @@ import torch
 from scipy.linalg import solveh_banded
 from threadpoolctl import ThreadpoolController
 
+from . import pardiso
+
 #: Neighbour offsets (row, column) and weights of the imputation (sides 1/6, diagonals 1/12).
 NEIGHBOURS: tuple[tuple[int, int, float], ...] = tuple(
     (dr, dc, 1 / 6 if dr == 0 or dc == 0 else 1 / 12) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0))
@@ -52,6 +62,9 @@ NEIGHBOURS: tuple[tuple[int, int, float], ...] = tuple(
 DISSECTION_LEAF = 4
 #: A system with n unknowns and half-bandwidth b is solved banded while b^2 <= BAND_LIMIT sqrt(n) (:func:`band_order`).
 BAND_LIMIT = 180.0
+#: From this share of removed pixels on, a system is solved on the whole grid by PARDISO (:func:`solve_on_grid`),
+#: whose cost hardly depends on the mask; below it, SuperLU on the removed pixels alone is as fast or faster (measured).
+GRID_SHARE = 0.6
 
 
 @functools.lru_cache(maxsize=8)
@@ -109,6 +122,37 @@ def grid_weights(height: int, width: int) -> tuple[sp.csr_matrix, np.ndarray]:
     for a in (grid.data, grid.indices, grid.indptr, degree):
         a.flags.writeable = False
     return grid, degree
+
+
+@functools.lru_cache(maxsize=8)
+def grid_laplacian(height: int, width: int) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """The upper triangle of the ``height`` x ``width`` grid's Laplacian, ``(U, rows, cols)``: ``U`` in
+    CSR with sorted indices (each row's degree first, then -w_ij of its later neighbours), and
+    each stored entry's row and column. Cached per grid size; read-only."""
+    grid, degree = grid_weights(height, width)
+    n, off = height * width, sp.triu(grid, k=1, format="coo")
+    rows, cols = np.concatenate([np.arange(n), off.row]), np.concatenate([np.arange(n), off.col])
+    upper = sp.csr_matrix((np.concatenate([degree, -off.data]), (rows, cols)), shape=(n, n))
+    upper.sort_indices()
+    rows = np.repeat(np.arange(n), np.diff(upper.indptr))
+    for a in (upper.data, upper.indices, upper.indptr, rows):
+        a.flags.writeable = False
+    return upper, rows, upper.indices
+
+
+def solve_on_grid(pixels: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """The removed pixels' values (C, n), in raster order, by PARDISO (:mod:`helpers.evaluation.pardiso`):
+    the grid's whole Laplacian with the known pixels' rows and columns set to the identity and
+    their right-hand side to 0 (so they solve to 0), one pattern for every mask of a grid size."""
+    h, w = removed.shape
+    upper, rows, cols = grid_laplacian(h, w)
+    flat = removed.ravel()
+    values = np.where(flat[rows] & flat[cols], upper.data, 0.0)
+    values[upper.indptr[:-1][~flat]] = 1.0                      # each row's first entry is its diagonal
+    grid, _ = grid_weights(h, w)
+    rhs = grid @ (pixels.reshape(len(pixels), -1) * ~flat).T    # (HW, C): the known neighbours' weighted sum
+    rhs[~flat] = 0.0
+    return pardiso.solver((h, w), upper).solve(values, rhs)[flat].T
 
 
 def imputation_system(image: np.ndarray, removed: np.ndarray,
@@ -213,10 +257,13 @@ def noisy_linear_impute(image: torch.Tensor, removed: torch.Tensor, noise: float
     removed, negative noise) is a ValueError.
     """
     pixels, mask = _check(image, removed, noise)
-    order = band_order(mask)
     out = pixels.astype(np.float64)
-    a, b, (rows, cols) = imputation_system(out, mask, order)
-    out[:, rows, cols] = solve_system(a, b, banded=order is not None).T
+    if mask.mean() >= GRID_SHARE and pardiso.available():
+        out[:, mask] = solve_on_grid(out, mask)
+    else:
+        order = band_order(mask)
+        a, b, (rows, cols) = imputation_system(out, mask, order)
+        out[:, rows, cols] = solve_system(a, b, banded=order is not None).T
     if noise > 0:
         out[:, mask] += noise * torch.randn((3, int(mask.sum())), generator=generator).numpy()
     return torch.from_numpy(out.astype(pixels.dtype)).to(dtype=image.dtype, device=image.device)

@@ -4,6 +4,7 @@ MoRF / LeRF masks, the seeding, bad input, the curves on a toy network and on Li
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 import pandas as pd
@@ -16,14 +17,17 @@ from toy import GapLinear, toy_bundle
 
 from helpers import cli
 from helpers.cam.engine import compute_cams
+from helpers.evaluation import pardiso
 from helpers.evaluation.floors import gaussian_maps, random_maps
 from helpers.evaluation.imputation import (
     NEIGHBOURS,
     band_order,
     dissection_order,
+    grid_laplacian,
     grid_weights,
     imputation_system,
     noisy_linear_impute,
+    solve_on_grid,
     solve_system,
 )
 from helpers.evaluation.road import ROAD_PERCENTAGES, noise_generator, road_curves, road_masks, road_scores
@@ -108,6 +112,45 @@ def test_both_solvers_equal_a_dense_solve_in_their_orders(banded: bool):
     out = img.copy()
     out[:, rows, cols] = solve_system(a, b, banded).T
     assert np.abs(out - dense_imputation(img, removed.numpy())).max() < 1e-12
+
+
+@pytest.mark.skipif(not pardiso.available(), reason="MKL's PARDISO ships for x86-64 only")
+@pytest.mark.parametrize("shape", [(12, 10), (10, 12), (1, 9)])
+def test_the_grid_solve_equals_a_dense_solve_on_one_pattern_for_every_mask(shape):
+    # Each mask of a grid size reuses one analysis; transposed grids (same n) get their own.
+    g = torch.Generator().manual_seed(6)
+    for share in (0.6, 0.9, 0.3):
+        img = torch.rand(3, *shape, generator=g, dtype=torch.float64).numpy()
+        removed = (torch.rand(*shape, generator=g) < share).numpy()
+        removed.flat[0] = False                                         # at least one known pixel
+        out = img.copy()
+        out[:, removed] = solve_on_grid(img, removed)
+        assert np.abs(out - dense_imputation(img, removed)).max() < 1e-12
+    upper, rows, cols = grid_laplacian(*shape)
+    assert (rows <= cols).all() and np.array_equal(upper.indices[upper.indptr[:-1]], np.arange(upper.shape[0]))
+
+
+@pytest.mark.skipif(not pardiso.available(), reason="MKL's PARDISO ships for x86-64 only")
+def test_grid_handles_are_kept_per_size_and_the_oldest_released(monkeypatch):
+    monkeypatch.setattr(pardiso, "_local", threading.local())
+    removed = np.ones((6, 6), dtype=bool)
+    removed[0, 0] = False
+    for _ in range(3):                                                  # repeated calls: one handle
+        solve_on_grid(np.ones((3, 6, 6)), removed)
+    assert list(pardiso._local.handles) == [(6, 6)]
+    for size in range(7, 7 + pardiso.MAX_HANDLES):
+        solve_on_grid(np.ones((3, size, 6)), np.pad(removed, ((0, size - 6), (0, 0)), constant_values=True))
+    assert len(pardiso._local.handles) == pardiso.MAX_HANDLES and (6, 6) not in pardiso._local.handles
+
+
+def test_without_mkl_every_mask_goes_to_the_sparse_solvers(monkeypatch):
+    g = torch.Generator().manual_seed(7)
+    img = torch.rand(3, 16, 16, generator=g, dtype=torch.float64)
+    removed = torch.rand(16, 16, generator=g) < 0.9
+    with_mkl = impute(img, removed)
+    monkeypatch.setattr(pardiso, "available", lambda: False)
+    monkeypatch.setattr(pardiso, "solver", lambda *a: pytest.fail("PARDISO called without MKL"))
+    assert (impute(img, removed) - with_mkl).abs().max() < 1e-12
 
 
 def test_band_order_for_a_compact_hole_and_dissection_for_a_wide_one():
