@@ -33,11 +33,12 @@ for the three channels at once, one of three ways:
   Without MKL (it ships for x86-64 only), the next way.
 * Otherwise the system is selected from the cached weight matrix of the whole grid (sparse row
   and column indexing, no per-pixel Python). A compact hole (MoRF up to about p = 0.5 on a CAM)
-  is ordered row by row (or column by column) and solved by LAPACK's banded Cholesky, whose
+  is ordered row by row (or column by column), its band built straight from the pixel offsets and
+  solved by LAPACK's banded Cholesky, whose
   blocked dense kernels run several times faster than a sparse LU; a wide one is ordered by a
   geometric nested dissection of the pixel grid (a one-pixel line separates two halves of an
   8-neighbour grid) and factorised by SuperLU in symmetric mode without pivoting
-  (:func:`band_order` picks).
+  (:func:`band_axis` picks).
 
 The result equals the reference's to rounding (about 1e-13) every way.
 """
@@ -52,7 +53,7 @@ import torch
 from scipy.linalg import solveh_banded
 from threadpoolctl import ThreadpoolController
 
-from . import pardiso
+from . import mkl_solvers
 
 #: Neighbour offsets (row, column) and weights of the imputation (sides 1/6, diagonals 1/12).
 NEIGHBOURS: tuple[tuple[int, int, float], ...] = tuple(
@@ -60,7 +61,7 @@ NEIGHBOURS: tuple[tuple[int, int, float], ...] = tuple(
 
 #: Sub-grids of at most this many rows and columns are not dissected further.
 DISSECTION_LEAF = 4
-#: A system with n unknowns and half-bandwidth b is solved banded while b^2 <= BAND_LIMIT sqrt(n) (:func:`band_order`).
+#: A system with n unknowns and half-bandwidth b is solved banded while b^2 <= BAND_LIMIT sqrt(n) (:func:`band_axis`).
 BAND_LIMIT = 180.0
 #: From this share of removed pixels on, a system is solved on the whole grid by PARDISO (:func:`solve_on_grid`),
 #: whose cost hardly depends on the mask; below it, SuperLU on the removed pixels alone is as fast or faster (measured).
@@ -141,7 +142,7 @@ def grid_laplacian(height: int, width: int) -> tuple[sp.csr_matrix, np.ndarray, 
 
 
 def solve_on_grid(pixels: np.ndarray, removed: np.ndarray) -> np.ndarray:
-    """The removed pixels' values (C, n), in raster order, by PARDISO (:mod:`helpers.evaluation.pardiso`):
+    """The removed pixels' values (C, n), in raster order, by PARDISO (:mod:`helpers.evaluation.mkl_solvers`):
     the grid's whole Laplacian with the known pixels' rows and columns set to the identity and
     their right-hand side to 0 (so they solve to 0), one pattern for every mask of a grid size."""
     h, w = removed.shape
@@ -152,7 +153,7 @@ def solve_on_grid(pixels: np.ndarray, removed: np.ndarray) -> np.ndarray:
     grid, _ = grid_weights(h, w)
     rhs = grid @ (pixels.reshape(len(pixels), -1) * ~flat).T    # (HW, C): the known neighbours' weighted sum
     rhs[~flat] = 0.0
-    return pardiso.solver((h, w), upper).solve(values, rhs)[flat].T
+    return mkl_solvers.solver((h, w), upper).solve(values, rhs)[flat].T
 
 
 def imputation_system(image: np.ndarray, removed: np.ndarray,
@@ -174,19 +175,52 @@ def imputation_system(image: np.ndarray, removed: np.ndarray,
     return a, b, np.stack(np.divmod(unknown, w))
 
 
-def band_order(removed: np.ndarray) -> np.ndarray | None:
-    """The raster order (row by row, or column by column when the removed pixels span fewer columns
-    than rows) that gives ``removed``'s system a narrow band, or None when :func:`dissection_order`
-    is cheaper: a banded Cholesky costs about n b^2 for n unknowns and half-bandwidth b (at most
-    the span + 1), a sparse LU in nested dissection about n^1.5, and on 224 x 224 CAM-ordered masks
-    LAPACK's banded solve is faster while b^2 < :data:`BAND_LIMIT` sqrt(n) (measured, both ways)."""
+def band_axis(removed: np.ndarray) -> str | None:
+    """``"rows"`` (the removed pixels row by row) or ``"columns"`` (column by column), whichever gives
+    ``removed``'s system the narrower band (the span across the other axis), or None when a sparse
+    solve is cheaper: a banded Cholesky costs about n b^2 for n
+    unknowns and half-bandwidth b (at most the span + 1), a sparse LU in nested dissection about
+    n^1.5, and on 224 x 224 CAM-ordered masks LAPACK's banded solve is faster while
+    b^2 < :data:`BAND_LIMIT` sqrt(n) (measured, both ways)."""
     rows, cols = np.nonzero(removed)
     by_column = np.ptp(cols) > np.ptp(rows)
     span = 1 + int(np.ptp(rows) if by_column else np.ptp(cols))
     if (span + 1) ** 2 > BAND_LIMIT * np.sqrt(len(rows)):
         return None
-    flat = np.arange(removed.size).reshape(removed.shape)
-    return (flat.T if by_column else flat).ravel()
+    return "columns" if by_column else "rows"
+
+
+#: The neighbours that come later in raster order.
+FORWARD: tuple[tuple[int, int, float], ...] = tuple(n for n in NEIGHBOURS if n[:2] > (0, 0))
+
+
+def banded_system(image: np.ndarray, removed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The system of the removed pixels of ``image`` (C, H, W) in raster order, ``(band, b)``: ``A``'s
+    upper band in LAPACK's storage (``band[kd + i - j, j] = A[i, j]``, shape (kd + 1, n)) and ``b``
+    (n, C); built from the pixel offsets alone (no sparse matrix)."""
+    h, w = removed.shape
+    # On the grid padded by one pixel of zeros (known, valued 0: outside the image, weighing nothing),
+    # each neighbour of a removed pixel is its flat index plus a constant.
+    padded = np.pad(removed, 1)
+    flat = np.flatnonzero(padded)
+    rank = np.full(padded.size, -1, dtype=np.int32)
+    rank[flat] = np.arange(len(flat))
+    known = np.pad(image, ((0, 0), (1, 1), (1, 1))).reshape(len(image), -1)
+    known[:, flat] = 0.0                                                 # the removed pixels: unknowns, not data
+    b = np.zeros((len(image), len(flat)))
+    couplings = []
+    for dr, dc, weight in NEIGHBOURS:
+        neighbour = flat + dr * (w + 2) + dc
+        b += weight * known[:, neighbour]
+        if (dr, dc, weight) in FORWARD:
+            later = rank[neighbour]
+            couplings.append((np.flatnonzero(later >= 0), later[later >= 0], weight))
+    kd = max((int((j - i).max()) for i, j, _ in couplings if len(i)), default=0)
+    band = np.zeros((kd + 1, len(flat)), order="F")                     # LAPACK's layout: no copy on the way in
+    band[kd] = grid_weights(h, w)[1][removed.ravel()]
+    for i, j, weight in couplings:
+        band[kd + i - j, j] = -weight
+    return band, b.T
 
 
 @functools.cache
@@ -194,21 +228,22 @@ def _blas() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-def solve_system(a: sp.csc_matrix, b: np.ndarray, banded: bool) -> np.ndarray:
-    """The solution (n, C) of ``A x = b`` (A symmetric positive definite): LAPACK's banded Cholesky
-    (``pbsv``) when ``banded``, else one SuperLU factorisation in the given order (symmetric mode,
-    no pivoting) for every column of ``b``. BLAS runs on one thread here: on these sizes a second
-    thread gains little, and on a busy machine OpenBLAS's waiting threads made the banded solve
-    10x slower (measured)."""
+def solve_banded(band: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The solution (n, C) of the banded SPD system ``(band, b)`` of :func:`banded_system` by LAPACK's
+    banded Cholesky (``pbsv``), in place (``band`` and ``b`` are overwritten): MKL's where it loaded
+    (:mod:`helpers.evaluation.mkl_solvers`), else SciPy's with BLAS on one thread (on these sizes a
+    second thread gains little, and on a busy machine OpenBLAS's waiting threads made the banded
+    solve 10x slower, measured)."""
+    if mkl_solvers.available():
+        return mkl_solvers.banded_cholesky_solve(band, b)
     with _blas().limit(limits=1, user_api="blas"):
-        if banded:
-            entries = a.tocoo()
-            upper = entries.col >= entries.row
-            rows, cols = entries.row[upper], entries.col[upper]
-            width = int((cols - rows).max())
-            band = np.zeros((width + 1, a.shape[0]))
-            band[width + rows - cols, cols] = entries.data[upper]
-            return solveh_banded(band, b, check_finite=False)
+        return solveh_banded(band, b, overwrite_ab=True, overwrite_b=True, check_finite=False)
+
+
+def solve_sparse(a: sp.csc_matrix, b: np.ndarray) -> np.ndarray:
+    """The solution (n, C) of ``A x = b`` (A symmetric positive definite, in the order it comes) by one
+    SuperLU factorisation (symmetric mode, no pivoting) for every column of ``b``."""
+    with _blas().limit(limits=1, user_api="blas"):
         options = {"SymmetricMode": True, "Equil": False}
         return sla.splu(a, permc_spec="NATURAL", diag_pivot_thresh=0.0, options=options).solve(b)
 
@@ -258,12 +293,14 @@ def noisy_linear_impute(image: torch.Tensor, removed: torch.Tensor, noise: float
     """
     pixels, mask = _check(image, removed, noise)
     out = pixels.astype(np.float64)
-    if mask.mean() >= GRID_SHARE and pardiso.available():
+    if np.count_nonzero(mask) >= GRID_SHARE * mask.size and mkl_solvers.available():
         out[:, mask] = solve_on_grid(out, mask)
+    elif (axis := band_axis(mask)) is not None:
+        along, where = (out.transpose(0, 2, 1), mask.T) if axis == "columns" else (out, mask)
+        along[:, where] = solve_banded(*banded_system(along, where)).T     # a view: writes into out
     else:
-        order = band_order(mask)
-        a, b, (rows, cols) = imputation_system(out, mask, order)
-        out[:, rows, cols] = solve_system(a, b, banded=order is not None).T
+        a, b, (rows, cols) = imputation_system(out, mask)
+        out[:, rows, cols] = solve_sparse(a, b).T
     if noise > 0:
         out[:, mask] += noise * torch.randn((3, int(mask.sum())), generator=generator).numpy()
     return torch.from_numpy(out.astype(pixels.dtype)).to(dtype=image.dtype, device=image.device)

@@ -12,23 +12,26 @@ import pytest
 import torch
 from PIL import Image
 from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+from scipy.linalg import solveh_banded
 from skimage import data, transform
 from toy import GapLinear, toy_bundle
 
 from helpers import cli
 from helpers.cam.engine import compute_cams
-from helpers.evaluation import pardiso
+from helpers.evaluation import mkl_solvers
 from helpers.evaluation.floors import gaussian_maps, random_maps
 from helpers.evaluation.imputation import (
     NEIGHBOURS,
-    band_order,
+    band_axis,
+    banded_system,
     dissection_order,
     grid_laplacian,
     grid_weights,
     imputation_system,
     noisy_linear_impute,
+    solve_banded,
     solve_on_grid,
-    solve_system,
+    solve_sparse,
 )
 from helpers.evaluation.road import ROAD_PERCENTAGES, noise_generator, road_curves, road_masks, road_scores
 
@@ -102,19 +105,53 @@ def test_equals_a_dense_solve(seed: int):
     assert np.abs(impute(img, removed).numpy() - expected).max() < 1e-12
 
 
-@pytest.mark.parametrize("banded", [True, False])
-def test_both_solvers_equal_a_dense_solve_in_their_orders(banded: bool):
+@pytest.mark.parametrize("axis", ["rows", "columns"])
+def test_the_banded_and_the_sparse_solve_equal_a_dense_solve(axis: str):
     g = torch.Generator().manual_seed(4)
     img = torch.rand(3, 12, 10, generator=g, dtype=torch.float64).numpy()
-    removed = torch.rand(12, 10, generator=g) < 0.6
-    order = np.arange(120).reshape(12, 10).T.ravel() if banded else None   # column by column, or the dissection
-    a, b, (rows, cols) = imputation_system(img, removed.numpy(), order)
+    removed = (torch.rand(12, 10, generator=g) < 0.6).numpy()
+    expected = dense_imputation(img, removed)
     out = img.copy()
-    out[:, rows, cols] = solve_system(a, b, banded).T
-    assert np.abs(out - dense_imputation(img, removed.numpy())).max() < 1e-12
+    along, where = (out.transpose(0, 2, 1), removed.T) if axis == "columns" else (out, removed)
+    band, b = banded_system(along, where)
+    along[:, where] = solve_banded(band, b).T
+    assert np.abs(out - expected).max() < 1e-12
+    out = img.copy()
+    a, b, (rows, cols) = imputation_system(img, removed)                   # in the nested-dissection order
+    out[:, rows, cols] = solve_sparse(a, b).T
+    assert np.abs(out - expected).max() < 1e-12
 
 
-@pytest.mark.skipif(not pardiso.available(), reason="MKL's PARDISO ships for x86-64 only")
+@pytest.mark.skipif(not mkl_solvers.available(), reason="MKL ships for x86-64 only")
+def test_mkl_banded_solve_equals_scipys_and_names_a_matrix_that_is_not_positive_definite():
+    g = torch.Generator().manual_seed(8)
+    img = torch.rand(3, 9, 11, generator=g, dtype=torch.float64).numpy()
+    removed = np.zeros((9, 11), dtype=bool)
+    removed[2:7, 3:8] = True
+    band, b = banded_system(img, removed)
+    expected = solveh_banded(band, b)
+    assert np.abs(mkl_solvers.banded_cholesky_solve(band.copy(order="F"), b.copy(order="F")) - expected).max() < 1e-13
+    with pytest.raises(RuntimeError, match="not positive definite"):
+        mkl_solvers.banded_cholesky_solve(-band, b)
+
+
+def test_the_band_by_hand_for_a_2x2_hole():
+    # Pixels (1,1) (1,2) (2,1) (2,2) of a 4 x 4 grid: interior, degree 1; raster ranks 0 1 2 3.
+    removed = np.zeros((4, 4), dtype=bool)
+    removed[1:3, 1:3] = True
+    band, b = banded_system(np.ones((1, 4, 4)), removed)
+    # Upper band, kd = 3 (rank 0 to rank 3 is the diagonal neighbour): row kd the degrees, then the
+    # couplings -1/6 (sides: 0-1, 0-2, 1-3, 2-3) and -1/12 (diagonals: 0-3, 1-2).
+    assert band.shape == (4, 4)
+    assert np.allclose(band[3], 1.0)
+    assert np.allclose(band[2, [1, 3]], -1 / 6) and band[2, 2] == pytest.approx(-1 / 12)   # j - i = 1
+    assert np.allclose(band[1, [2, 3]], -1 / 6)                                         # j - i = 2
+    assert band[0, 3] == pytest.approx(-1 / 12)                                         # j - i = 3
+    # b with every pixel 1: the degree 1 less the removed neighbours (2 sides, 1 diagonal).
+    assert np.allclose(b[:, 0], 1 - (2 / 6 + 1 / 12))
+
+
+@pytest.mark.skipif(not mkl_solvers.available(), reason="MKL's PARDISO ships for x86-64 only")
 @pytest.mark.parametrize("shape", [(12, 10), (10, 12), (1, 9)])
 def test_the_grid_solve_equals_a_dense_solve_on_one_pattern_for_every_mask(shape):
     # Each mask of a grid size reuses one analysis; transposed grids (same n) get their own.
@@ -130,17 +167,17 @@ def test_the_grid_solve_equals_a_dense_solve_on_one_pattern_for_every_mask(shape
     assert (rows <= cols).all() and np.array_equal(upper.indices[upper.indptr[:-1]], np.arange(upper.shape[0]))
 
 
-@pytest.mark.skipif(not pardiso.available(), reason="MKL's PARDISO ships for x86-64 only")
+@pytest.mark.skipif(not mkl_solvers.available(), reason="MKL's PARDISO ships for x86-64 only")
 def test_grid_handles_are_kept_per_size_and_the_oldest_released(monkeypatch):
-    monkeypatch.setattr(pardiso, "_local", threading.local())
+    monkeypatch.setattr(mkl_solvers, "_local", threading.local())
     removed = np.ones((6, 6), dtype=bool)
     removed[0, 0] = False
     for _ in range(3):                                                  # repeated calls: one handle
         solve_on_grid(np.ones((3, 6, 6)), removed)
-    assert list(pardiso._local.handles) == [(6, 6)]
-    for size in range(7, 7 + pardiso.MAX_HANDLES):
+    assert list(mkl_solvers._local.handles) == [(6, 6)]
+    for size in range(7, 7 + mkl_solvers.MAX_HANDLES):
         solve_on_grid(np.ones((3, size, 6)), np.pad(removed, ((0, size - 6), (0, 0)), constant_values=True))
-    assert len(pardiso._local.handles) == pardiso.MAX_HANDLES and (6, 6) not in pardiso._local.handles
+    assert len(mkl_solvers._local.handles) == mkl_solvers.MAX_HANDLES and (6, 6) not in mkl_solvers._local.handles
 
 
 def test_without_mkl_every_mask_goes_to_the_sparse_solvers(monkeypatch):
@@ -148,19 +185,22 @@ def test_without_mkl_every_mask_goes_to_the_sparse_solvers(monkeypatch):
     img = torch.rand(3, 16, 16, generator=g, dtype=torch.float64)
     removed = torch.rand(16, 16, generator=g) < 0.9
     with_mkl = impute(img, removed)
-    monkeypatch.setattr(pardiso, "available", lambda: False)
-    monkeypatch.setattr(pardiso, "solver", lambda *a: pytest.fail("PARDISO called without MKL"))
+    monkeypatch.setattr(mkl_solvers, "available", lambda: False)
+    monkeypatch.setattr(mkl_solvers, "solver", lambda *a: pytest.fail("PARDISO called without MKL"))
+    monkeypatch.setattr(mkl_solvers, "banded_cholesky_solve", lambda *a: pytest.fail("MKL's LAPACK called"))
     assert (impute(img, removed) - with_mkl).abs().max() < 1e-12
+    compact = torch.zeros(16, 16, dtype=torch.bool)
+    compact[3:9, 4:7] = True                                               # banded: SciPy's LAPACK
+    assert np.abs(impute(img, compact).numpy() - dense_imputation(img.numpy(), compact.numpy())).max() < 1e-12
 
 
-def test_band_order_for_a_compact_hole_and_dissection_for_a_wide_one():
+def test_band_axis_for_a_compact_hole_and_none_for_a_wide_one():
     tall = np.zeros((224, 224), dtype=bool)
     tall[20:200, 100:140] = True                                   # 40 columns: banded, row by row
-    assert np.array_equal(band_order(tall), np.arange(224 * 224))
-    assert np.array_equal(band_order(tall.T), np.arange(224 * 224).reshape(224, 224).T.ravel())  # column by column
+    assert band_axis(tall) == "rows" and band_axis(tall.T) == "columns"
     wide = np.ones((224, 224), dtype=bool)
-    wide[:20, :20] = False                                          # 90% removed, 224 wide: nested dissection
-    assert band_order(wide) is None
+    wide[:20, :20] = False                                          # 90% removed, 224 wide: a sparse solve
+    assert band_axis(wide) is None
 
 
 def test_grid_weights_degrees_by_hand():

@@ -148,7 +148,7 @@ def test_definitions_and_toml(tmp_path):
                                                    "features_val"]
     assert FULL.part("oracle").opts["modes"] == ("insertion",) and FULL.part("oracle").stage == "test"
     assert FULL.part("main").n is None and FULL.part("sanity").n == 50 and QUICK.part("main").n == 3
-    assert FULL.part("road").n is None and FULL.part("road_extra").n == 200
+    assert FULL.part("road").n is None and FULL.part("road_extra").n is None and QUICK.part("road_extra").n == 2
     assert {m[0] for m in FULL.part("road").opts["methods"] + FULL.part("road_extra").opts["methods"]} == \
         {m[0] for m in FULL.part("main").opts["methods"]}
     assert {dataclasses.replace(p, n=None, batch=4) for p in QUICK.parts} == \

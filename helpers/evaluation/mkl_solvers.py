@@ -1,4 +1,5 @@
-"""The wide imputation systems by Intel MKL's PARDISO, one ordering and symbolic analysis per grid size.
+"""Intel MKL's solvers for ROAD's imputation systems: PARDISO for the wide ones, with one ordering and
+symbolic analysis per grid size, and LAPACK's banded Cholesky for the compact ones.
 
 ROAD imputes up to 90% of an image's pixels, and a sparse direct solve of such a system spends
 much of its time finding an ordering and the factor's structure anew. Here every system of an
@@ -7,10 +8,12 @@ replaced by the identity (their right-hand side is 0, so they solve to 0 and dro
 removed pixels' rows are the imputation's). That matrix has the same sparsity pattern for every
 mask, so PARDISO's analysis (METIS ordering, symbolic factorisation) runs once per grid size and
 thread, and each mask costs one numeric Cholesky factorisation and one solve for the three
-channels. MKL runs sequentially (one thread, like the reference's SciPy solve).
+channels. A compact hole's banded system goes to MKL's ``LAPACKE_dpbsv``, measured 1.7x faster
+here than OpenBLAS's on these bands. MKL runs sequentially (one thread, like the reference's SciPy
+solve).
 
 MKL comes from the ``mkl`` wheel (x86-64 only); :func:`available` says whether it loaded, and the
-imputation falls back to SciPy's SuperLU where it did not (same result to rounding).
+imputation falls back to SciPy (SuperLU, OpenBLAS's LAPACK) where it did not (same result to rounding).
 """
 from __future__ import annotations
 
@@ -99,6 +102,24 @@ class _Pardiso:
 #: Handles kept per thread (one per grid size); the least recently used one beyond is released.
 MAX_HANDLES = 4
 _local = threading.local()
+_COLUMN_MAJOR = 102
+
+
+def banded_cholesky_solve(band: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The solution (n, k) of the SPD system given by its upper band in LAPACK's storage (``band``
+    (kd + 1, n), ``band[kd + i - j, j] = A[i, j]``) and ``b`` (n, k), by ``LAPACKE_dpbsv``; both are
+    overwritten when Fortran-ordered float64 (else copied first)."""
+    band, b = np.asfortranarray(band, dtype=np.float64), np.asfortranarray(b, dtype=np.float64)
+    (kd1, n), k = band.shape, b.shape[1]
+    fn = _library().LAPACKE_dpbsv
+    fn.restype = ctypes.c_int
+    info = fn(ctypes.c_int(_COLUMN_MAJOR), ctypes.c_char(b"U"), ctypes.c_int(n), ctypes.c_int(kd1 - 1),
+              ctypes.c_int(k), band.ctypes.data_as(ctypes.c_void_p), ctypes.c_int(kd1),
+              b.ctypes.data_as(ctypes.c_void_p), ctypes.c_int(n))
+    if info != 0:
+        raise RuntimeError(f"LAPACKE_dpbsv failed with info {info} (n = {n}, kd = {kd1 - 1}): "
+                           f"{'not positive definite' if info > 0 else 'a bad argument'}")
+    return b
 
 
 def solver(key: tuple, pattern: sp.csr_matrix) -> _Pardiso:
