@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -49,6 +49,13 @@ class Study:
     parts: dict[str, PartFile]
     #: Parts whose hash could not be recomputed here (their photos are not on this machine): shown as committed.
     unverified: dict[str, str] = field(default_factory=dict)
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, computed once per study object (answers read by several sections)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def has(self, name: str) -> bool:
         """Whether part ``name`` is in the folder."""
@@ -79,11 +86,12 @@ def expected_hash(spec: StudySpec, name: str, folder: Path, bundles: Bundles) ->
 
 
 def check_parts(spec: StudySpec, folder: Path, parts: dict[str, PartFile],
-                device: str | None = None) -> dict[str, str]:
+                device: str | None = None, bundles: Bundles | None = None) -> dict[str, str]:
     """Recompute every part's hash; raise :class:`StalePartError` naming the stale parts and their commands.
 
-    Returns the parts that could not be checked here, with why (their photos are not on this machine)."""
-    bundles, stale, unverified = Bundles(device), [], {}
+    Returns the parts that could not be checked here, with why (their photos are not on this machine).
+    Models load on ``device`` (or come from ``bundles``)."""
+    bundles, stale, unverified = bundles or Bundles(device), [], {}
     for name in tqdm(sorted(parts, key=lambda n: spec.part(n).model), desc="checking the parts' hashes"):
         committed = parts[name].facts
         dataset, now = expected_hash(spec, name, folder, bundles)

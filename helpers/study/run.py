@@ -213,6 +213,13 @@ class Bundles:
     def __init__(self, device: str | None = None) -> None:
         self.device, self.name, self.bundle = device, None, None
 
+    @classmethod
+    def holding(cls, bundle: ModelBundle) -> Bundles:
+        """Bundles that start with ``bundle`` loaded (under its model's name)."""
+        held = cls(str(bundle.device))
+        held.name, held.bundle = bundle.name, bundle
+        return held
+
     def get(self, name: str) -> ModelBundle:
         if name != self.name:
             self.bundle, self.name = None, None

@@ -149,11 +149,16 @@ def road_curves(study: Study, path: str | Path | None = None) -> plt.Figure:
     return mean_curves(rows.assign(**out), [g for g in groups if g], ("road_morf", "road_lerf"), path, x=ps)
 
 
+def adaptive_answer(study: Study) -> adaptive.AdaptiveAnswer:
+    """:func:`helpers.study.adaptive.answer` of the study's folder, computed once per :class:`Study`."""
+    return study.cached("adaptive", lambda: adaptive.answer(study.folder))
+
+
 def adaptive_lines(study: Study) -> list[str]:
     """The adaptive-a answer (:func:`helpers.study.adaptive.answer`): its verdict first, then the comparisons."""
     if (skip := missing_lines(study, "alpha_head", "features_val", "oracle", "features_test")) is not None:
         return skip
-    ans = adaptive.answer(study.folder)
+    ans = adaptive_answer(study)
     table = ans.comparison[["pair", "n", "mean_diff", "ci_low", "ci_high", "p_holm", "detectable_diff_80"]]
     note = f"a chosen on the val photos: {ans.alpha_val:g}"
     if ans.alpha_val in (0.0, 1.0):                     # hybrid@val is a parent: its rows repeat that parent's
@@ -175,7 +180,7 @@ def write_adaptive(study: Study, out: str | Path) -> dict[str, Path]:
     the test photos' best a: an upper bound). Nothing when a part is missing."""
     if missing_lines(study, "alpha_head", "features_val", "oracle", "features_test") is not None:
         return {}
-    ans, out = adaptive.answer(study.folder), Path(out)
+    ans, out = adaptive_answer(study), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     per_photo = (ans.test_rows.pivot(index="image", columns="method", values="insertion_auc")
                  .join(ans.upper_bound.set_index("image")).join(ans.predicted.rename("predicted_alpha")))

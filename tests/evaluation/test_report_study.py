@@ -151,9 +151,12 @@ def test_adaptive_files_hold_one_row_per_test_photo(tmp_path, monkeypatch) -> No
                           ORACLE_INSERTION: [0.51, 0.61, 0.71, 0.81]})
     answer = AdaptiveAnswer(1.0, bound, pd.Series([1.0, 0.9, 1.0, 0.0], index=images), rows,
                             pd.DataFrame({"pair": ["x"]}), pd.DataFrame({"feature": ["f"]}), "verdict")
-    monkeypatch.setattr(sections.adaptive, "answer", lambda folder: answer)
+    calls = []
+    monkeypatch.setattr(sections.adaptive, "answer", lambda folder: calls.append(folder) or answer)
     parts = {n: PartFile(rows, {}) for n in ("alpha_head", "features_val", "oracle", "features_test")}
-    paths = sections.write_adaptive(toy_study(tmp_path, **parts), tmp_path / "out")
+    study = toy_study(tmp_path, **parts)
+    paths = sections.write_adaptive(study, tmp_path / "out")
+    assert sections.adaptive_answer(study) is answer and len(calls) == 1              # the answer computed once
     table = pd.read_csv(paths["adaptive_a"]).set_index("image")
     assert list(table.index) == images and table.loc["p3", "predicted_alpha"] == 0.0
     assert table.loc["p2", ORACLE_ALPHA] == 1.0 and table.loc["p1", "oracle (upper bound)"] == pytest.approx(0.61)

@@ -32,10 +32,10 @@ def spec_for(bundle) -> StudySpec:
                              Part("features_val", "features", "val", bundle.name, n=2)))
 
 
-def part_file(name: str, rows: pd.DataFrame, h: str = "0" * 16, shard=(1, 1)) -> PartFile:
+def part_file(name: str, rows: pd.DataFrame, h: str = "0" * 16, shard=(1, 1), dataset: str | None = None) -> PartFile:
     photos = sorted(set(rows["image"]))
     return PartFile(rows.assign(part=name, hash=h), {"part": name, "stage": "val", "hash": h, "shard": list(shard),
-                                                     "photos": photos, "part_photos": photos})
+                                                     "photos": photos, "part_photos": photos, "dataset": dataset})
 
 
 def sweep_part(insertion: dict[str, dict[float, float]], layer: str) -> pd.DataFrame:
@@ -50,15 +50,20 @@ def test_fresh_part_takes_the_codes_hash_and_names_a_stale_part(toy, tmp_path) -
     part = spec.part("alpha_head")
     assert fresh_part(tmp_path, spec, "alpha_head", bundle) is None   # not computed yet
     rows = sweep_part({"a.jpg": {0.0: 0.4, 0.5: 0.5, 1.0: 0.6}}, "features")
-    good = part_hash(spec, part, bundle, part_photos(part, spec), None)
-    write_part(tmp_path, part_file("alpha_head", rows, good))
+    photos = part_photos(part, spec)
+    good = part_hash(spec, part, bundle, photos, None)
+    write_part(tmp_path, part_file("alpha_head", rows, good, dataset=photos.dataset))
     assert fresh_part(tmp_path, spec, "alpha_head", bundle).facts["hash"] == good
-    write_part(tmp_path, part_file("alpha_head", rows, "f" * 16))
-    with pytest.raises(StalePartError, match=r"part 'alpha_head' is stale.*--stage val --parts alpha_head"):
+    write_part(tmp_path, part_file("alpha_head", rows, "f" * 16, dataset="elsewhere"))
+    with pytest.warns(UserWarning, match="not checked against the code: computed on elsewhere"):
+        fresh_part(tmp_path, spec, "alpha_head", bundle)                # its photos are not here: a warning
+    write_part(tmp_path, part_file("alpha_head", rows, "f" * 16, dataset=photos.dataset))
+    stale = r"part 'alpha_head': committed hash f+, the code gives .*--stage val --parts alpha_head"
+    with pytest.raises(StalePartError, match=stale):
         fresh_part(tmp_path, spec, "alpha_head", bundle)
     # another model's weights give another hash: the committed part is stale for them
     other = dataclasses.replace(bundle, model=GapLinear(torch.randn(6, 3)).eval())
-    write_part(tmp_path, part_file("alpha_head", rows, good))
+    write_part(tmp_path, part_file("alpha_head", rows, good, dataset=photos.dataset))
     with pytest.raises(StalePartError, match="alpha_head"):
         fresh_part(tmp_path, spec, "alpha_head", other)
     write_part(tmp_path, part_file("alpha_head", rows, good, shard=(1, 2)))
