@@ -30,7 +30,7 @@ from ..evaluation.policy import (
 )
 from ..evaluation.runner import FLOORS
 from ..evaluation.stats import comparison_table
-from ..evaluation.verdict import answer_lines
+from ..evaluation.verdict import TIME_TOLERANCE, answer_lines
 from .results import Study
 
 #: The continuous metrics of the main part shown as leaderboards and paired differences.
@@ -72,11 +72,34 @@ def confirmatory(rows: pd.DataFrame, seed: int = SEED) -> pd.DataFrame:
     return comparison_table(rows, metrics, [(HYBRID, GC), (HYBRID, LC)], seed=seed, confirmatory=CONFIRMATORY_TESTS)
 
 
+def timing_note(benchmark: str | Path) -> str:
+    """The time claim judged on the benchmark's CAM pass (``results/benchmark.csv`` of ``python -m
+    helpers.bench``): the hybrid's ms per image over Grad-CAM's at each batch it measured, against
+    :data:`TIME_TOLERANCE`; :data:`TIMING_NOTE` where there is no benchmark."""
+    path = Path(benchmark)
+    if not path.is_file():
+        return TIMING_NOTE
+    table = pd.read_csv(path)
+    ms = table.dropna(subset=["ms_per_image"]).set_index(["measure", "batch"])["ms_per_image"]
+    hybrid = HYBRID.split("@")[0]                                       # the benchmark times the default a
+    batches = [b for m, b in ms.index if m == hybrid and (GC, b) in ms.index]
+    if not batches:
+        return TIMING_NOTE
+    ratios = {b: ms[hybrid, b] / ms[GC, b] for b in batches}
+    word = "HOLDS" if all(r <= TIME_TOLERANCE for r in ratios.values()) else "DOES NOT HOLD"
+    numbers = "; ".join(f"batch {b:g}: hybrid {ms[hybrid, b]:.1f} vs Grad-CAM {ms[GC, b]:.1f} ms per image, "
+                        f"ratio {r:.2f}" for b, r in ratios.items())
+    return (f"{word} on the benchmark (ratio <= {TIME_TOLERANCE}; the study's rows hold no timings): {numbers} "
+            f"({table['taken'].iloc[0]}; `python -m helpers.bench`, results/{path.name}).")
+
+
 def answer(study: Study, seed: int = SEED) -> Answer:
-    """The confirmatory tests and the verdict lines, from the ``main`` part."""
+    """The confirmatory tests and the verdict lines, from the ``main`` part; the time claim from the
+    benchmark beside the study folder (:func:`timing_note`)."""
     rows = study.rows("main")
     tests = confirmatory(rows, seed)
-    return Answer(tests, answer_lines(tests, TIMING_NOTE), int(rows["image"].nunique()),
+    note = timing_note(study.folder.parent / "benchmark.csv")
+    return Answer(tests, answer_lines(tests, note), int(rows["image"].nunique()),
                   float(study.parts["main"].facts["alpha"]), study.coverage("main"))
 
 

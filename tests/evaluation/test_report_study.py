@@ -162,3 +162,18 @@ def test_adaptive_files_hold_one_row_per_test_photo(tmp_path, monkeypatch) -> No
     assert table.loc["p2", ORACLE_ALPHA] == 1.0 and table.loc["p1", "oracle (upper bound)"] == pytest.approx(0.61)
     assert paths["adaptive_best_a"].stat().st_size > 0 and pd.read_csv(paths["adaptive_a_tests"]).pair.tolist() == ["x"]
     assert sections.write_adaptive(toy_study(tmp_path), tmp_path / "none") == {}      # parts missing: no files
+
+
+def test_the_time_claim_is_judged_on_the_benchmark_beside_the_study(tmp_path) -> None:
+    from helpers.study.present import TIMING_NOTE, timing_note
+    assert timing_note(tmp_path / "benchmark.csv") == TIMING_NOTE                      # no benchmark: not judged
+    rows = [("forward only", 1, 30.0), ("gradcam", 1, 20.0), ("hybrid", 1, 21.0), ("gradcam", 16, 10.0),
+            ("hybrid", 16, 11.5), ("peak RSS (MB)", None, None)]
+    table = pd.DataFrame(rows, columns=["measure", "batch", "ms_per_image"]).assign(taken="today | a cpu")
+    table.to_csv(tmp_path / "benchmark.csv", index=False)
+    note = timing_note(tmp_path / "benchmark.csv")                                    # 21/20 = 1.05, 11.5/10 = 1.15
+    assert note.startswith("DOES NOT HOLD") and "batch 1: hybrid 21.0 vs Grad-CAM 20.0" in note
+    assert "ratio 1.15" in note and "today | a cpu" in note
+    table.loc[4, "ms_per_image"] = 10.9
+    table.to_csv(tmp_path / "benchmark.csv", index=False)
+    assert timing_note(tmp_path / "benchmark.csv").startswith("HOLDS")
