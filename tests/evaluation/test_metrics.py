@@ -105,6 +105,20 @@ def test_ties_are_broken_by_a_seeded_permutation_not_raster_order() -> None:
         M.pixel_ranks(m.expand(2, 16, 16), tie_seed=[5])
 
 
+def test_ranking_the_same_maps_again_reuses_the_sort_and_hands_out_copies(monkeypatch) -> None:
+    maps = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(2))
+    first = M.pixel_ranks(maps, 4)
+    first[0, 0] = -1                                                      # the caller's copy, not the kept one
+    sorts = []
+    real = torch.argsort
+    monkeypatch.setattr(torch, "argsort", lambda *a, **k: sorts.append(1) or real(*a, **k))
+    again = M.pixel_ranks(maps.clone(), 4)
+    assert sorts == [] and again[0, 0] != -1 and torch.equal(again[1:], first[1:])
+    assert torch.equal(M.pixel_ranks(maps * 2 + 1, 4), again) and len(sorts) == 1   # other values: sorted anew
+    M.pixel_ranks(maps, 5)                                                          # another seed: sorted anew
+    assert len(sorts) == 2
+
+
 def test_float_noise_does_not_change_the_auc(toy) -> None:
     # the evidence (channel 0) grows row by row; the map is a bump in one corner on a zero plateau
     x = torch.zeros(1, 3, 16, 16)

@@ -121,15 +121,26 @@ def pixel_ranks(maps: torch.Tensor, tie_seed: int | Sequence[int] = SEED) -> tor
     Values are compared on a grid of ``TIE_RESOLUTION`` x the map's max |value|, so float noise
     does not reorder pixels; ties (e.g. a ReLU map's zero plateau) are broken by a seeded random
     permutation (:func:`tie_orders`, ``tie_seed`` one int for all maps or one per map), not by position.
+    The last result is kept (:data:`_LAST_RANKS`), so ranking the same maps again costs a hash.
     """
     flat = maps.detach().flatten(1).double().cpu()
-    scale = flat.abs().amax(dim=1, keepdim=True)
-    key = torch.round(flat / torch.where(scale > 0, scale, 1.0) / TIE_RESOLUTION)
-    perm = tie_orders(flat.shape[1], _seeds(tie_seed, len(flat)))
-    order = perm.gather(1, torch.argsort(-key.gather(1, perm), dim=1, stable=True)).to(maps.device)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
-    return ranks
+    seeds = _seeds(tie_seed, len(flat))
+    memo = (hashlib.sha1(flat.numpy().tobytes()).digest(), tuple(flat.shape), tuple(seeds))
+    if memo not in _LAST_RANKS:
+        scale = flat.abs().amax(dim=1, keepdim=True)
+        key = torch.round(flat / torch.where(scale > 0, scale, 1.0) / TIE_RESOLUTION)
+        perm = tie_orders(flat.shape[1], seeds)
+        order = perm.gather(1, torch.argsort(-key.gather(1, perm), dim=1, stable=True))
+        ranks = torch.empty_like(order)
+        ranks.scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
+        _LAST_RANKS.clear()
+        _LAST_RANKS[memo] = ranks
+    return _LAST_RANKS[memo].clone().to(maps.device)
+
+
+#: The last :func:`pixel_ranks` result, by its maps' bytes, shape and seeds: an evaluation ranks the same maps
+#: for each curve, preset and the pointing game, and the sort is most of the time outside the forwards.
+_LAST_RANKS: dict[tuple, torch.Tensor] = {}
 
 
 def step_counts(n_pixels: int, steps: int) -> torch.Tensor:
@@ -207,18 +218,27 @@ def _curves(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, idx: 
     n, points = images.shape[0], steps + 1
     base = make_substrate(images, substrate, bundle.mean, bundle.std)
     first, second = (base, images) if mode == "deletion" else (images, base)  # changed pixels come from `first`
-    ranks = pixel_ranks(maps, tie_seed).cpu()
-    counts = step_counts(ranks.shape[1], steps)
+    ranks = pixel_ranks(maps, tie_seed).cpu().to(torch.int32)
+    counts = step_counts(ranks.shape[1], steps).to(torch.int32)
     inputs = [(_digest(images[i]), int(idx[i])) for i in range(n)]
     keys = [(*inputs[i], k if k in (0, steps) else _digest(ranks[i] < counts[k]))
             for i in range(n) for k in range(points)]
     rep = _representatives(keys)                                # flat job (row * points + k) computing each point
     unique, where = torch.unique(rep, return_inverse=True)
+    same_image = _representatives([digest for digest, _ in inputs])   # row -> first row of the same image
 
     def batch(start: int, stop: int) -> torch.Tensor:
         img, step = unique[start:stop] // points, unique[start:stop] % points
         changed = (ranks[img] < counts[step, None]).view(-1, 1, *images.shape[-2:]).to(images.device)
-        return torch.where(changed, first[img], second[img])
+        source = same_image[img]
+        groups = torch.unique(source).tolist()
+        if len(groups) == 1:                                    # one image (the usual chunk): broadcast, no copies
+            return torch.where(changed, first[groups[0]], second[groups[0]])
+        out = torch.empty((len(img), *images.shape[1:]), dtype=images.dtype, device=images.device)
+        for s in groups:
+            sel = (source == s).to(images.device)
+            out[sel] = torch.where(changed[sel], first[s], second[s])
+        return out
 
     probs = class_probabilities(bundle, batch, len(unique), idx[unique // points], chunk_size)
     return probs[where].view(n, points)
