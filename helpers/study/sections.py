@@ -18,7 +18,7 @@ from ..config import SEED, write_atomic
 from ..evaluation.adaptive import plot_best_alpha
 from ..evaluation.figures import mean_curves
 from ..evaluation.leaderboard import leaderboard, leaderboard_view, markdown_table
-from ..evaluation.policy import GC, HYBRID, LC, THESIS_ALPHA
+from ..evaluation.policy import GC, HYBRID, LC, ROUNDING_BOUND, ROUNDING_SHARE, THESIS_ALPHA, aliases
 from ..evaluation.sanity import plot_randomisation
 from ..evaluation.stats import bootstrap_ci
 from ..evaluation.verdict import format_p
@@ -85,8 +85,25 @@ def leaderboard_lines(rows: pd.DataFrame, metric: str, by: str) -> list[str]:
         notes = [f"{m}: a = {a:g}" + (f" (its maps are {same[float(a)]}'s)" if float(a) in same else "")
                  for m, a in alphas.items() if m != f"hybrid@{THESIS_ALPHA}"]
         lines += ["", f"**{by} {key}**" + (f" ({'; '.join(notes)})" if notes else ""), ""]
-        lines += markdown_table(leaderboard_view(leaderboard(g, metric, ref), ref))
+        same = aliases(g, [metric], share=ROUNDING_SHARE, bound=ROUNDING_BOUND)   # the same maps up to rounding
+        lines += markdown_table(leaderboard_view(leaderboard(g, metric, ref, same=same), ref))
     return lines
+
+
+def layers_vs_head_lines(study: Study, metric: str = "insertion_auc") -> list[str]:
+    """Every layer setting's methods in one leaderboard against the head's Grad-CAM (the ``main`` part's rows),
+    paired on the photos all share; nothing when either part is missing."""
+    if not (study.has("layers") and study.has("main")):
+        return []
+    layers, main = study.rows("layers"), study.rows("main")
+    reference = f"{GC} @ head"
+    rows = pd.concat([main[main["method"] == GC].assign(method=reference),      # first: never folded into another
+                      layers.assign(method=layers["method"] + " @ " + layers["layer"])], ignore_index=True)
+    rows = rows[["image", "method", metric]]
+    table = leaderboard(rows, metric, reference, same=aliases(rows, share=ROUNDING_SHARE, bound=ROUNDING_BOUND))
+    return (["", f"**Every setting against the head's Grad-CAM** (the `main` part's rows; paired on the "
+             f"{int(table['n'].iloc[0])} photos all share, Holm over this table)", ""]
+            + markdown_table(leaderboard_view(table, reference)))
 
 
 def secondary_lines(study: Study) -> dict[str, list[str]]:
@@ -95,7 +112,7 @@ def secondary_lines(study: Study) -> dict[str, list[str]]:
     out["Below the head (layer study, exploratory)"] = missing_lines(study, "layers") or (
         [f"Insertion AUC (rise) per layer setting, {study.coverage('layers')}; the hybrid's a per setting was chosen "
          "on the val photos (`alpha_layers`); a hybrid whose a is 0 or 1 is LayerCAM or Grad-CAM."]
-        + leaderboard_lines(study.rows("layers"), "insertion_auc", "layer"))
+        + leaderboard_lines(study.rows("layers"), "insertion_auc", "layer") + layers_vs_head_lines(study))
     models = [m for m in ("lite1", "lite2") if study.has(m)]
     out["Across architectures (exploratory)"] = (missing_lines(study, "lite1", "lite2") or []) + (
         [f"Insertion AUC (rise) per model on the same test photos ({', '.join(study.coverage(m) for m in models)})."]

@@ -177,3 +177,22 @@ def test_the_time_claim_is_judged_on_the_benchmark_beside_the_study(tmp_path) ->
     table.loc[4, "ms_per_image"] = 10.9
     table.to_csv(tmp_path / "benchmark.csv", index=False)
     assert timing_note(tmp_path / "benchmark.csv").startswith("HOLDS")
+
+
+def test_every_layer_setting_is_ranked_against_the_heads_grad_cam(tmp_path) -> None:
+    # The head's Grad-CAM comes from main; at "deep" the hybrid (a = 1) repeats Grad-CAM up to rounding.
+    head = main_rows().query("method == 'gradcam'")
+    layer_rows = []
+    for layer, shift in (("deep", {"gradcam": -0.01, "layercam": -0.03, "hybrid": -0.01}),
+                         ("fused", {"gradcam": -0.02, "layercam": -0.005, "hybrid": 0.02})):
+        for method, s in shift.items():
+            layer_rows += [{"image": r.image, "method": method, "layer": layer,
+                            "insertion_auc": r.insertion_auc + s + (1e-4 if method == "hybrid" and i % 2 else 0)}
+                           for i, r in enumerate(head.itertuples())]
+    study = toy_study(tmp_path, layers=PartFile(pd.DataFrame(layer_rows), {}))
+    lines = sections.layers_vs_head_lines(study)
+    table = [line for line in lines if line.startswith("| ")][1:]                # below the header
+    assert [row.split(" | ")[1] for row in table] == ["hybrid @ fused", "gradcam @ head", "layercam @ fused",
+                                                     "gradcam @ deep", "gradcam @ fused", "layercam @ deep"]
+    assert "+0.0200" in table[0] and "same maps: hybrid @ deep" in table[3]
+    assert sections.layers_vs_head_lines(Study(tmp_path, QUICK, {"layers": study.parts["layers"]})) == []
