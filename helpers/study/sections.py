@@ -121,22 +121,23 @@ def secondary_lines(study: Study) -> dict[str, list[str]]:
 
 
 def road_lines(study: Study) -> list[str]:
-    """Does the verdict hold under ROAD? Paired differences vs Grad-CAM on road_combined/morf/lerf (exploratory)."""
+    """Does the verdict hold under ROAD? Paired differences vs Grad-CAM on road_combined/morf/lerf (exploratory):
+    the thesis methods and floors on every photo of ``road``, then every method on the photos ``road_extra``
+    covers (so a partial ``road_extra`` does not shrink the thesis comparisons)."""
     if (skip := missing_lines(study, "road")) is not None:
         return skip
-    rows = pd.concat([study.rows(n) for n in ("road", "road_extra") if study.has(n)], ignore_index=True)
     alpha = float(study.parts["road"].facts["alpha"])
-    rows = rows[~rows["method"].isin(identical(rows, alpha))]
+    core = study.rows("road")
+    core = core[~core["method"].isin(identical(core, alpha))]
     lines = ["Exploratory: the confirmatory family was fixed before the data and stays insertion AUC. ROAD "
              "(Rong et al. 2022) fills removed pixels by noisy linear imputation, so the removed region's shape "
              f"does not leak the class. {study.coverage('road')} for the thesis methods and the floors"
              + (f", {study.coverage('road_extra')} for the further methods" if study.has("road_extra") else "")
-             + "; each leaderboard is on the photos all its methods share. road_combined = (LeRF - MoRF) / 2 "
-             "(higher is better); MoRF lower is better, LeRF higher is better.", "",
-             "![MoRF and LeRF curves](road_curves.png)"]
+             + ". road_combined = (LeRF - MoRF) / 2 (higher is better); MoRF lower is better, LeRF higher is "
+             "better.", "", "![MoRF and LeRF curves](road_curves.png)"]
     for metric in ROAD_METRICS:
-        table = leaderboard(rows, metric, GC)
-        lines += ["", f"**{metric}**", ""] + markdown_table(leaderboard_view(table))
+        table = leaderboard(core, metric, GC)
+        lines += ["", f"**{metric}** (the thesis methods and floors)", ""] + markdown_table(leaderboard_view(table))
         if metric == "road_combined":
             t = table.set_index("method")
             if HYBRID in t.index and "random" in t.index:
@@ -147,6 +148,12 @@ def road_lines(study: Study) -> list[str]:
                           f"{floor['diff']:+.4f} [95% CI {floor['diff_low']:+.4f}, {floor['diff_high']:+.4f}]); "
                           f"hybrid@0.7 minus Grad-CAM {t.loc[HYBRID, 'diff']:+.4f} [95% CI "
                           f"{t.loc[HYBRID, 'diff_low']:+.4f}, {t.loc[HYBRID, 'diff_high']:+.4f}]."]
+    if study.has("road_extra"):
+        every = pd.concat([core, study.rows("road_extra")], ignore_index=True)
+        every = every[~every["method"].isin(identical(every, alpha))]
+        table = leaderboard(every, "road_combined", GC)
+        lines += ["", f"**road_combined, every method** (on the {int(table['n'].iloc[0])} photos all of them share)",
+                  ""] + markdown_table(leaderboard_view(table))
     return lines
 
 

@@ -196,3 +196,26 @@ def test_every_layer_setting_is_ranked_against_the_heads_grad_cam(tmp_path) -> N
                                                      "gradcam @ deep", "gradcam @ fused", "layercam @ deep"]
     assert "+0.0200" in table[0] and "same maps: hybrid @ deep" in table[3]
     assert sections.layers_vs_head_lines(Study(tmp_path, QUICK, {"layers": study.parts["layers"]})) == []
+
+
+def test_road_section_keeps_the_thesis_comparisons_on_every_photo_when_road_extra_is_partial(tmp_path) -> None:
+    rng = np.random.default_rng(4)
+    base = rng.uniform(0.1, 0.3, 12)
+    shift = {"gradcam": 0.0, "layercam": -0.01, "hybrid@0.7": 0.005, "hybrid@val": 0.0, "random": -0.1,
+             "cam": 0.001, "scorecam": 0.02}
+
+    def rows(methods, n):
+        return pd.DataFrame([{"image": f"p{i:02d}.JPEG", "method": m, "road_combined": base[i] + shift[m] + noise,
+                              "road_morf": 0.3 - shift[m], "road_lerf": 0.5 + shift[m] + noise}
+                             for m in methods for i in range(n) for noise in [rng.normal(0, 1e-3)]])
+    road = PartFile(rows(["gradcam", "layercam", "hybrid@0.7", "hybrid@val", "random"], 12),
+                    {"alpha": 1.0, "photos": list(range(12)), "part_photos": list(range(12))})
+    extra = PartFile(rows(["cam", "scorecam"], 6), {"photos": list(range(6)), "part_photos": list(range(12))})
+    lines = sections.road_lines(toy_study(tmp_path, road=road, road_extra=extra))
+    text = "\n".join(lines)
+    assert "12 photos for the thesis methods and the floors, 6 of 12 photos (a partial part" in text
+    first = lines.index("**road_combined** (the thesis methods and floors)")
+    assert all(f"| {m} | 12 |" in "\n".join(lines[first:first + 10]) for m in ("gradcam", "layercam", "random"))
+    assert "Under ROAD, Grad-CAM is above the random floor" in text
+    assert "**road_combined, every method** (on the 6 photos all of them share)" in text and "| scorecam | 6 |" in text
+    assert sections.road_lines(toy_study(tmp_path))[0].startswith("- Part `road`: not computed yet")
