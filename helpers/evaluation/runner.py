@@ -52,7 +52,8 @@ METRICS: tuple[str, ...] = ("insertion_auc", "deletion_auc", "insertion_auc_thes
 LOCALISATION: tuple[str, ...] = ("pointing_game", "energy_pointing_game", "energy_pointing_game_small", "box_iou")
 #: The energy pointing game restricted to boxes under this fraction of the image (as Score-CAM's paper).
 SMALL_BOX_FRACTION = 0.5
-LOWER_IS_BETTER: frozenset[str] = frozenset({"deletion_auc", "deletion_auc_thesis", "average_drop", "complexity"})
+LOWER_IS_BETTER: frozenset[str] = frozenset({"deletion_auc", "deletion_auc_thesis", "average_drop", "complexity",
+                                            "road_morf"})
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from ..evaluation.adaptive import plot_best_alpha
 from ..evaluation.figures import mean_curves
 from ..evaluation.leaderboard import leaderboard, leaderboard_view, markdown_table
 from ..evaluation.policy import GC, HYBRID, LC, ROUNDING_BOUND, ROUNDING_SHARE, THESIS_ALPHA, aliases
+from ..evaluation.runner import LOWER_IS_BETTER
 from ..evaluation.sanity import plot_randomisation
 from ..evaluation.stats import bootstrap_ci
 from ..evaluation.verdict import format_p
@@ -135,9 +136,15 @@ def road_lines(study: Study) -> list[str]:
              + (f", {study.coverage('road_extra')} for the further methods" if study.has("road_extra") else "")
              + ". road_combined = (LeRF - MoRF) / 2 (higher is better); MoRF lower is better, LeRF higher is "
              "better.", "", "![MoRF and LeRF curves](road_curves.png)"]
+    beaten = []
     for metric in ROAD_METRICS:
         table = leaderboard(core, metric, GC)
         lines += ["", f"**{metric}** (the thesis methods and floors)", ""] + markdown_table(leaderboard_view(table))
+        t = table.set_index("method")
+        if "random" in t.index and metric != "road_combined":
+            sign = 1 if metric in LOWER_IS_BETTER else -1               # MoRF: lower is better
+            if sign * t.loc["random", "diff_high"] < 0:                 # CI wholly on the better side
+                beaten.append(metric)
         if metric == "road_combined":
             t = table.set_index("method")
             if HYBRID in t.index and "random" in t.index:
@@ -148,6 +155,12 @@ def road_lines(study: Study) -> list[str]:
                           f"{floor['diff']:+.4f} [95% CI {floor['diff_low']:+.4f}, {floor['diff_high']:+.4f}]); "
                           f"hybrid@0.7 minus Grad-CAM {t.loc[HYBRID, 'diff']:+.4f} [95% CI "
                           f"{t.loc[HYBRID, 'diff_low']:+.4f}, {t.loc[HYBRID, 'diff_high']:+.4f}]."]
+    if beaten:
+        lines += ["", f"The random floor beats Grad-CAM on {' and '.join(beaten)} alone: removing scattered pixels "
+                  "leaves every removed pixel next to known ones, so the imputation restores the image nearly whole "
+                  "and the class survives whichever order removes them. A random map therefore scores well as LeRF "
+                  "and badly as MoRF; road_combined, their difference, cancels that, which is why it is the ROAD "
+                  "score to read."]
     if study.has("road_extra"):
         every = pd.concat([core, study.rows("road_extra")], ignore_index=True)
         every = every[~every["method"].isin(identical(every, alpha))]

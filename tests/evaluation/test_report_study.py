@@ -218,4 +218,10 @@ def test_road_section_keeps_the_thesis_comparisons_on_every_photo_when_road_extr
     assert all(f"| {m} | 12 |" in "\n".join(lines[first:first + 10]) for m in ("gradcam", "layercam", "random"))
     assert "Under ROAD, Grad-CAM is above the random floor" in text
     assert "**road_combined, every method** (on the 6 photos all of them share)" in text and "| scorecam | 6 |" in text
+    morf = lines.index("**road_morf** (the thesis methods and floors)")
+    assert lines[morf + 4].startswith("| 1 | hybrid@0.7 |")                 # MoRF: lower is better, ranked so
+    assert "beats Grad-CAM on road_lerf" not in text
+    road.rows.loc[road.rows["method"] == "random", "road_lerf"] = 0.9     # random keeps the class under LeRF
+    assert "The random floor beats Grad-CAM on road_lerf alone" in "\n".join(
+        sections.road_lines(toy_study(tmp_path, road=road)))
     assert sections.road_lines(toy_study(tmp_path))[0].startswith("- Part `road`: not computed yet")
