@@ -8,7 +8,9 @@ sentence of :meth:`helpers.study.results.Study.missing` instead.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -33,6 +35,12 @@ SANITY_THRESHOLD = 0.5
 ROAD_METRICS: tuple[str, ...] = ("road_combined", "road_morf", "road_lerf")
 #: The thesis' setting (for the consistency paragraph): its sample, model and insertion AUCs.
 THESIS_N, THESIS_MODEL, THESIS_INSERTION = 10, "ResNet-50", 0.11
+
+
+def in_folder(lines: Sequence[str], folder: str = "results") -> str:
+    """A section's Markdown as read from the project root (the notebooks): its relative links (figures, CSVs,
+    written beside REPORT.md) point into ``folder``."""
+    return re.sub(r"\]\((?!https?:|/|#)([^)]+)\)", rf"]({folder}/\1)", "\n".join(lines))
 
 
 def missing_lines(study: Study, *names: str) -> list[str] | None:

@@ -225,3 +225,11 @@ def test_road_section_keeps_the_thesis_comparisons_on_every_photo_when_road_extr
     assert "The random floor beats Grad-CAM on road_lerf alone" in "\n".join(
         sections.road_lines(toy_study(tmp_path, road=road)))
     assert sections.road_lines(toy_study(tmp_path))[0].startswith("- Part `road`: not computed yet")
+
+
+def test_sections_read_from_the_notebooks_link_into_the_results_folder() -> None:
+    lines = ["![MoRF and LeRF curves](road_curves.png)", "Per photo: [adaptive_a.csv](adaptive_a.csv); "
+             "[paper](https://arxiv.org/abs/2202.00449), [up](#the-answer), [abs](/tmp/x.png)."]
+    assert sections.in_folder(lines) == ("![MoRF and LeRF curves](results/road_curves.png)\nPer photo: "
+                                         "[adaptive_a.csv](results/adaptive_a.csv); [paper](https://arxiv.org/abs/"
+                                         "2202.00449), [up](#the-answer), [abs](/tmp/x.png).")
