@@ -46,7 +46,7 @@ bench: $(STAMP)
 	$(PY) -m helpers.bench
 
 # The whole study (hours of CPU here; resumable: rerun continues from the per-batch cache), into results/study/,
-# on 2 Dask workers of 1 thread each: 0.92x the time of 1 process of 2 threads on 8 val photos of the a sweep
+# on 2 Dask workers of 1 thread each: 0.90x the time of 1 process of 2 threads on 8 val photos of the a sweep
 # (python -m helpers.bench --study, results/benchmark_study.csv, 2-core Xeon, 2026-11-30).
 study: $(STAMP)
 	$(PY) -m helpers study --spec full --out results/study --dask local:2
