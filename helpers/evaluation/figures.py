@@ -145,6 +145,13 @@ def proportions(rows: pd.DataFrame, metric: str, methods: Sequence[str], ax: plt
     return ax
 
 
+#: The x axis and name of each kind of curve (ROAD's LeRF keeps the top fraction p and removes the rest).
+CURVE_AXES: dict[str, str] = {"insertion": "fraction of pixels inserted", "deletion": "fraction of pixels deleted",
+                              "road_morf": "p: fraction removed, most relevant first",
+                              "road_lerf": "p: fraction kept, the least relevant rest removed"}
+CURVE_NAMES: dict[str, str] = {"road_morf": "ROAD MoRF", "road_lerf": "ROAD LeRF"}
+
+
 def mean_curves(rows: pd.DataFrame, groups: Sequence[Sequence[str]], modes: Sequence[str] = ("insertion", "deletion"),
                 path: str | Path | None = None, x: Sequence[float] | None = None) -> plt.Figure:
     """Mean curves (columns ``<mode>_curve``: one array per row, at the fractions ``x``, default evenly spaced
@@ -162,8 +169,8 @@ def mean_curves(rows: pd.DataFrame, groups: Sequence[Sequence[str]], modes: Sequ
                 half = stats.t.ppf(0.975, len(c) - 1) * c.std(0, ddof=1) / np.sqrt(len(c)) if len(c) > 1 else 0 * mean
                 ax.plot(xs, mean, lw=1.2, marker="." if x is not None else None, label=f"{_name(m)} (n = {len(c)})")
                 ax.fill_between(xs, mean - half, mean + half, alpha=0.15)
-            ax.set(xlabel="fraction of pixels " + {"insertion": "inserted", "deletion": "deleted"}.get(mode, "removed"),
-                   ylabel="p(explained class)", title=f"mean {mode.replace('_', ' ')} curve, 95% band")
+            ax.set(xlabel=CURVE_AXES.get(mode, "fraction of pixels removed"), ylabel="p(explained class)",
+                   title=f"mean {CURVE_NAMES.get(mode, mode.replace('_', ' '))} curve, 95% band")
             ax.legend(fontsize=7)
     fig.tight_layout()
     return save(fig, path)
