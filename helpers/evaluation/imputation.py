@@ -156,17 +156,16 @@ def solve_on_grid(pixels: np.ndarray, removed: np.ndarray) -> np.ndarray:
     return mkl_solvers.solver((h, w), upper).solve(values, rhs)[flat].T
 
 
-def imputation_system(image: np.ndarray, removed: np.ndarray,
-                      order: np.ndarray | None = None) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:
+def imputation_system(image: np.ndarray, removed: np.ndarray) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:
     """The system ``A x = b`` of the removed pixels of ``image`` (C, H, W): ``(A, b, pixels)``.
 
     ``A`` is (n, n) (module docstring), ``b`` is (n, C), and unknown i is the pixel
-    ``pixels[:, i]`` = (row, column); the unknowns are the removed pixels in ``order`` (a
-    permutation of the flat pixel indices; default :func:`dissection_order`). Built from the
+    ``pixels[:, i]`` = (row, column); the unknowns are the removed pixels in the grid's
+    :func:`dissection_order` (SuperLU factorises in that order). Built from the
     cached grid weights by sparse row and column selection (no per-pixel Python).
     """
     h, w = removed.shape
-    order = dissection_order(h, w) if order is None else order
+    order = dissection_order(h, w)
     unknown = order[removed.ravel()[order]]
     grid, degree = grid_weights(h, w)
     coupling = grid[unknown]                                    # (n, HW): each removed pixel's neighbour weights
