@@ -174,12 +174,18 @@ def machine(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, str]:
             "cores": str(torch.get_num_threads()), "gpu": gpu, "platform": platform.platform()}
 
 
-def code_commit() -> str:
-    """The repository's commit (``+dirty`` when tracked files differ from it), or ``unknown``."""
+# What a run writes (data, executed notebooks): changes there do not make the code that ran "dirty".
+OUTPUT_PATHS: tuple[str, ...] = ("results", "*.ipynb")
+
+
+def code_commit(root: Path = ROOT) -> str:
+    """The repository's commit, ``+dirty`` when tracked files other than outputs
+    (:data:`OUTPUT_PATHS`) differ from it, or ``unknown`` outside a repository."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        excluded = [f":(exclude){p}" for p in OUTPUT_PATHS]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -13,7 +13,7 @@ import torch
 from helpers.config import ROOT
 from helpers.study import store
 from helpers.study.merge import merge
-from helpers.study.run import run_stage, run_study, shard_batches
+from helpers.study.run import code_commit, run_stage, run_study, shard_batches
 from helpers.study.spec import FULL, QUICK, Part, StudySpec, load_spec
 
 SWEEP = (("alphas", (0.0, 0.7, 1.0)), ("additive", ()), ("with_max", False), ("modes", ("insertion", "deletion")))
@@ -255,3 +255,23 @@ def test_verify_recomputes_a_sample_and_catches_a_changed_row(single, tmp_path):
     store.write_part(tampered, part)
     with pytest.raises(store.StudyFileError, match="stale"):
         verify(TINY, tampered, n_test=2, n_val=2, parts=("main",))
+
+
+def test_commit_is_dirty_for_changed_code_not_for_changed_outputs(tmp_path):
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    for name in ("code.py", "results/part.parquet", "nb.ipynb"):
+        (tmp_path / name).write_text("v1")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "results/part.parquet").write_text("v2")
+    (tmp_path / "nb.ipynb").write_text("v2")
+    (tmp_path / "untracked.py").write_text("new")
+    assert code_commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("v2")
+    assert code_commit(tmp_path) == head + "+dirty"
+    assert code_commit(tmp_path / "results" / "missing") == "unknown"
