@@ -189,16 +189,26 @@ def plot_sweep(summary: pd.DataFrame, chosen: float | None = None) -> plt.Figure
     return fig
 
 
-def plot_paired(paired: pd.DataFrame, baseline: str = "Grad-CAM (a = 1)", fusion: str = "geometric") -> plt.Figure:
-    """Per-image paired differences to the baseline against alpha: mean and 95% CI, insertion and deletion."""
-    g = paired[paired["fusion"] == fusion]
+def plot_paired(paired: pd.DataFrame | Mapping[str, pd.DataFrame], baseline: str = "Grad-CAM (a = 1)",
+                fusion: str = "geometric") -> plt.Figure:
+    """Per-image paired differences to the baseline against alpha: mean and 95% CI, insertion and deletion.
+
+    A mapping ``{label: table}`` (tables of :func:`paired_differences`, e.g. one per model) draws one
+    labelled series each, shifted slightly along alpha so that their intervals do not hide each other.
+    """
+    series = paired if isinstance(paired, Mapping) else {"": paired}
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
     for ax, metric in zip(axes, ("insertion", "deletion"), strict=True):
-        mean = g[f"{metric}_diff"].to_numpy()
-        err = np.vstack([mean - g[f"{metric}_lo"].to_numpy(), g[f"{metric}_hi"].to_numpy() - mean])
-        ax.errorbar(g["alpha"], mean, yerr=err, fmt="o", capsize=3)
+        for k, (label, table) in enumerate(series.items()):
+            g = table[table["fusion"] == fusion]
+            mean = g[f"{metric}_diff"].to_numpy()
+            err = np.vstack([mean - g[f"{metric}_lo"].to_numpy(), g[f"{metric}_hi"].to_numpy() - mean])
+            shift = 0.015 * (k - (len(series) - 1) / 2)
+            ax.errorbar(g["alpha"] + shift, mean, yerr=err, fmt="o", capsize=3, label=label or None)
         ax.axhline(0.0, color="k", lw=0.8)
         ax.set_xlabel("a (weight of Grad-CAM)")
         ax.set_title(f"{metric} AUC minus {baseline}, per image (mean, 95% CI)", fontsize=9)
+        if len(series) > 1:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
