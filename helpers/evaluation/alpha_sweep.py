@@ -165,8 +165,9 @@ def read_alpha_json(path: str | Path) -> dict:
     return choice
 
 
-def plot_sweep(summary: pd.DataFrame, chosen: float | None = None) -> plt.Figure:
-    """Insertion and deletion AUC against alpha, mean with 95% CI, one line/marker set per fusion."""
+def plot_sweep(summary: pd.DataFrame, chosen: float | None = None, title: str = "") -> plt.Figure:
+    """Insertion and deletion AUC against alpha, mean with 95% CI, one line/marker set per fusion;
+    ``title`` (e.g. the photos and their n) above both panels."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     styles = {"geometric": ("tab:blue", "o-"), "additive": ("tab:orange", "s--"), "max": ("tab:green", ":")}
     for ax, metric, better in zip(axes, ("insertion", "deletion"), ("higher", "lower"), strict=True):
@@ -185,16 +186,16 @@ def plot_sweep(summary: pd.DataFrame, chosen: float | None = None) -> plt.Figure
         ax.set_xlabel("a (weight of Grad-CAM)")
         ax.set_title(f"{metric} AUC ({better} is better), mean and 95% CI")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return laid_out(fig, title)
 
 
 def plot_paired(paired: pd.DataFrame | Mapping[str, pd.DataFrame], baseline: str = "Grad-CAM (a = 1)",
-                fusion: str = "geometric") -> plt.Figure:
+                fusion: str = "geometric", title: str = "") -> plt.Figure:
     """Per-image paired differences to the baseline against alpha: mean and 95% CI, insertion and deletion.
 
     A mapping ``{label: table}`` (tables of :func:`paired_differences`, e.g. one per model) draws one
     labelled series each, shifted slightly along alpha so that their intervals do not hide each other.
+    ``title`` goes above both panels.
     """
     series = paired if isinstance(paired, Mapping) else {"": paired}
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
@@ -210,5 +211,12 @@ def plot_paired(paired: pd.DataFrame | Mapping[str, pd.DataFrame], baseline: str
         ax.set_title(f"{metric} AUC minus {baseline}, per image (mean, 95% CI)", fontsize=9)
         if len(series) > 1:
             ax.legend(fontsize=7)
+    return laid_out(fig, title)
+
+
+def laid_out(fig: plt.Figure, title: str = "") -> plt.Figure:
+    """``fig`` with ``title`` above its panels (if any), laid out so the title clears the panels' own titles."""
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

@@ -124,9 +124,17 @@ def secondary_lines(study: Study) -> dict[str, list[str]]:
         + leaderboard_lines(study.rows("layers"), "insertion_auc", "layer") + layers_vs_head_lines(study))
     models = [m for m in ("lite1", "lite2") if study.has(m)]
     out["Across architectures (exploratory)"] = (missing_lines(study, "lite1", "lite2") or []) + (
-        [f"Insertion AUC (rise) per model on the same test photos ({', '.join(study.coverage(m) for m in models)})."]
+        [f"Insertion AUC (rise) per model on the same test photos ({coverage_text(study, models)})."]
         + leaderboard_lines(pd.concat([study.rows(m) for m in models]), "insertion_auc", "model") if models else [])
     return out
+
+
+def coverage_text(study: Study, names: Sequence[str]) -> str:
+    """The photos of several parts: ``600 photos each`` where they agree, else ``lite1: 600 photos; lite2: ...``."""
+    covers = [study.coverage(name) for name in names]
+    if len(set(covers)) == 1:
+        return covers[0] + (" each" if len(covers) > 1 else "")
+    return "; ".join(f"{name}: {cover}" for name, cover in zip(names, covers, strict=True))
 
 
 def road_lines(study: Study) -> list[str]:

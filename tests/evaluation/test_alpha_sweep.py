@@ -105,7 +105,10 @@ def test_summary_by_hand() -> None:
     assert len(plot_sweep(summary, 1.0).axes) == 2 and len(plot_paired(paired).axes[0].lines) >= 1
     assert paired["insertion_lo"][0] == pytest.approx(-0.4)
     assert paired["deletion_lo"][1] == pytest.approx(0.3 - 12.706205 * 0.1, rel=1e-5)  # sd 0.1414, se 0.1
-    by_model = plot_paired({"model A, n = 2": paired, "model B, n = 2": paired})
+    by_model = plot_paired({"model A, n = 2": paired, "model B, n = 2": paired}, title="toy photos, n = 2")
+    by_model.canvas.draw()   # the figure title sits above both panels' titles, not across them
+    top = min(ax.title.get_window_extent().y1 for ax in by_model.axes)
+    assert by_model.get_suptitle() == "toy photos, n = 2" and by_model._suptitle.get_window_extent().y0 >= top
     ax = by_model.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["model A, n = 2", "model B, n = 2"]
     xs = [bars.lines[0].get_xdata()[0] for bars in ax.containers]   # one errorbar series per model

@@ -233,3 +233,14 @@ def test_sections_read_from_the_notebooks_link_into_the_results_folder() -> None
     assert sections.in_folder(lines) == ("![MoRF and LeRF curves](results/road_curves.png)\nPer photo: "
                                          "[adaptive_a.csv](results/adaptive_a.csv); [paper](https://arxiv.org/abs/"
                                          "2202.00449), [up](#the-answer), [abs](/tmp/x.png).")
+
+
+def test_coverage_of_several_parts_is_said_once_where_they_agree(tmp_path) -> None:
+    def part(n: int, of: int) -> PartFile:
+        return PartFile(pd.DataFrame(), {"photos": list(range(n)), "part_photos": list(range(of))})
+
+    study = Study(tmp_path, QUICK, {"lite1": part(12, 12), "lite2": part(12, 12), "road": part(6, 12)})
+    assert sections.coverage_text(study, ["lite1", "lite2"]) == "12 photos each"
+    assert sections.coverage_text(study, ["lite1"]) == "12 photos"
+    assert sections.coverage_text(study, ["lite1", "road"]) == (
+        "lite1: 12 photos; road: 6 of 12 photos (a partial part: shards still running)")
