@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from PIL import Image
@@ -22,6 +23,13 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory):
         del os.environ["XAI_CACHE_DIR"]
     else:
         os.environ["XAI_CACHE_DIR"] = old
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Figures a test draws are closed after it: pyplot would keep every one of them open."""
+    yield
+    plt.close("all")
 
 
 @pytest.fixture(scope="session")
