@@ -42,10 +42,10 @@ def _name(method: str) -> str:
     return NAMES.get(method, method)
 
 
-def forest_plot(tests: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
+def forest_plot(tests: pd.DataFrame, path: str | Path | None = None, title: str = "") -> plt.Figure:
     """One row per test of ``tests`` (columns a, b, metric, n, mean_diff, ci_low, ci_high, p_holm,
     detectable_diff_80): the paired mean difference with its 95% CI, the band of +- the smallest
-    difference detectable with 80% power, n and Holm p, and a zero line."""
+    difference detectable with 80% power, n and Holm p, and a zero line; ``title`` above the n line."""
     fig, ax = plt.subplots(figsize=(9, 0.75 * len(tests) + 2.2))
     y = np.arange(len(tests))[::-1]
     for yi, t in zip(y, tests.itertuples(), strict=True):
@@ -65,7 +65,8 @@ def forest_plot(tests: pd.DataFrame, path: str | Path | None = None) -> plt.Figu
     ax.set_xlabel("paired mean difference (95% BCa CI); > 0: the first method is better")
     ax.set_ylabel("comparison, metric")
     n = f"{tests['n'].min()}" + ("" if tests["n"].min() == tests["n"].max() else f"-{tests['n'].max()}")
-    ax.set_title(f"Paired mean differences per photo (n = {n} photos), 95% BCa CIs", fontsize=10)
+    ax.set_title((f"{title}\n" if title else "") + f"Paired mean differences per photo (n = {n} photos), 95% BCa CIs",
+                 fontsize=10)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)   # below: covers no data
     fig.tight_layout()
     return save(fig, path)

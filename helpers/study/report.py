@@ -20,7 +20,9 @@ from ..evaluation.runner import EvalConfig
 from .present import Answer, answer, identical, leaderboards, write_outputs
 from .results import Study
 from .sections import (
+    ARCHITECTURES_FIGURE,
     adaptive_lines,
+    architectures_figure,
     example_lines,
     road_curves,
     road_lines,
@@ -85,6 +87,8 @@ def write_report(study: Study, out: str | Path, extra: Mapping[str, Sequence[str
     write_outputs(study, out, seed)
     if study.has("road"):
         plt.close(road_curves(study, out / "road_curves.png"))
+    if study.has("lite1") or study.has("lite2"):
+        plt.close(architectures_figure(study, out / ARCHITECTURES_FIGURE, seed))
     write_adaptive(study, out)
     ans = answer(study, seed)
     table = leaderboards(study.rows("main"), ans.alpha, ("insertion_auc",), seed)

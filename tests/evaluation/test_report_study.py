@@ -244,3 +244,29 @@ def test_coverage_of_several_parts_is_said_once_where_they_agree(tmp_path) -> No
     assert sections.coverage_text(study, ["lite1"]) == "12 photos"
     assert sections.coverage_text(study, ["lite1", "road"]) == (
         "lite1: 12 photos; road: 6 of 12 photos (a partial part: shards still running)")
+
+
+def test_architectures_compare_each_models_parents_on_its_own_photos(tmp_path) -> None:
+    gc = np.array([0.5, 0.6, 0.4, 0.7, 0.3])
+    shifts = {"gradcam": np.zeros(5), "hybrid@0.7": np.full(5, -0.01), "layercam": -np.array([0.02, 0.03, 0.02, 0.03,
+                                                                                               0.02])}
+    lite = pd.DataFrame([{"image": f"q{i}", "method": m, "model": "efficientnet_lite1", "insertion_auc": gc[i] + d[i],
+                          "alpha": 0.7 if m == "hybrid@0.7" else np.nan}
+                         for m, d in shifts.items() for i in range(5)])
+    study = toy_study(tmp_path, lite1=PartFile(lite, {"photos": list(range(5)), "part_photos": list(range(5))}))
+    tests = sections.architecture_tests(study)
+    assert list(tests["model"]) == ["efficientnet_lite0"] * 2 + ["efficientnet_lite1"] * 2
+    assert list(tests["a"]) == ["hybrid@0.7 (lite0)", "LayerCAM (lite0)", "hybrid@0.7 (lite1)", "LayerCAM (lite1)"]
+    assert set(tests["b"]) == {"Grad-CAM (lite0)", "Grad-CAM (lite1)"} and set(tests["test"]) == {"paired t-test"}
+    assert list(tests["n"]) == [12, 12, 5, 5]
+    assert tests["mean_diff"].iloc[2:].tolist() == pytest.approx([-0.01, -0.024])        # worked out by hand
+    assert tests["mean_diff"].iloc[1] == pytest.approx(-0.02)                            # main_rows' LayerCAM shift
+    fig = sections.architectures_figure(study, tmp_path / "arch.png")
+    assert (tmp_path / "arch.png").is_file() and len(fig.axes[0].get_yticklabels()) == 4
+    assert fig.axes[0].get_title().startswith(sections.ARCHITECTURES_TITLE)
+    lines = sections.secondary_lines(study)["Across architectures (exploratory)"]
+    assert lines[-1] == f"![{sections.ARCHITECTURES_TITLE}]({sections.ARCHITECTURES_FIGURE})"
+    assert not any("architectures.png" in line for line in sections.secondary_lines(toy_study(tmp_path))[
+        "Across architectures (exploratory)"])
+    with pytest.raises(ValueError, match="none of the parts"):
+        sections.architectures_figure(Study(tmp_path, QUICK, {}))
