@@ -98,6 +98,27 @@ def answer_lines(tests: pd.DataFrame, timing_note: str | None = None, hybrid: st
     return lines
 
 
+def replication_line(tests: pd.DataFrame, hybrid: str = HYBRID) -> str:
+    """Does the first model's answer recur on the others? One Markdown line (exploratory) from per-model
+    rows (column ``model``; methods named ``"<method> (<model>)"``, as
+    :func:`helpers.study.present.architecture_tests` gives them): the hybrid minus Grad-CAM on each further
+    model, and on which models its direction matches the first model's."""
+    rows = tests[tests["a"].str.startswith(f"{hybrid} (") & tests["b"].str.startswith(f"{NAMES[GC]} (")]
+    if len(rows) < 2:
+        raise ValueError(f"need {hybrid} vs Grad-CAM on at least two models, got {list(rows['model'])}")
+    first, others = rows.iloc[0], [t for _, t in rows.iloc[1:].iterrows()]
+    ref = direction(first)
+    words = {"better": "better than Grad-CAM", "worse": "worse than Grad-CAM",
+             "no difference shown": "not shown to differ from Grad-CAM"}
+    same = [t.model for t in others if direction(t) == ref]
+    differ = [f"{t.model} ({words[direction(t)]})" for t in others if direction(t) != ref]
+    verdict = ("the same on every other model" if not differ else
+               f"the same on {', '.join(same) or 'no other model'}; not on {', '.join(differ)}")
+    return (f"- **Other models (exploratory):** {hybrid} minus Grad-CAM, insertion AUC: "
+            + "; ".join(f"{t.model} {difference_text(t)}" for t in others)
+            + f". On {first.model} the hybrid is {words[ref]}: {verdict}.")
+
+
 def fmt_test(t: pd.Series, w: pd.Series) -> str:
     """A paired t-test row and its Wilcoxon row as one sentence of numbers."""
     return (f"mean difference {t.mean_diff:+.4f} (95% BCa bootstrap CI {t.ci_low:+.4f} to {t.ci_high:+.4f}), "

@@ -18,15 +18,15 @@ import pandas as pd
 
 from ..config import SEED, write_atomic
 from ..evaluation.adaptive import plot_best_alpha
-from ..evaluation.figures import NAMES, forest_plot, mean_curves
+from ..evaluation.figures import forest_plot, mean_curves
 from ..evaluation.leaderboard import leaderboard, leaderboard_view, markdown_table
 from ..evaluation.policy import GC, HYBRID, LC, ROUNDING_BOUND, ROUNDING_SHARE, THESIS_ALPHA, aliases
 from ..evaluation.runner import LOWER_IS_BETTER
 from ..evaluation.sanity import plot_randomisation
-from ..evaluation.stats import bootstrap_ci, comparison_table
+from ..evaluation.stats import bootstrap_ci
 from ..evaluation.verdict import format_p
 from . import adaptive
-from .present import identical, worked_example
+from .present import architecture_tests, identical, worked_example
 from .results import Study
 
 #: A map passes the cascading-randomisation check when its mean Spearman correlation with the trained
@@ -130,29 +130,9 @@ def secondary_lines(study: Study) -> dict[str, list[str]]:
     return out
 
 
-#: The figure of :func:`architecture_tests` (written by the report next to REPORT.md) and its title.
+#: The figure of :func:`~helpers.study.present.architecture_tests` (written next to REPORT.md) and its title.
 ARCHITECTURES_FIGURE = "architectures.png"
 ARCHITECTURES_TITLE = "hybrid@0.7 and LayerCAM minus Grad-CAM on each model (exploratory, Holm within each model)"
-
-
-def architecture_tests(study: Study, metric: str = "insertion_auc", seed: int = SEED) -> pd.DataFrame:
-    """hybrid@0.7 and LayerCAM minus Grad-CAM on each model of the study: Lite0's head (``main``), then the
-    ``lite1`` and ``lite2`` parts present. The paired t-test rows of
-    :func:`~helpers.evaluation.stats.comparison_table` on the photos each model's pair shares, Holm-adjusted
-    within each model; method names carry the model (``"Grad-CAM (lite1)"``), column ``model`` names it."""
-    tables = []
-    for name in ("main", "lite1", "lite2"):
-        if not study.has(name):
-            continue
-        model = study.spec.part(name).model
-        tag = model.removeprefix("efficientnet_")
-        label = {m: f"{NAMES.get(m, m)} ({tag})" for m in (GC, LC, HYBRID)}
-        rows = study.rows(name)
-        rows = rows[rows["method"].isin(label)]
-        rows = rows.assign(method=rows["method"].map(label))
-        table = comparison_table(rows, [metric], [(label[HYBRID], label[GC]), (label[LC], label[GC])], seed=seed)
-        tables.append(table[table["test"] == "paired t-test"].assign(model=model))
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
 def architectures_figure(study: Study, path: str | Path | None = None, seed: int = SEED) -> plt.Figure:

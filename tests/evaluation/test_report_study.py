@@ -270,3 +270,13 @@ def test_architectures_compare_each_models_parents_on_its_own_photos(tmp_path) -
         "Across architectures (exploratory)"])
     with pytest.raises(ValueError, match="none of the parts"):
         sections.architectures_figure(Study(tmp_path, QUICK, {}))
+    # the answer says whether Lite0's direction (toy: the hybrid better) recurs: here it does not
+    line = present.answer(study).lines[-1]
+    assert line.startswith("- **Other models (exploratory):** hybrid@0.7 minus Grad-CAM, insertion AUC: "
+                           "efficientnet_lite1 -0.0100 [95% CI")
+    assert line.endswith("On efficientnet_lite0 the hybrid is better than Grad-CAM: the same on no other model; "
+                         "not on efficientnet_lite1 (worse than Grad-CAM).")
+    lite["insertion_auc"] += np.where(lite["method"] == "hybrid@0.7", 0.02 + 0.001 * np.arange(len(lite)), 0.0)
+    again = toy_study(tmp_path, lite1=PartFile(lite, {"photos": list(range(5)), "part_photos": list(range(5))}))
+    assert present.answer(again).lines[-1].endswith("better than Grad-CAM: the same on every other model.")
+    assert not any("Other models" in line for line in present.answer(toy_study(tmp_path)).lines)
