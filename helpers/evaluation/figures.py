@@ -19,10 +19,9 @@ from ..config import SEED, atomic_file
 from .policy import ALPHA_LEVEL
 from .runner import LOWER_IS_BETTER, Evaluation
 from .stats import bootstrap_ci, paired_values
-from .verdict import p_text
+from .verdict import NAMES, p_text
 
 MAX_CURVES = 4
-NAMES = {"gradcam": "Grad-CAM", "layercam": "LayerCAM"}
 METRIC_NAMES = {"insertion_auc": "insertion AUC, rise protocol",
                 "insertion_auc_thesis": "insertion AUC, thesis protocol",
                 "deletion_auc": "deletion AUC, rise protocol", "deletion_auc_thesis": "deletion AUC, thesis protocol"}

@@ -15,7 +15,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..config import SEED, write_atomic
-from ..evaluation.figures import NAMES, forest_plot, mean_curves, paired_differences, proportions
+from ..evaluation.figures import forest_plot, mean_curves, paired_differences, proportions
 from ..evaluation.leaderboard import leaderboard
 from ..evaluation.policy import (
     CONFIRMATORY_TESTS,
@@ -30,7 +30,7 @@ from ..evaluation.policy import (
 )
 from ..evaluation.runner import FLOORS
 from ..evaluation.stats import comparison_table
-from ..evaluation.verdict import TIME_TOLERANCE, answer_lines, replication_line
+from ..evaluation.verdict import NAMES, TIME_TOLERANCE, answer_lines, replication_line
 from .results import Study
 
 #: The continuous metrics of the main part shown as leaderboards and paired differences.
@@ -42,6 +42,8 @@ PROPORTIONS: tuple[str, ...] = ("increase_in_confidence",)
 TIMING_NOTE = ("not judged from the study's rows, which hold no timings (they depend on the machine): "
                "`python -m helpers.bench` measures the CAM pass; the README's benchmark quotes it.")
 FLOAT_FORMAT = "%.8g"
+#: The parts that repeat the thesis methods on other models (Lite0's head is the ``main`` part).
+MODEL_PARTS: tuple[str, ...] = ("lite1", "lite2")
 
 
 @dataclass
@@ -101,7 +103,7 @@ def answer(study: Study, seed: int = SEED) -> Answer:
     tests = confirmatory(rows, seed)
     note = timing_note(study.folder.parent / "benchmark.csv")
     lines = answer_lines(tests, note)
-    if study.has("lite1") or study.has("lite2"):
+    if any(study.has(name) for name in MODEL_PARTS):
         lines.append(replication_line(architecture_tests(study, seed=seed)))
     return Answer(tests, lines, int(rows["image"].nunique()), float(study.parts["main"].facts["alpha"]),
                   study.coverage("main"))
@@ -109,22 +111,26 @@ def answer(study: Study, seed: int = SEED) -> Answer:
 
 def architecture_tests(study: Study, metric: str = "insertion_auc", seed: int = SEED) -> pd.DataFrame:
     """hybrid@0.7 and LayerCAM minus Grad-CAM on each model of the study: Lite0's head (``main``), then the
-    ``lite1`` and ``lite2`` parts present. The paired t-test rows of
+    :data:`MODEL_PARTS` present. The paired t-test rows of
     :func:`~helpers.evaluation.stats.comparison_table` on the photos each model's pair shares, Holm-adjusted
-    within each model; method names carry the model (``"Grad-CAM (lite1)"``), column ``model`` names it."""
-    tables = []
-    for name in ("main", "lite1", "lite2"):
-        if not study.has(name):
-            continue
-        model = study.spec.part(name).model
-        tag = model.removeprefix("efficientnet_")
-        label = {m: f"{NAMES.get(m, m)} ({tag})" for m in (GC, LC, HYBRID)}
-        rows = study.rows(name)
-        rows = rows[rows["method"].isin(label)]
-        rows = rows.assign(method=rows["method"].map(label))
-        table = comparison_table(rows, [metric], [(label[HYBRID], label[GC]), (label[LC], label[GC])], seed=seed)
-        tables.append(table[table["test"] == "paired t-test"].assign(model=model))
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    within each model; method names carry the model (``"Grad-CAM (lite1)"``), column ``model`` names it.
+    Computed once per study object (the answer and the report's figure both read it)."""
+    def compute() -> pd.DataFrame:
+        tables = []
+        for name in ("main", *MODEL_PARTS):
+            if not study.has(name):
+                continue
+            model = study.spec.part(name).model
+            tag = model.removeprefix("efficientnet_")
+            label = {m: f"{NAMES.get(m, m)} ({tag})" for m in (GC, LC, HYBRID)}
+            rows = study.rows(name)
+            rows = rows[rows["method"].isin(label)]
+            rows = rows.assign(method=rows["method"].map(label))
+            table = comparison_table(rows, [metric], [(label[HYBRID], label[GC]), (label[LC], label[GC])], seed=seed)
+            tables.append(table[table["test"] == "paired t-test"].assign(model=model))
+        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+    return study.cached(f"architecture_tests {metric} {seed}", compute)
 
 
 def confirmatory_rows(tests: pd.DataFrame) -> pd.DataFrame:

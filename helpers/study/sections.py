@@ -26,7 +26,7 @@ from ..evaluation.sanity import plot_randomisation
 from ..evaluation.stats import bootstrap_ci
 from ..evaluation.verdict import format_p
 from . import adaptive
-from .present import architecture_tests, identical, worked_example
+from .present import MODEL_PARTS, architecture_tests, identical, worked_example
 from .results import Study
 
 #: A map passes the cascading-randomisation check when its mean Spearman correlation with the trained
@@ -122,8 +122,8 @@ def secondary_lines(study: Study) -> dict[str, list[str]]:
         [f"Insertion AUC (rise) per layer setting, {study.coverage('layers')}; the hybrid's a per setting was chosen "
          "on the val photos (`alpha_layers`); a hybrid whose a is 0 or 1 is LayerCAM or Grad-CAM."]
         + leaderboard_lines(study.rows("layers"), "insertion_auc", "layer") + layers_vs_head_lines(study))
-    models = [m for m in ("lite1", "lite2") if study.has(m)]
-    out["Across architectures (exploratory)"] = (missing_lines(study, "lite1", "lite2") or []) + (
+    models = [m for m in MODEL_PARTS if study.has(m)]
+    out["Across architectures (exploratory)"] = (missing_lines(study, *MODEL_PARTS) or []) + (
         [f"Insertion AUC (rise) per model on the same test photos ({coverage_text(study, models)})."]
         + leaderboard_lines(pd.concat([study.rows(m) for m in models]), "insertion_auc", "model")
         + ["", f"![{ARCHITECTURES_TITLE}]({ARCHITECTURES_FIGURE})"] if models else [])
@@ -172,11 +172,10 @@ def road_lines(study: Study) -> list[str]:
         lines += ["", f"**{metric}** (the thesis methods and floors)", ""] + markdown_table(leaderboard_view(table))
         t = table.set_index("method")
         if "random" in t.index and metric != "road_combined":
-            sign = 1 if metric in LOWER_IS_BETTER else -1               # MoRF: lower is better
-            if sign * t.loc["random", "diff_high"] < 0:                 # CI wholly on the better side
+            floor = t.loc["random"]                                     # its CI wholly on the better side:
+            if (floor["diff_high"] < 0) if metric in LOWER_IS_BETTER else (floor["diff_low"] > 0):
                 beaten.append(metric)
         if metric == "road_combined":
-            t = table.set_index("method")
             if HYBRID in t.index and "random" in t.index:
                 floor = t.loc["random"]
                 word = ("above" if floor["diff_high"] < 0 else "below" if floor["diff_low"] > 0

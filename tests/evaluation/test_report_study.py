@@ -221,6 +221,10 @@ def test_road_section_keeps_the_thesis_comparisons_on_every_photo_when_road_extr
     morf = lines.index("**road_morf** (the thesis methods and floors)")
     assert lines[morf + 4].startswith("| 1 | hybrid@0.7 |")                 # MoRF: lower is better, ranked so
     assert "beats Grad-CAM on road_lerf" not in text
+    gc_lerf = road.rows.loc[road.rows["method"] == "gradcam", "road_lerf"].to_numpy()
+    road.rows.loc[road.rows["method"] == "random", "road_lerf"] = gc_lerf + np.tile([0.05, -0.045], 6)
+    assert "beats Grad-CAM on road_lerf" not in "\n".join(       # above on average, but its CI straddles 0
+        sections.road_lines(toy_study(tmp_path, road=road)))
     road.rows.loc[road.rows["method"] == "random", "road_lerf"] = 0.9     # random keeps the class under LeRF
     assert "The random floor beats Grad-CAM on road_lerf alone" in "\n".join(
         sections.road_lines(toy_study(tmp_path, road=road)))
@@ -255,6 +259,7 @@ def test_architectures_compare_each_models_parents_on_its_own_photos(tmp_path) -
                          for m, d in shifts.items() for i in range(5)])
     study = toy_study(tmp_path, lite1=PartFile(lite, {"photos": list(range(5)), "part_photos": list(range(5))}))
     tests = sections.architecture_tests(study)
+    assert sections.architecture_tests(study) is tests                    # once per study: answer and figure share it
     assert list(tests["model"]) == ["efficientnet_lite0"] * 2 + ["efficientnet_lite1"] * 2
     assert list(tests["a"]) == ["hybrid@0.7 (lite0)", "LayerCAM (lite0)", "hybrid@0.7 (lite1)", "LayerCAM (lite1)"]
     assert set(tests["b"]) == {"Grad-CAM (lite0)", "Grad-CAM (lite1)"} and set(tests["test"]) == {"paired t-test"}
