@@ -15,11 +15,13 @@ export MALLOC_TRIM_THRESHOLD_ := 4294967296
 
 setup: $(STAMP)
 
+# The venv holds about 8 GB (PyPI's torch 2.14.1 is a CUDA build: 3.2 GB of NVIDIA libraries it cannot import
+# without). No pip cache: where the wheels download, the cache would keep a second copy of them (about 3 GB).
 $(STAMP): requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --no-cache-dir --upgrade pip
+	$(PY) -m pip install --quiet --no-cache-dir -r requirements.txt
+	$(PY) -m pip install --quiet --no-cache-dir --no-deps -e .
 	touch $(STAMP)
 
 # All notebooks in order, headless, outputs stored in the notebooks and written to results/; pictures of the
