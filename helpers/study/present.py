@@ -46,6 +46,11 @@ FLOAT_FORMAT = "%.8g"
 MODEL_PARTS: tuple[str, ...] = ("lite1", "lite2")
 
 
+def model_parts(study: Study) -> list[str]:
+    """The :data:`MODEL_PARTS` this study holds (none: no other model to compare with)."""
+    return [name for name in MODEL_PARTS if study.has(name)]
+
+
 @dataclass
 class Answer:
     """The answer that opens notebook 5, REPORT.md and the README."""
@@ -103,7 +108,7 @@ def answer(study: Study, seed: int = SEED) -> Answer:
     tests = confirmatory(rows, seed)
     note = timing_note(study.folder.parent / "benchmark.csv")
     lines = answer_lines(tests, note)
-    if any(study.has(name) for name in MODEL_PARTS):
+    if model_parts(study):
         lines.append(replication_line(architecture_tests(study, seed=seed)))
     return Answer(tests, lines, int(rows["image"].nunique()), float(study.parts["main"].facts["alpha"]),
                   study.coverage("main"))

@@ -17,7 +17,7 @@ from ..config import SEED, write_atomic
 from ..evaluation.leaderboard import leaderboard_view, markdown_table
 from ..evaluation.report import describe_protocol
 from ..evaluation.runner import EvalConfig
-from .present import MODEL_PARTS, Answer, answer, identical, leaderboards, write_outputs
+from .present import Answer, answer, identical, leaderboards, model_parts, write_outputs
 from .results import Study
 from .sections import (
     ARCHITECTURES_FIGURE,
@@ -87,7 +87,7 @@ def write_report(study: Study, out: str | Path, extra: Mapping[str, Sequence[str
     write_outputs(study, out, seed)
     if study.has("road"):
         plt.close(road_curves(study, out / "road_curves.png"))
-    if any(study.has(name) for name in MODEL_PARTS):
+    if model_parts(study):
         plt.close(architectures_figure(study, out / ARCHITECTURES_FIGURE, seed))
     write_adaptive(study, out)
     ans = answer(study, seed)

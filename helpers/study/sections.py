@@ -26,7 +26,7 @@ from ..evaluation.sanity import plot_randomisation
 from ..evaluation.stats import bootstrap_ci
 from ..evaluation.verdict import format_p
 from . import adaptive
-from .present import MODEL_PARTS, architecture_tests, identical, worked_example
+from .present import MODEL_PARTS, architecture_tests, identical, model_parts, worked_example
 from .results import Study
 
 #: A map passes the cascading-randomisation check when its mean Spearman correlation with the trained
@@ -122,7 +122,7 @@ def secondary_lines(study: Study) -> dict[str, list[str]]:
         [f"Insertion AUC (rise) per layer setting, {study.coverage('layers')}; the hybrid's a per setting was chosen "
          "on the val photos (`alpha_layers`); a hybrid whose a is 0 or 1 is LayerCAM or Grad-CAM."]
         + leaderboard_lines(study.rows("layers"), "insertion_auc", "layer") + layers_vs_head_lines(study))
-    models = [m for m in MODEL_PARTS if study.has(m)]
+    models = model_parts(study)
     out["Across architectures (exploratory)"] = (missing_lines(study, *MODEL_PARTS) or []) + (
         [f"Insertion AUC (rise) per model on the same test photos ({coverage_text(study, models)})."]
         + leaderboard_lines(pd.concat([study.rows(m) for m in models]), "insertion_auc", "model")
