@@ -192,18 +192,26 @@ def output_stems(paths: Sequence[Path]) -> dict[Path, str]:
 def run_explain(args: argparse.Namespace) -> None:
     """The ``explain`` sub-command."""
     from PIL import Image
-    from tqdm.auto import tqdm
 
     from .cam.engine import class_target, compute_cams, method_options
-    from .data.images import load_image
+    from .config import progress_bar
+    from .data.images import load_images
     from .teaching.viz import overlay
 
     methods, alpha, _ = _methods(args.methods), _alpha(args.alpha), _device(args.device)
+    # every file is read before the model loads; one that cannot be (missing, a symlink loop, not an image) is
+    # named on one line and skipped, as `evaluate` does; none readable is bad input
+    loaded, rejected = load_images(args.images)
+    if not loaded:
+        raise UserError(rejected[0] if len(rejected) == 1 else
+                        f"none of the {len(rejected)} images can be read (first: {rejected[0]})")
+    for reason in rejected:
+        print(f"skipped {reason}", file=sys.stderr)
     unique: dict[Path, Path] = {}
-    for p in map(Path, args.images):   # a file named twice (a/x.jpg, ./a/../a/x.jpg) is explained once
+    for p in loaded:   # a file named twice (a/x.jpg, ./a/../a/x.jpg) is explained once
         unique.setdefault(p.resolve(), p)
     paths = list(unique.values())
-    images = {p: load_image(p) for p in paths}  # every file checked before the model loads
+    images = {p: loaded[p] for p in paths}
     out = writable_folder(args.out)
     stems = output_stems(paths)
     written: list[str] = []
@@ -217,7 +225,7 @@ def run_explain(args: argparse.Namespace) -> None:
         write_atomic(out / name, blob.getvalue())
         written.append(name)
 
-    for path, image in tqdm(images.items(), desc="explaining", disable=len(images) < 2):
+    for path, image in progress_bar(images.items(), desc="explaining", disable=len(images) < 2):
         x = bundle.preprocess(image)[None]
         maps = compute_cams(bundle, x, [method_options(m, {"alpha": args.alpha}) for m in methods],
                             class_target(target, args.score), layer=args.layer)
@@ -237,7 +245,8 @@ def run_explain(args: argparse.Namespace) -> None:
                   "files": {m: [f"{stems[path]}_{m}.png", f"{stems[path]}_{m}.npy"] for m in methods}}
         save(f"{stems[path]}.json", lambda fh, record=record: fh.write((json.dumps(record, indent=2) + "\n").encode()))
     maps_written = sum(name.endswith(".npy") for name in written)
-    print(f"wrote {maps_written} overlays and maps, {len(written) - 2 * maps_written} JSON files to {out}")
+    print(f"wrote {maps_written} overlays and maps, {len(written) - 2 * maps_written} JSON files to {out}"
+          + (f"; skipped {len(rejected)} unreadable file(s)" if rejected else ""))
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -353,7 +362,8 @@ def run_study(args: argparse.Namespace) -> int:
     from .study.cli import main as study_main
     args.kept = lambda: ("finished part files and every finished batch (the study cache) are kept; run the same "
                          "command again to resume")
-    return study_main(args.rest[1:] if args.rest[:1] == ["--"] else args.rest)
+    return study_main(args.rest[1:] if args.rest[:1] == ["--"] else args.rest, parser=OneLineParser,
+                      folder=writable_folder, device=_device)
 
 
 COMMANDS = {"explain": run_explain, "evaluate": run_evaluate, "merge": run_merge, "study": run_study,

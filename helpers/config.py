@@ -1,11 +1,14 @@
-"""Project-wide settings: paths, the quick mode switch, the random seed, and the one atomic file writer."""
+"""Project-wide settings: paths, the quick mode, the seed, the one atomic file writer and the one progress bar."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 #: Repository root (the folder holding the notebooks).
 ROOT: Path = Path(__file__).resolve().parent.parent
@@ -61,3 +64,28 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write text or bytes to ``path`` atomically (:func:`atomic_file`)."""
     with atomic_file(path, "wb" if isinstance(data, bytes) else "w") as f:
         f.write(data)
+
+
+def progress_bar(iterable: Iterable[T], desc: str, disable: bool = False, leave: bool = True) -> Iterator[T]:
+    """The one progress bar: a terminal bar on the process' real stderr, never a notebook widget.
+
+    In a Jupyter kernel ``sys.stderr`` is the notebook's output, so a bar there would be stored with
+    the notebook; ``sys.__stderr__`` is the terminal that started the kernel (the one running
+    ``make reproduce``, or the Jupyter server's). Where that terminal is gone, no bar is drawn.
+    """
+    from tqdm import tqdm
+
+    # ipykernel copies fd 2 into the notebook too; its saved copy of the original fd is the terminal.
+    original = getattr(sys.stderr, "_original_stdstream_copy", None)
+    stream = sys.__stderr__ if original is None else _terminal(original)
+    return iter(tqdm(iterable, desc=desc, disable=disable or stream is None, leave=leave, file=stream))
+
+
+def _terminal(fd: int) -> IO[str]:
+    """A text stream on (a duplicate of) the file descriptor ``fd``, opened once per descriptor."""
+    if fd not in _TERMINALS:
+        _TERMINALS[fd] = os.fdopen(os.dup(fd), "w", buffering=1)
+    return _TERMINALS[fd]
+
+
+_TERMINALS: dict[int, IO[str]] = {}

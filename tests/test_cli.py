@@ -76,6 +76,19 @@ def test_explain_writes_overlays_maps_and_json(folder, tmp_path) -> None:
         assert Image.open(tmp_path / f"coffee_{method}.png").size == (224, 224)
 
 
+def test_explain_names_a_symlink_loop_and_explains_the_rest(folder, tmp_path) -> None:
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)
+    out = run("explain", str(loop), str(folder / "espresso" / "coffee.png"), "--methods", "gradcam",
+              "--out", str(tmp_path / "out"))
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert len([line for line in out.stderr.splitlines() if str(loop) in line]) == 1, out.stderr
+    assert (tmp_path / "out" / "coffee.json").is_file() and "skipped 1 unreadable file" in out.stdout
+    alone = run("explain", str(loop), "--out", str(tmp_path / "alone"))
+    lines = alone.stderr.strip().splitlines()
+    assert alone.returncode == 2 and len(lines) == 1 and str(loop) in lines[0], alone.stderr
+
+
 def test_shards_are_contiguous_and_cover_everything() -> None:
     items = list(range(7))
     parts = [shard_of(items, k, 3) for k in (1, 2, 3)]

@@ -7,12 +7,12 @@ import sys
 
 import onnxruntime
 import torch
-from tqdm.auto import tqdm
 
 from ..cam.backend import infer, onnx_path
 from ..cam.bundle import ModelBundle
 from ..cam.engine import compute_cams, forward_backward
 from ..cam.inference import predict_topk
+from ..config import progress_bar
 from ..data.images import Sample
 from ..evaluation.metrics import (
     MODES,
@@ -94,7 +94,7 @@ def memory_growth(bundle: ModelBundle, calls: int) -> list[dict]:
     """RSS after the first 10% of ``calls`` batch-1 CAM calls and after all of them."""
     x = photo_batch(bundle, 1)
     checkpoints = {}
-    for i in tqdm(range(1, calls + 1), desc="repeated CAM calls"):
+    for i in progress_bar(range(1, calls + 1), desc="repeated CAM calls"):
         compute_cams(bundle, x)
         if i in (calls // 10, calls):
             checkpoints[i] = rss_mb()

@@ -6,7 +6,8 @@ exported once per input size (opset 17, dynamic batch axis) to an ``.onnx`` file
 :func:`cache_dir`, named by the model's name, a hash of its weights and the input shape, and
 reused across runs and processes; the session is built once per process and module, and
 rebuilt when the module's weights change (a copy whose weights were randomised gets its own
-file, never the trained model's). Plain PyTorch runs on CUDA, in train mode, for non-float32
+file, never the trained model's). Plain PyTorch runs on CUDA, for a module in train mode called
+through :func:`forward_fn` itself (:func:`infer` runs every model in eval mode), for non-float32
 inputs, and wherever export or ONNX Runtime fails (then with one warning saying why).
 
 Settings: the ``backend`` argument (``"auto"``, ``"onnxruntime"``, ``"torch"``; a bundle's
@@ -30,6 +31,7 @@ from filelock import FileLock
 from torch import nn
 
 from ..config import atomic_file
+from .hooks import eval_mode
 
 BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "torch")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
@@ -185,8 +187,11 @@ def infer(bundle: Any, images: torch.Tensor) -> torch.Tensor:
     """Logits of a preprocessed batch, no autograd, on the bundle's backend; on the bundle's device.
 
     ``bundle`` needs ``model`` and ``device``; ``name``, ``backend`` and ``precision`` are read
-    when present (a :class:`helpers.cam.bundle.ModelBundle` has them).
+    when present (a :class:`helpers.cam.bundle.ModelBundle` has them). Every gradient-free forward of
+    the package (the metrics, ROAD, top-k, Score-CAM) comes here, so a model left in train mode runs
+    in eval mode and gets its modes back (:func:`helpers.cam.hooks.eval_mode`): its buffers never change.
     """
     fn = forward_fn(bundle.model, bundle.device, name=getattr(bundle, "name", None),
                     backend=getattr(bundle, "backend", None), precision=getattr(bundle, "precision", None))
-    return fn(images.to(bundle.device))
+    with eval_mode(bundle.model):
+        return fn(images.to(bundle.device))

@@ -31,8 +31,9 @@ class ModelBundle:
     name: str
     weights_source: str
     device: torch.device
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    #: The normalisation, one value per input channel (3 for RGB models, 1 for a one-channel model).
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     pretrained: bool = True
     input_size: int = 224
     #: The shorter side's length before the centre crop; None: ``round(input_size * 256 / 224)``.
@@ -63,10 +64,18 @@ def default_resize(size: int) -> int:
 
 
 def make_preprocess(mean: Sequence[float], std: Sequence[float], size: int = 224) -> transforms.Compose:
-    """PIL image -> normalised tensor: resize the shorter side to 256, centre-crop 224, normalise."""
+    """PIL image -> normalised tensor: resize the shorter side to 256, centre-crop 224, normalise.
+
+    One ``mean`` / ``std`` value per channel of the model's input: three (an RGB tensor) or one (the
+    photo converted to grey first, for a one-channel model); any other count is a ValueError."""
+    if len(mean) not in (1, 3) or len(std) != len(mean):
+        raise ValueError(f"the default preprocessing makes 1 (grey) or 3 (RGB) channels, so mean and std need 1 or 3 "
+                         f"values each; got {len(mean)} and {len(std)}: give a preprocess of your own")
+    grey = [transforms.Grayscale(num_output_channels=1)] if len(mean) == 1 else []
     return transforms.Compose([
         transforms.Resize(default_resize(size)),
         transforms.CenterCrop(size),
+        *grey,
         transforms.ToTensor(),
         transforms.Normalize(mean, std),
     ])

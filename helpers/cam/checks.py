@@ -16,12 +16,18 @@ like the images, finite.
 The channel count expected is the ``in_channels`` of the model's first ``nn.Conv2d`` (in
 registration order, the stem of every model here); a model without one (e.g. a toy network) is
 not checked for channels.
+
+:func:`check_class_idx` is the one rule for class indices, used by every entry point that takes them
+(the class targets of :func:`helpers.cam.engine.compute_cams`, the metrics, ROAD, the alpha sweep, the
+teaching code): one integer for every image, or exactly one integer per image; never a float or a bool.
 """
 from __future__ import annotations
 
+from numbers import Integral
 from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -112,16 +118,57 @@ def check_images(images: Any, bundle: ModelBundle | nn.Module, maps: Any = None,
         check_maps(maps, images)
 
 
-def check_class_idx(class_idx: int | Sequence[int] | torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
-    """Validate ``class_idx`` (an int or N ints) against the batch size and class count."""
-    idx = torch.as_tensor(class_idx, dtype=torch.long).flatten().cpu()
-    if idx.numel() == 1:
-        idx = idx.expand(n)
-    if idx.numel() != n:
-        raise ValueError(f"class_idx has {idx.numel()} entries for a batch of {n} images")
-    bad = [int(i) for i in idx if not 0 <= int(i) < num_classes]
-    if bad:
-        raise ValueError(f"class index {bad[0]} out of range: the model has {num_classes} classes "
-                         f"(0..{num_classes - 1})")
-    return idx.clone()
+def _integer_dtype(values: torch.Tensor | np.ndarray) -> bool:
+    if isinstance(values, torch.Tensor):
+        return not (values.is_floating_point() or values.is_complex() or values.dtype == torch.bool)
+    return bool(np.issubdtype(values.dtype, np.integer))
 
+
+def _is_integer(value: Any) -> bool:
+    """A Python or NumPy integer or a 0-d integer tensor / array; never a bool, a float or a string."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value.ndim == 0 and _integer_dtype(value)
+    return isinstance(value, (Integral, np.integer))
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return f"a {type(value).__name__} of dtype {value.dtype} and shape {tuple(value.shape)}"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def check_class_idx(class_idx: Any, n: int | None = None, num_classes: int | None = None) -> torch.Tensor:
+    """The one check of class indices, at every entry point: ``class_idx`` as a long tensor on the CPU.
+
+    ``class_idx`` is ONE integer (Python, NumPy, or a 0-d integer tensor), which stands for every image
+    of the batch, or a 1-D list / tuple / array / tensor of exactly ``n`` integers, one per image. Refused,
+    with a ValueError naming what came: floats (``0.7``, even ``1.0``: never rounded), booleans, strings,
+    nested or 2-D values, a sequence of another length than ``n``, including one entry for ``n > 1``
+    images (``[c]`` does not broadcast: give ``c`` itself), and indices outside ``0..num_classes - 1``.
+    Without ``n`` only the form is checked (an int gives one entry); without ``num_classes`` no range.
+    """
+    if _is_integer(class_idx):
+        values, scalar = [int(class_idx)], True
+    else:
+        scalar = False
+        if isinstance(class_idx, (torch.Tensor, np.ndarray)):
+            ok = class_idx.ndim == 1 and _integer_dtype(class_idx)
+            values = [int(v) for v in class_idx.tolist()] if ok else []
+        else:
+            ok = isinstance(class_idx, (list, tuple, range)) and all(_is_integer(v) for v in class_idx)
+            values = [int(v) for v in class_idx] if ok else []
+        if not ok:
+            raise ValueError(f"class_idx must be an integer (the class of every image) or a 1-D sequence of integers "
+                             f"(one per image); got {_describe(class_idx)}")
+    if n is not None and len(values) != n and not scalar:
+        hint = f": give one per image, or the int {values[0]} itself for all of them" if len(values) == 1 else ""
+        raise ValueError(f"class_idx has {len(values)} {'entry' if len(values) == 1 else 'entries'} for a batch of "
+                         f"{n} images{hint}")
+    bad = [v for v in values if not 0 <= v < (num_classes if num_classes is not None else 2 ** 63)]
+    if bad:
+        known = "" if num_classes is None else f": the model has {num_classes} classes (0..{num_classes - 1})"
+        raise ValueError(f"class index {bad[0]} out of range{known}")
+    return torch.tensor(values * (n if scalar and n is not None else 1), dtype=torch.long)

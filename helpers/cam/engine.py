@@ -197,6 +197,8 @@ def capture(bundle: ModelBundle, images: torch.Tensor, target: Target = None,
         raise ValueError(f"images must be a batch (N, 3, H, W), got shape {tuple(images.shape)}")
     target = as_target(target)
     n = len(images) if explained is None else explained
+    given = target.class_idx if isinstance(target, ClassTarget) else None
+    given = None if given is None else check_class_idx(given, n, len(bundle.class_names))  # before any forward
     names = layer_list(layers) or [bundle.target_layer]
     images = images.to(bundle.device)
     split = engine_split(bundle, names)
@@ -208,8 +210,7 @@ def capture(bundle: ModelBundle, images: torch.Tensor, target: Target = None,
         logits = bundle.model(images) if split is None else split.tail(cap.feed(split.layer, below, copy=False))
         idx = None
         if isinstance(target, ClassTarget):
-            idx = logits[:n].argmax(dim=1).cpu() if target.class_idx is None else \
-                check_class_idx(target.class_idx, n, logits.shape[1])
+            idx = logits[:n].argmax(dim=1).cpu() if given is None else given
             idx = idx.repeat(len(images) // n).to(logits.device)
         if backward:
             grads = cap.gradients(target.select(logits, idx) if idx is not None else callable_scores(target, logits))
@@ -286,15 +287,23 @@ def _call(name: str, fn: CamMethod, inputs: Mapping[str, Callable[[], object]], 
 
 
 def _inputs(bundle: ModelBundle, images: torch.Tensor, cap: Capture, layer: str,
-            rows: slice) -> dict[str, Callable[[], object]]:
+            rows: slice, target: Target = None) -> dict[str, Callable[[], object]]:
     """Lazy engine inputs for one layer and the batch rows ``rows`` of the pass, each made once (every
     step gets the same tensors, so :func:`shared` methods recognise them)."""
     makers = {"acts": lambda: cap.activations[layer][rows], "grads": lambda: cap.gradients[layer][rows],
             "classes": lambda: cap.class_idx[rows], "images": lambda: images, "model": lambda: bundle.model,
             "forward": lambda: lambda x: infer(bundle, x),
             "tail": lambda: split_at(bundle, layer).tail,
-            "head_weight": lambda: classifier_rows(bundle, layer, cap.class_idx[rows])}
+            "head_weight": lambda: classifier_rows(bundle, layer, cap.class_idx[rows]),
+            "score": lambda: _score_fn(target, cap.class_idx[rows] if cap.class_idx is not None else None)}
     return {name: functools.cache(make) for name, make in makers.items()}
+
+
+def _score_fn(target: Target, classes: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The explained score of logits (N, C) -> (N,): the class target's score of ``classes``, or the callable."""
+    if isinstance(target, ClassTarget):
+        return lambda logits: target.select(logits, classes.to(logits.device))[:, 0]
+    return lambda logits: callable_scores(target, logits)
 
 
 def compute_cams(bundle: ModelBundle | nn.Module, images: torch.Tensor,
@@ -365,7 +374,8 @@ def _run(bundle: ModelBundle, images: torch.Tensor, steps: Sequence[Step], targe
             start = 0 if smooth is None else starts[(smooth.n, smooth.noise, smooth.seed)]
             rows = slice(start, start + n * (1 if smooth is None else smooth.n))
             for lay in cap.layers:
-                given = inputs.setdefault((lay, rows.start, rows.stop), _inputs(bundle, on_device, cap, lay, rows))
+                given = inputs.setdefault((lay, rows.start, rows.stop),
+                                          _inputs(bundle, on_device, cap, lay, rows, target))
                 m = _call(step.key, step.fn, given, step.options)
                 raw[lay].append(m if smooth is None else m.view(smooth.n, n, *m.shape[1:]).mean(dim=0))
         scaled = [scale_maps(raw[lay], tuple(images.shape[-2:])) for lay in cap.layers]

@@ -105,14 +105,15 @@ def _layer(model: nn.Module, name: str, recommended: Sequence[str]) -> nn.Module
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """Run ``model`` in eval mode inside the block and give every module its own mode back afterwards.
 
-    A model with any module in train mode gets one warning: CAMs of a train-mode forward would use
-    the batch's BatchNorm statistics and dropout, and that forward would update the running statistics.
+    A model with any module in train mode gets one warning: a train-mode forward would use the batch's
+    BatchNorm statistics and dropout, and would update the running statistics. Every entry point that
+    runs a model (the CAM pass, :func:`helpers.cam.backend.infer`, the tracing of ``as_bundle``) runs in here.
     """
     training = [m for m in model.modules() if m.training]
     if training:
-        warnings.warn(f"{type(model).__name__} has {len(training)} module(s) in train mode: the CAMs are computed in "
-                      f"eval mode (BatchNorm running statistics, no dropout) and the modes are restored afterwards; "
-                      f"call model.eval() to silence this", stacklevel=4)
+        warnings.warn(f"{type(model).__name__} has {len(training)} module(s) in train mode: it runs in eval mode "
+                      f"here (BatchNorm running statistics, no dropout; its buffers are not updated) and the modes "
+                      f"are restored afterwards; call model.eval() to silence this", stacklevel=4)
         model.eval()
     try:
         yield

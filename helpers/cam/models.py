@@ -18,6 +18,8 @@ from torch import nn
 
 from . import zoo
 from .bundle import IMAGENET_MEAN, IMAGENET_STD, ModelBundle, default_device, make_preprocess
+from .checks import expected_channels
+from .hooks import eval_mode
 from .layers import Reshape, auto_layer, get_layer, patch_size_of, sensible_layers, trace_layers
 from .lite import LITE0_MEAN, LITE0_STD, LITE_SIZES, lite_parts
 from .weights import find_resnet50_weights
@@ -67,8 +69,8 @@ def load_model(name: str = "auto", weights: str | Path | None = None, device: st
 
 def as_bundle(model: nn.Module, class_names: Sequence[str] | None = None,
               preprocess: Callable[..., torch.Tensor] | None = None, layer: str | Sequence[str] | None = None,
-              input_size: int | tuple[int, int] = 224, mean: Sequence[float] = IMAGENET_MEAN,
-              std: Sequence[float] = IMAGENET_STD, reshape: Reshape | None = None, name: str | None = None,
+              input_size: int | tuple[int, int] = 224, mean: Sequence[float] | None = None,
+              std: Sequence[float] | None = None, reshape: Reshape | None = None, name: str | None = None,
               weights_source: str = "your own module", pretrained: bool = True,
               resize: int | None = None) -> ModelBundle:
     """Wrap any classifier ``nn.Module`` (put it in eval mode first) into a :class:`ModelBundle`.
@@ -80,15 +82,28 @@ def as_bundle(model: nn.Module, class_names: Sequence[str] | None = None,
     output indices; preprocessing to resize / centre-crop / ``mean``/``std`` normalisation. ``resize``:
     the shorter side before ``preprocess``'s centre crop (None: the 256 -> 224 convention), which maps
     boxes into the crop.
+
+    The input's channel count is the first convolution's ``in_channels``
+    (:func:`helpers.cam.checks.expected_channels`; 3 for a model without one, or ``len(mean)``): the
+    dummy input has it, and ``mean`` / ``std`` need one value per channel (default ImageNet's for 3
+    channels, for any other count its values averaged over the colours). A one-channel model's default
+    preprocessing turns the photo grey; for other counts give ``preprocess``. A model in train mode
+    is traced in eval mode and given back its modes (:func:`helpers.cam.hooks.eval_mode`).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module or a ModelBundle, got {type(model).__name__}")
     hw = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     device = next(iter(model.parameters()), torch.empty(0)).device
-    patch = patch_size_of(model)
-    example = torch.randn((1, 3, *hw), generator=torch.Generator().manual_seed(0)).to(device)
-    infos = trace_layers(model, example, reshape, patch)
     name = name or type(model).__name__
+    channels = expected_channels(model) or (len(mean) if mean is not None else 3)
+    mean, std = normalisation(name, channels, mean, std)
+    patch = patch_size_of(model)
+    example = torch.randn((1, channels, *hw), generator=torch.Generator().manual_seed(0)).to(device)
+    with eval_mode(model):
+        infos = trace_layers(model, example, reshape, patch)
+        if class_names is None:
+            with torch.no_grad():
+                class_names = [str(i) for i in range(model(example).shape[1])]
     if layer is None:
         info = auto_layer(infos)
         target = info.name
@@ -98,15 +113,34 @@ def as_bundle(model: nn.Module, class_names: Sequence[str] | None = None,
         target = layer if isinstance(layer, str) else list(layer)[-1]
     layers = sensible_layers(infos, target)
     get_layer(model, target, layers)
-    if class_names is None:
-        with torch.no_grad():
-            class_names = [str(i) for i in range(model(example).shape[1])]
-    mean, std = tuple(mean), tuple(std)
-    return ModelBundle(model=model, preprocess=preprocess or make_preprocess(mean, std, hw[0]),
+    if preprocess is None:
+        preprocess = make_preprocess(mean, std, hw[0]) if channels in (1, 3) else no_preprocess(name, channels)
+    return ModelBundle(model=model, preprocess=preprocess,
                        class_names=list(class_names), target_layer=target, layers=layers, name=name,
                        weights_source=weights_source, device=device, mean=mean, std=std, pretrained=pretrained,
                        input_size=hw[0], multi_layers=tuple(layers[-3:]), reshape=reshape, patch_size=patch,
                        resize=resize)
+
+
+def normalisation(name: str, channels: int, mean: Sequence[float] | None,
+                  std: Sequence[float] | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``mean`` and ``std`` as tuples of one value per input channel (defaults: see :func:`as_bundle`),
+    or a ValueError naming the model and the counts."""
+    grey = (sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,)
+    default = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else (grey[0] * channels, grey[1] * channels)
+    mean, std = tuple(default[0] if mean is None else mean), tuple(default[1] if std is None else std)
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"{name} takes {channels} input channel(s): mean and std need one value per channel; "
+                         f"got {len(mean)} and {len(std)}")
+    return mean, std
+
+
+def no_preprocess(name: str, channels: int) -> Callable[..., torch.Tensor]:
+    """The preprocessing of a model whose channel count no photo has: a ValueError saying so."""
+    def refuse(*_: object) -> torch.Tensor:
+        raise ValueError(f"{name} takes {channels} input channels and a photo gives 1 (grey) or 3 (RGB): "
+                         f"give as_bundle(..., preprocess=...) that makes its inputs")
+    return refuse
 
 
 #: Bundles made by :func:`ensure_bundle` for plain modules, per module, input size, layer and reshape.

@@ -27,6 +27,10 @@ FORWARD_BATCH = 64
 SCORECAM_VARIANTS: tuple[str, ...] = ("softmax", "probability", "official")
 #: Recipro-CAM's spatial masks (:func:`helpers.cam.methods.spatial_masks`).
 RECIPRO_KERNELS: tuple[str, ...] = ("onehot", "gaussian")
+#: KPCA-CAM's kernels (:func:`helpers.cam.projection_methods.kernel_matrix`), named as in scikit-learn.
+KPCA_KERNELS: tuple[str, ...] = ("sigmoid", "rbf", "poly", "linear", "cosine")
+#: Ablated channels per tail forward in Ablation-CAM (pytorch-grad-cam's default batch).
+ABLATION_BATCH = 32
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -86,6 +90,56 @@ class ReciproCAM(MethodOptions):
         if self.kernel not in RECIPRO_KERNELS:
             raise ValueError(f"unknown Recipro-CAM kernel {self.kernel!r}; use one of {', '.join(RECIPRO_KERNELS)}")
         _check_batch_size(self.batch_size)
+
+
+@dataclass(frozen=True)
+class EigenCAM(MethodOptions):
+    """Eigen-CAM: ``center`` the positions' feature vectors before the SVD (principal components, as
+    pytorch-grad-cam) or not (the paper's Eq. 5, the SVD of the raw activations)."""
+
+    name: ClassVar[str] = "eigencam"
+    center: bool = True
+
+
+@dataclass(frozen=True)
+class KPCACAM(MethodOptions):
+    """KPCA-CAM: the ``kernel`` (:data:`KPCA_KERNELS`) and its ``gamma`` (None: 1 / channels, as scikit-learn)."""
+
+    name: ClassVar[str] = "kpcacam"
+    kernel: str = "sigmoid"
+    gamma: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kernel not in KPCA_KERNELS:
+            raise ValueError(f"unknown KPCA-CAM kernel {self.kernel!r}; use one of {', '.join(KPCA_KERNELS)}")
+        if self.gamma is not None and not self.gamma > 0:
+            raise ValueError(f"gamma must be > 0 or None, got {self.gamma}")
+
+
+@dataclass(frozen=True)
+class AblationCAM(MethodOptions):
+    """Ablation-CAM: ``batch_size`` ablated maps per forward of the network after the layer (where no
+    closed form applies)."""
+
+    name: ClassVar[str] = "ablationcam"
+    batch_size: int = ABLATION_BATCH
+
+    def __post_init__(self) -> None:
+        _check_batch_size(self.batch_size)
+
+
+@dataclass(frozen=True)
+class FinerCAM(MethodOptions):
+    """Finer-CAM: the explained class against its ``comparisons`` most similar classes (closest logits),
+    each subtracted with strength ``alpha``."""
+
+    name: ClassVar[str] = "finercam"
+    alpha: float = 1.0
+    comparisons: int = 3
+
+    def __post_init__(self) -> None:
+        if self.comparisons < 1:
+            raise ValueError(f"comparisons must be >= 1, got {self.comparisons}")
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,9 @@ SMOOTH_PREFIX = "smooth-"
 #: ``model`` the network; ``forward`` its gradient-free forward, images -> logits, on the
 #: inference backend (:func:`helpers.cam.backend.infer`); ``tail`` the network after the layer
 #: (feature map -> logits, :func:`helpers.cam.split.split_at`); ``head_weight`` (N, K) the linear
-#: classifier's weights of the explained classes (only where global average pooling + linear follow the layer directly).
-INPUTS: tuple[str, ...] = ("acts", "grads", "classes", "images", "model", "forward", "tail", "head_weight")
+#: classifier's weights of the explained classes (only where global average pooling + linear follow the layer directly);
+#: ``score`` the explained target as a differentiable function of the logits, (N, C) -> (N,).
+INPUTS: tuple[str, ...] = ("acts", "grads", "classes", "images", "model", "forward", "tail", "head_weight", "score")
 #: Inputs that only a class target gives (a callable target explains no class).
 CLASS_INPUTS = frozenset({"classes", "head_weight"})
 

@@ -10,24 +10,26 @@ maps; a callable has none, so the methods that need a class (CAM, Score-CAM, Rec
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral
 from typing import Callable, ClassVar, Sequence, Union
 
-import numpy as np
 import torch
+
+from .checks import check_class_idx
 
 ClassIndex = Union[int, Sequence[int], torch.Tensor, None]
 
 
 @dataclass(frozen=True)
 class ClassTarget:
-    """Explain a class score of each image: ``class_idx`` an int, one per image, or None (the top-1 class)."""
+    """Explain a class score of each image: ``class_idx`` an int (every image), exactly one per image, or None
+    (the top-1 class); checked by :func:`helpers.cam.checks.check_class_idx` when made."""
 
     class_idx: ClassIndex = None
     score: ClassVar[str] = "logit"
 
     def __post_init__(self) -> None:
-        check_integer_classes(self.class_idx)
+        if self.class_idx is not None:
+            check_class_idx(self.class_idx)
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         """(N, C) scores whose entry of the explained class is differentiated: here the logits."""
@@ -80,25 +82,3 @@ def as_target(target: Target, score: str = "logit") -> ClassTarget | Callable[[t
     if isinstance(target, ClassTarget) or (callable(target) and not isinstance(target, torch.Tensor)):
         return target
     return class_target(target, score)
-
-
-def check_integer_classes(class_idx: ClassIndex) -> None:
-    """Raise a ValueError unless ``class_idx`` is None, an integer or a sequence / tensor of integers."""
-    if class_idx is None:
-        return
-    if isinstance(class_idx, (bool, np.bool_)) or (isinstance(class_idx, torch.Tensor)
-                                                   and class_idx.dtype == torch.bool):
-        raise ValueError(f"class_idx must be integers, got a boolean {class_idx!r}")
-    if isinstance(class_idx, torch.Tensor):
-        ok = not (class_idx.is_floating_point() or class_idx.is_complex())
-    elif isinstance(class_idx, (Integral, np.integer)):
-        ok = True
-    else:
-        try:
-            values = list(class_idx)
-        except TypeError:
-            values = [class_idx]
-        ok = all(isinstance(v, (Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
-                 or isinstance(v, torch.Tensor) and v.dim() == 0 and not v.is_floating_point() for v in values)
-    if not ok:
-        raise ValueError(f"class_idx must be integers (a class index, or one per image); got {class_idx!r}")

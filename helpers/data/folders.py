@@ -8,13 +8,15 @@ optionally with Pascal VOC XML boxes) into the manifest format of :mod:`helpers.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -41,9 +43,27 @@ def _class_key(name: str) -> str:
     return " ".join(name.replace("_", " ").lower().split())
 
 
-def class_index(label: str, class_names: Sequence[str], synsets: dict[str, int] | None = None) -> int:
+@functools.cache
+def _imagenet() -> tuple[tuple[str, ...], Mapping[str, int]]:
+    """The 1000 ImageNet class names (torchvision's) and WordNet id -> index (timm's metadata), offline."""
+    from ..cam.zoo import imagenet_class_names
+    from .imagenet import wnid_index
+    return tuple(imagenet_class_names()), MappingProxyType(wnid_index())
+
+
+def known_synsets(class_names: Sequence[str], synsets: Mapping[str, int] | None = None) -> Mapping[str, int]:
+    """WordNet id -> class index: ``synsets`` when given, else ImageNet-1k's 1000 ids when ``class_names``
+    are ImageNet's (every model here, and torchvision / timm ImageNet classifiers), else none."""
+    if synsets is not None:
+        return synsets
+    names, wnids = _imagenet()
+    return wnids if tuple(class_names) == names else {}
+
+
+def class_index(label: str, class_names: Sequence[str], synsets: Mapping[str, int] | None = None) -> int:
     """A class index from an index (``"281"``), a name (``"tabby"``, ``"Egyptian_cat"``, ``"great grey
-    owl"``, any case, underscores as spaces) or, given ``synsets``, a WordNet id (``"n02123045"``).
+    owl"``, any case, underscores as spaces) or a WordNet id (``"n02123045"``): ImageNet's own for a
+    model with ImageNet's classes (:func:`known_synsets`), those of ``synsets`` when given.
 
     The one rule of the labels CSV, class subfolders, box files and ``explain --class``. Names that
     differ only in case (ImageNet's "Cardigan" dog, 264, and "cardigan" sweater, 474) match the one
@@ -57,8 +77,10 @@ def class_index(label: str, class_names: Sequence[str], synsets: dict[str, int] 
             raise ValueError(f"class {idx} out of range: the model has {len(class_names)} classes "
                              f"(0..{len(class_names) - 1})")
         return idx
-    if synsets and text in synsets:
-        return synsets[text]
+    looks_like_wnid = text[:1] == "n" and text[1:].isdigit()
+    wnids = known_synsets(class_names, synsets) if looks_like_wnid or synsets is not None else {}
+    if text in wnids:
+        return wnids[text]
     hits = [i for i, name in enumerate(class_names) if _class_key(name) == _class_key(text)]
     if len(hits) > 1:   # names equal but for case: the one written exactly so wins
         hits = [i for i in hits if " ".join(class_names[i].split()) == " ".join(text.replace("_", " ").split())] or hits
@@ -67,7 +89,11 @@ def class_index(label: str, class_names: Sequence[str], synsets: dict[str, int] 
                          "give the index")
     if hits:
         return hits[0]
-    hint = " (a WordNet id needs synsets=LOC_synset_mapping.txt)" if text[:1] == "n" and text[1:].isdigit() else ""
+    hint = ""
+    if looks_like_wnid:
+        hint = (" nor a WordNet id of the synsets file" if synsets is not None else
+                " nor an ImageNet-1k WordNet id" if wnids else
+                " (the model's classes are not ImageNet's: a WordNet id needs synsets=LOC_synset_mapping.txt)")
     raise ValueError(f"unknown ImageNet class {label!r}: not one of the {len(class_names)} class names{hint}")
 
 
@@ -162,7 +188,8 @@ def import_folder(path: str | Path, labels_csv: str | Path | None = None, boxes_
     files in two class folders are two source photos. Images in the manifest's own folder, when it
     lies inside a class folder (an output folder), are not imported.
     Optional Pascal VOC XML boxes: ``<stem>.xml`` in ``boxes_dir`` (default: next to the image);
-    WordNet ids in them need ``synsets``. With a ``bundle`` the model's top-5 is recorded.
+    WordNet ids (labels or boxes) are ImageNet's for a model with ImageNet's classes; other models need
+    ``synsets``. With a ``bundle`` the model's top-5 is recorded.
     A bad image, label or box file is skipped and reported (``df.attrs["rejected"]``, printed).
     """
     root = Path(path)

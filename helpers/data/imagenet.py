@@ -30,7 +30,6 @@ from typing import Any, Sequence
 
 import pandas as pd
 import pooch
-from tqdm.auto import tqdm
 
 from ..config import (
     DATA_CACHE_ENV,
@@ -40,9 +39,11 @@ from ..config import (
     MANIFEST,
     ROOT,
     SEED,
+    progress_bar,
 )
 from .dataset import assign_splits
 from .images import Sample, load_image, load_samples, top5_of, write_manifest
+from .restricted import register_root
 
 SOURCE_REPO = "EliSchwartz/imagenet-sample-images"
 SOURCE_COMMIT = "bc69043e2862758a1906c6a24a792bb28c6bb2ff"
@@ -106,17 +107,18 @@ def verify(root: str | Path, checksums: dict[str, str] | None = None, progress: 
     signature = _signature(root, sorted(checksums))
     if _VERIFIED.get(key) == signature:
         return root
-    bad = []
-    for name, digest in tqdm(checksums.items(), desc="verifying photos", disable=not progress, leave=False):
+    missing, changed = [], []
+    for name, digest in progress_bar(checksums.items(), desc="verifying photos", disable=not progress, leave=False):
         path = root / name
         if not path.is_file():
-            bad.append(f"{path}: missing")
+            missing.append(f"{path}")
         elif (got := pooch.file_hash(str(path), alg="sha256")) != digest:
-            bad.append(f"{path}: sha256 {got} differs from the listed {digest}")
-    if bad:
-        more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
-        raise ChecksumError(f"{len(bad)} of {len(checksums)} photos in {root} fail verification:\n  "
-                            + "\n  ".join(bad[:10]) + more)
+            changed.append(f"{path}: sha256 {got} differs from the listed {digest}")
+    if missing or changed:   # one line (the command line shows only the first): the counts and the first of each
+        said = [f"{len(found)} {what} (first: {found[0]})" for what, found in (("missing", missing),
+                                                                              ("changed", changed)) if found]
+        raise ChecksumError(f"{len(missing) + len(changed)} of {len(checksums)} photos in {root} fail verification: "
+                            + "; ".join(said))
     _VERIFIED[key] = signature
     return root
 
@@ -126,14 +128,14 @@ def configured_root(root: str | Path | None = None) -> Path:
     default."""
     chosen = root if root is not None else os.environ.get(IMAGENET_SAMPLE_ENV) or IMAGENET_SAMPLE_DEFAULT
     path = Path(chosen).expanduser()
-    return path if path.is_absolute() else ROOT / path
+    return register_root(path if path.is_absolute() else ROOT / path)     # its photos are licence-restricted
 
 
 def download_dir(cache: str | Path | None = None) -> Path:
     """Where missing photos are downloaded: ``cache``, else ``$XAI_DATA_CACHE``, else the user's cache folder
     (``pooch.os_cache("xai-cam")``, e.g. ``~/.cache/xai-cam``); the photos go to ``imagenet-sample/`` in it."""
     chosen = cache if cache is not None else os.environ.get(DATA_CACHE_ENV) or pooch.os_cache("xai-cam")
-    return Path(chosen).expanduser() / IMAGENET
+    return register_root(Path(chosen).expanduser() / IMAGENET)
 
 
 def _download(url: str, output_file: str, fetcher: pooch.Pooch) -> None:
@@ -166,7 +168,7 @@ def download(dest: str | Path, checksums: dict[str, str] | None = None, base_url
     logger = pooch.get_logger()
     level, _ = logger.level, logger.setLevel("WARNING")   # no line per file: the bar says it
     try:
-        for name in tqdm(todo, desc=f"downloading {len(todo)} photos", disable=not progress or not todo):
+        for name in progress_bar(todo, desc=f"downloading {len(todo)} photos", disable=not progress or not todo):
             try:
                 fetcher.fetch(name, downloader=_download)
             except ValueError as err:   # pooch: the hash of the downloaded file differs (the file is not kept)
@@ -287,7 +289,7 @@ def build_imagenet_manifest(bundle: Any, root: str | Path | None = None, out: st
     if limit is not None:
         df = df.head(limit).copy()
     top5, sizes = [], []
-    for start in tqdm(range(0, len(df), batch), desc="top-5 of the photos", disable=len(df) <= batch):
+    for start in progress_bar(range(0, len(df), batch), desc="top-5 of the photos", disable=len(df) <= batch):
         images = [load_image(folder / f) for f in df["file"].iloc[start:start + batch]]
         sizes += [f"{im.size[0]}x{im.size[1]}" for im in images]
         top5 += [json.dumps([[i, n, round(p, 4)] for i, n, p in t]) for t in top5_of(bundle, images, batch)]

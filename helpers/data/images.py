@@ -35,6 +35,7 @@ from PIL import Image, ImageOps
 
 from ..cam.bundle import default_resize
 from ..config import MANIFEST, write_atomic
+from .restricted import note_read
 
 #: Smallest accepted side in pixels: below this the model's resize-256 would invent almost
 #: every pixel (a 32-pixel side is already an 8x upscale).
@@ -98,7 +99,9 @@ def load_image(path: str | Path, min_side: int = MIN_SIDE, max_pixels: int = MAX
                 if min(w, h) < min_side:
                     raise ImageLoadError(f"{path}: image too small ({w}x{h} px; minimum side {min_side} px)")
                 im.load()
-                return _to_rgb(ImageOps.exif_transpose(im), path)
+                image = _to_rgb(ImageOps.exif_transpose(im), path)
+                note_read(path)                  # a licence-restricted photo marks the notebook cell
+                return image
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as err:
@@ -209,6 +212,23 @@ def parse_boxes(boxes_json: str, size: tuple[int, int] | None = None, resize: in
     return boxes
 
 
+def orig_size(text: str, stored: tuple[int, int]) -> tuple[int, int]:
+    """The size (w, h) a manifest row's ``orig`` boxes are in: its ``orig_size`` ("WxH"), else ``stored``.
+
+    A packaged photo is stored smaller than its original (coffee: 600 x 400 stored as 384 x 256) and
+    its boxes are in the original's pixels; a composite's original is the stored image itself.
+    """
+    if not text:
+        return stored
+    try:
+        w, h = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise ValueError(f"orig_size {text!r} is not WIDTHxHEIGHT") from None
+    if w <= 0 or h <= 0:
+        raise ValueError(f"orig_size {text!r} is not WIDTHxHEIGHT")
+    return w, h
+
+
 def load_samples(bundle: Any, split: str | None = None, limit: int | None = None,
                  manifest: str | Path = MANIFEST, root: str | Path | None = None,
                  spread: bool = False, files: Sequence[str] | None = None) -> list[Sample]:
@@ -241,9 +261,10 @@ def load_samples(bundle: Any, split: str | None = None, limit: int | None = None
     resize, crop = getattr(bundle, "resize_size", RESIZE), getattr(bundle, "input_size", CROP)
 
     def sample(row: Any, image: Image.Image) -> Sample:
-        sx, sy, _, _ = crop_geometry(image.size, resize, crop)
+        size = orig_size(getattr(row, "orig_size", ""), image.size)
+        sx, sy, _, _ = crop_geometry(size, resize, crop)
         return Sample(file=row.file, tensor=bundle.preprocess(image), label_idx=int(row.label_idx),
-                      label_name=row.label_name, boxes_crop=parse_boxes(row.boxes, image.size, resize, crop),
+                      label_name=row.label_name, boxes_crop=parse_boxes(row.boxes, size, resize, crop),
                       kind=row.kind, split=row.split, source=row.source,
                       n_objects=int(getattr(row, "n_objects", 1) or 1), crop_scale=min(sx, sy))
     return [sample(row, images[root / row.file]) for row in df.itertuples() if root / row.file in images]
@@ -276,10 +297,9 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
 
 def top5_of(bundle: Any, images: list[Image.Image], batch: int = 32) -> list[list[tuple[int, str, float]]]:
     """The model's top-5 ``(index, name, probability)`` for each PIL image, in batches."""
-    from tqdm.auto import tqdm
-
     from ..cam.inference import predict_topk
+    from ..config import progress_bar
     out: list = []
-    for start in tqdm(range(0, len(images), batch), desc="top-5", leave=False, disable=len(images) <= batch):
+    for start in progress_bar(range(0, len(images), batch), desc="top-5", leave=False, disable=len(images) <= batch):
         out += predict_topk(bundle, torch.stack([bundle.preprocess(im) for im in images[start:start + batch]]))
     return out

@@ -17,11 +17,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ..cam.bundle import ModelBundle
+from ..cam.checks import check_class_idx
 from ..cam.engine import forward_backward, gradcam, layercam
 from ..cam.maps import FUSIONS, normalise_max, upsample
+from ..config import progress_bar
 from .stats import mean_ci, mean_ci_table
 
 #: The sweep's grid: a = 0, 0.1, ..., 1.0.
@@ -88,11 +89,9 @@ def sweep(bundle: ModelBundle, images: torch.Tensor, class_idx: Sequence[int], m
     by ONE call of ``metric(bundle, images, maps, class_idx) -> {"insertion": (M,), "deletion": (M,)}``.
     """
     plan = list(plan) if plan is not None else sweep_plan()
-    idx = torch.as_tensor(class_idx, dtype=torch.long)
-    if len(idx) != len(images):
-        raise ValueError(f"class_idx has {len(idx)} entries for {len(images)} images")
+    idx = check_class_idx(class_idx, len(images), len(bundle.class_names))
     rows = []
-    for start in tqdm(range(0, len(images), batch_size), desc="alpha sweep", disable=not progress):
+    for start in progress_bar(range(0, len(images), batch_size), desc="alpha sweep", disable=not progress):
         x, c = images[start:start + batch_size], idx[start:start + batch_size]
         raw = raw_maps(bundle, x, c, layer)
         maps = torch.cat([fused_maps(raw, 0.5 if math.isnan(a) else a, f, tuple(x.shape[-2:])) for f, a in plan])

@@ -13,10 +13,10 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ..cam.bundle import ModelBundle
 from ..cam.maps import normalise
+from ..config import progress_bar
 from . import metrics as M
 from .runner import (
     LOCALISATION,
@@ -41,7 +41,7 @@ def localisation_rows(bundle: ModelBundle, samples: Sequence[Any], specs: Iterab
     localisation metrics (NaN where the explained class has no box)."""
     specs = [as_spec(s) for s in specs]
     rows = []
-    for sample in tqdm(samples, desc="localisation", disable=not progress):
+    for sample in progress_bar(samples, desc="localisation", disable=not progress):
         seed, opts = image_seed(sample.file), dict(cfg.cam_options)
         cls, pred = explained_class(bundle, sample, cfg.target)
         xs = sample.tensor[None].expand(len(specs), -1, -1, -1)

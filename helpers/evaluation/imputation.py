@@ -24,7 +24,7 @@ Facts taken from the reference code (``NoisyLinearImputer`` in tleemann/road_eva
   leave [0, 1] by about the noise).
 
 How it is solved here (the reference builds ``A`` with ``lil_matrix`` and calls ``spsolve``),
-for the three channels at once, one of three ways:
+for every channel at once (three for RGB), one of three ways:
 
 * When at least :data:`GRID_SHARE` of the pixels are removed (MoRF from p = 0.7, LeRF up to
   p = 0.3), by MKL's PARDISO on the whole grid (:func:`solve_on_grid`): the known pixels' rows
@@ -250,8 +250,8 @@ def solve_sparse(a: sp.csc_matrix, b: np.ndarray) -> np.ndarray:
 def _check(image: torch.Tensor, removed: torch.Tensor, noise: float) -> tuple[np.ndarray, np.ndarray]:
     """The image and mask as NumPy arrays, or a ValueError naming the problem (checked in NumPy: on a
     busy machine torch's threaded element-wise kernels cost more than the solve on these sizes)."""
-    if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"image must be a (3, H, W) tensor; got {_describe(image)}")
+    if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] < 1:
+        raise ValueError(f"image must be a (C, H, W) tensor; got {_describe(image)}")
     if not image.is_floating_point():
         raise ValueError(f"image must be floats in [0, 1]; got dtype {image.dtype}")
     if not isinstance(removed, torch.Tensor) or removed.dtype != torch.bool:
@@ -282,10 +282,11 @@ def _describe(x: object) -> str:
 
 def noisy_linear_impute(image: torch.Tensor, removed: torch.Tensor, noise: float = 0.01,
                         generator: torch.Generator | None = None) -> torch.Tensor:
-    """``image`` (3, H, W) in [0, 1] with the ``removed`` (H, W) pixels imputed (module docstring).
+    """``image`` (C, H, W) in [0, 1] (3 channels for RGB, 1 for grey) with the ``removed`` (H, W) pixels
+    imputed (module docstring).
 
     The imputed pixels get ``noise * N(0, 1)`` added, drawn from ``generator`` (torch's global
-    generator when None) as a (3, n) tensor over the removed pixels in raster order, as the
+    generator when None) as a (C, n) tensor over the removed pixels in raster order, as the
     reference draws it. Returns a new tensor of the image's dtype and device. Bad input (shape,
     dtype, non-finite values, values outside [0, 1], a mask of another shape, all or no pixels
     removed, negative noise) is a ValueError.
@@ -301,5 +302,5 @@ def noisy_linear_impute(image: torch.Tensor, removed: torch.Tensor, noise: float
         a, b, (rows, cols) = imputation_system(out, mask)
         out[:, rows, cols] = solve_sparse(a, b).T
     if noise > 0:
-        out[:, mask] += noise * torch.randn((3, int(mask.sum())), generator=generator).numpy()
+        out[:, mask] += noise * torch.randn((len(out), int(mask.sum())), generator=generator).numpy()
     return torch.from_numpy(out.astype(pixels.dtype)).to(dtype=image.dtype, device=image.device)

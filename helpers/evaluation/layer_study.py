@@ -21,10 +21,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ..cam.bundle import ModelBundle
 from ..cam.engine import Hybrid, compute_cams, method_options
+from ..config import progress_bar
 from .alpha_sweep import ALPHAS, Metric, choose_alpha, summarise, sweep, sweep_plan
 from .runner import explained_class, image_seed
 from .stats import mean_ci_table
@@ -93,7 +93,7 @@ def sweep_layers(bundle: ModelBundle, samples: Sequence, metric: Metric, setting
     files = [s.file for s in samples]
     classes = explained_classes(bundle, samples)
     tables = []
-    for label, setting in tqdm(settings.items(), desc="alpha sweep per layer", disable=not progress):
+    for label, setting in progress_bar(settings.items(), desc="alpha sweep per layer", disable=not progress):
         if isinstance(setting, str):
             images = torch.stack([s.tensor for s in samples])
             table = sweep(bundle, images, classes, metric, sweep_plan(alphas, with_max=False), batch_size,
@@ -128,7 +128,7 @@ def layer_table(bundle: ModelBundle, samples: Sequence, metric: Metric, alphas: 
     n_methods = len(LAYER_METHODS)
     classes = explained_classes(bundle, samples)
     steps = [(label, start) for label in settings for start in range(0, len(samples), batch_size)]
-    for label, start in tqdm(steps, desc="layers x batches", disable=not progress):
+    for label, start in progress_bar(steps, desc="layers x batches", disable=not progress):
         x, c, seeds = _batch(samples, classes, start, batch_size)
         files = [s.file for s in samples[start:start + batch_size]]
         setting = settings[label]

@@ -107,7 +107,7 @@ def road_curves(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, c
                 noise: float = 0.01, chunk_size: int = 32) -> dict[str, torch.Tensor]:
     """ROAD curves: ``{"morf": (N, P), "lerf": (N, P)}``, the probability of ``class_idx`` at each p.
 
-    ``images`` are the model's normalised inputs (N, 3, H, W), ``maps`` (N, H, W). Imputation
+    ``images`` are the model's normalised inputs (N, C, H, W), ``maps`` (N, H, W). Imputation
     runs in pixel space (module docstring); the imputed images run in chunked forwards of
     ``chunk_size`` on the inference backend, imputed chunk by chunk (memory stays bounded).
     Bad input is a ValueError before any imputation or forward.

@@ -16,10 +16,10 @@ from typing import Any, Sequence
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ..cam.bundle import ModelBundle
 from ..cam.maps import normalise
+from ..config import progress_bar
 from .cache import cached
 from .road import road_scores
 from .runner import EvalConfig, Evaluation, MethodSpec, cache_key, explain_rows, explained_class, image_seed
@@ -56,7 +56,7 @@ def with_metrics(ev: Evaluation, metrics: Sequence[str], bundle: ModelBundle, sa
     cfg = ev.config or EvalConfig()
     done = set(ev.results["image"])
     rows = []
-    for sample in tqdm([s for s in samples if s.file in done], desc="ROAD", disable=not progress):
+    for sample in progress_bar([s for s in samples if s.file in done], desc="ROAD", disable=not progress):
         def compute(sample: Any = sample) -> dict:
             return {"rows": road_rows(bundle, sample, ev.methods, cfg)}
         if cache_dir is None:

@@ -27,14 +27,13 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ..cam.bundle import ModelBundle
 from ..cam.checks import check_images
 from ..cam.engine import METHODS, compute_cams, method_inputs, method_options
 from ..cam.inference import predict_topk
 from ..cam.maps import NORMALISATIONS, normalise
-from ..config import RESULTS_DIR, SEED
+from ..config import RESULTS_DIR, SEED, progress_bar
 from . import metrics as M
 from .alpha_sweep import read_alpha_json
 from .cache import cached
@@ -305,7 +304,7 @@ def evaluate(bundle: ModelBundle, samples: Sequence[Any], specs: Iterable[str | 
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     done, failures = [], []
-    for i, sample in enumerate(tqdm(samples, desc="evaluating images", disable=not progress)):
+    for i, sample in enumerate(progress_bar(samples, desc="evaluating images", disable=not progress)):
         timed = time_first is None or i < time_first
         compute = partial(evaluate_sample, bundle, sample, specs, cfg, timed)
         try:

@@ -17,12 +17,11 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..cam.bundle import ModelBundle
 from ..cam.engine import Method, compute_cams
 from ..cam.layers import get_layer
-from ..config import SEED
+from ..config import SEED, progress_bar
 
 
 def classifier_name(model: nn.Module) -> str:
@@ -71,7 +70,7 @@ def cascading_randomisation(bundle: ModelBundle, images: torch.Tensor, class_idx
     # The copies run in PyTorch: exporting each randomised model to the engine would cost more than it saves.
     work = dataclasses.replace(bundle, model=copy.deepcopy(bundle.model), backend="torch")
     rows = [(0, "none", m, i, 1.0) for m in reference for i in range(len(images))]
-    for step, layer in enumerate(tqdm(steps, desc="randomising", disable=not progress), start=1):
+    for step, layer in enumerate(progress_bar(steps, desc="randomising", disable=not progress), start=1):
         randomise(get_layer(work.model, layer), SEED + step)
         maps = compute_cams(work, images, methods, target=class_idx, **cam_kwargs)
         rows += [(step, layer, m, i, spearman(reference[m][i], maps[m][i]))

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from tqdm.auto import tqdm
 
-from ..config import SEED, write_atomic
+from ..config import SEED, progress_bar, write_atomic
 from ..evaluation.figures import forest_plot, mean_curves, paired_differences, proportions
 from ..evaluation.leaderboard import leaderboard
 from ..evaluation.policy import (
@@ -155,7 +154,7 @@ def leaderboards(rows: pd.DataFrame, alpha: float, metrics: tuple[str, ...] = SH
     """:func:`leaderboard` of every metric on the distinct methods (identical ones folded, noted), long format."""
     same = identical(rows, alpha)
     tables = [leaderboard(rows, metric, seed=seed, same=same)
-              for metric in tqdm(metrics, desc="leaderboards", disable=len(metrics) < 2)]
+              for metric in progress_bar(metrics, desc="leaderboards", disable=len(metrics) < 2)]
     return pd.concat(tables, ignore_index=True)
 
 

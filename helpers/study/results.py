@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
 
-from ..config import ROOT
+from ..config import ROOT, progress_bar
 from .run import Bundles, alpha_for, part_hash, part_photos
 from .spec import StudySpec, load_spec
 from .store import PartFile, StudyFileError, part_path, read_part
@@ -92,7 +91,7 @@ def check_parts(spec: StudySpec, folder: Path, parts: dict[str, PartFile],
     Returns the parts that could not be checked here, with why (their photos are not on this machine).
     Models load on ``device`` (or come from ``bundles``)."""
     bundles, stale, unverified = bundles or Bundles(device), [], {}
-    for name in tqdm(sorted(parts, key=lambda n: spec.part(n).model), desc="checking the parts' hashes"):
+    for name in progress_bar(sorted(parts, key=lambda n: spec.part(n).model), desc="checking the parts' hashes"):
         committed = parts[name].facts
         dataset, now = expected_hash(spec, name, folder, bundles)
         if dataset != committed.get("dataset"):

@@ -30,12 +30,11 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ..cam.backend import weights_hash
 from ..cam.bundle import ModelBundle
 from ..cam.models import load_model
-from ..config import IMAGENET_MANIFEST, MANIFEST, ROOT
+from ..config import IMAGENET_MANIFEST, MANIFEST, ROOT, progress_bar
 from ..data.imagenet import IMAGENET, PACKAGED, DatasetUnavailable, locate
 from ..data.images import load_samples, read_manifest
 from ..evaluation import metrics as M
@@ -251,7 +250,8 @@ def run_part(spec: StudySpec, part: Part, bundle: ModelBundle, out: Path, shard:
         except StudyFileError:
             pass
     tables = []
-    for b in tqdm(batches, desc=f"{part.name} ({part.stage}, shard {shard[0]}/{shard[1]})", disable=not progress):
+    desc = f"{part.name} ({part.stage}, shard {shard[0]}/{shard[1]})"
+    for b in progress_bar(batches, desc=desc, disable=not progress):
         files = [photos.files[i] for i in b]
 
         def compute(files=files) -> dict[str, Any]:

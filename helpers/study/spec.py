@@ -16,15 +16,19 @@ adding a part, or changing one, invalidates no other part.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import tomllib
 
+from ..cam.engine import METHODS
 from ..config import SEED
 from ..evaluation.alpha_sweep import ALPHAS
-from ..evaluation.metrics import PRESETS
+from ..evaluation.floors import FLOORS
+from ..evaluation.metrics import MODES, PRESETS
 
 #: What a part computes (:mod:`helpers.study.parts` has one runner per kind).
 KINDS: tuple[str, ...] = ("alpha_sweep", "evaluate", "layers", "model", "sanity", "features", "road")
@@ -46,6 +50,124 @@ CORE: tuple[str, ...] = ("gradcam", "layercam", "hybrid@0.7", "hybrid@val", "ran
 LITE0_LAYER_SETTINGS: tuple[str | tuple[str, ...], ...] = ("stages.5", "stages.4", ("stages.4", "stages.5", "head"))
 
 
+#: A part's name is its file's name (``<name>.parquet`` beside the others): a plain file name.
+PART_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}")
+#: The options each kind reads (:mod:`helpers.study.parts`): (required keys, optional keys).
+OPTION_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "alpha_sweep": (("settings", "alphas"), ("additive", "with_max", "modes")), "evaluate": (("methods",), ()),
+    "layers": (("settings",), ()), "model": ((), ()), "sanity": (("methods",), ("steps",)), "features": ((), ()),
+    "road": (("methods",), ())}
+#: Kinds whose rows use the chosen alpha, so need ``alpha_from`` (a sanity part too when it draws ``hybrid``).
+USES_ALPHA: tuple[str, ...] = ("evaluate", "layers", "model", "road")
+
+
+def _whole(value: Any, low: int = 1) -> bool:
+    """A whole number (not a bool) >= ``low``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in ``value`` (nested lists and pairs included)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return all(map(_finite, value)) if isinstance(value, (tuple, list)) else True
+
+
+def _fractions(value: Any, empty: bool = False) -> bool:
+    """A list of numbers in [0, 1] (non-empty unless ``empty``)."""
+    return isinstance(value, (tuple, list)) and (empty or len(value) > 0) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in value)
+
+
+def _names(value: Any) -> bool:
+    """A non-empty list of distinct non-empty strings."""
+    return (isinstance(value, (tuple, list)) and len(value) > 0 and len(set(map(str, value))) == len(value)
+            and all(isinstance(v, str) and v for v in value))
+
+
+def _method_list(value: Any) -> bool:
+    """``[label, method, {option: value}]`` items with distinct labels and registered methods or floors."""
+    def item(m: Any) -> bool:
+        return (isinstance(m, (tuple, list)) and len(m) == 3 and isinstance(m[0], str) and m[0] != ""
+                and m[1] in (*METHODS, *FLOORS) and isinstance(m[2], (tuple, list))
+                and all(isinstance(o, (tuple, list)) and len(o) == 2 and isinstance(o[0], str) for o in m[2]))
+    return isinstance(value, (tuple, list)) and len(value) > 0 and all(map(item, value)) \
+        and _names([m[0] for m in value])
+
+
+def _sanity_methods(value: Any) -> bool:
+    """Registered CAM methods, distinct; ``hybrid@A`` is the hybrid at a fixed A in [0, 1]."""
+    def known(m: str) -> bool:
+        base, at, a = m.partition("@")
+        try:
+            return base in METHODS and (not at or (base == "hybrid" and 0 <= float(a) <= 1))
+        except ValueError:
+            return False
+    return _names(value) and all(map(known, value))
+
+
+def _settings(value: Any) -> bool:
+    """A non-empty list of layer names or of lists of layers (fused)."""
+    return isinstance(value, (tuple, list)) and len(value) > 0 and all(
+        (isinstance(s, str) and s != "") or _names(s) for s in value)
+
+
+#: Per option: (its check, what it must be).
+OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "settings": (_settings, "a non-empty list of layer names (or of lists of layers, fused)"),
+    "alphas": (_fractions, "a non-empty list of numbers in [0, 1]"),
+    "additive": (lambda v: _fractions(v, empty=True), "a list of numbers in [0, 1]"),
+    "with_max": (lambda v: isinstance(v, bool), "true or false"),
+    "modes": (lambda v: _names(v) and set(v) <= set(MODES), f"a non-empty list of distinct modes of {MODES}"),
+    "steps": (_whole, "a whole number >= 1"),
+    "methods": (_method_list, f"a non-empty list of [label, method, {{options}}] with distinct labels, the methods "
+                              f"of {', '.join((*METHODS, *FLOORS))}"),
+    "sanity methods": (_sanity_methods, f"a non-empty list of distinct methods of {', '.join(METHODS)} (or "
+                                        "hybrid@A, A in [0, 1])"),
+}
+
+
+def part_problem(part: Part) -> str | None:
+    """What is wrong with a part's fields as data (None: nothing): types, ranges, finite numbers, a plain
+    file name as its name, the options its kind reads."""
+    if not (isinstance(part.name, str) and PART_NAME.fullmatch(part.name)):
+        return (f"name must be a plain file name (letters, digits and _ - . @ +, not starting with a dot, at most "
+                f"100 characters), got {part.name!r}")
+    if part.kind not in KINDS:
+        return f"unknown kind {part.kind!r}; valid: {', '.join(KINDS)}"
+    if part.stage not in STAGES:
+        return f"unknown stage {part.stage!r}; valid: {', '.join(STAGES)}"
+    if not (isinstance(part.model, str) and part.model):
+        return f"model must be a model's name, got {part.model!r}"
+    if part.n is not None and not _whole(part.n):
+        return f"n must be a whole number >= 1 (or absent: all photos), got {part.n!r}"
+    if not _whole(part.batch):
+        return f"batch must be a whole number >= 1, got {part.batch!r}"
+    if part.alpha_from is not None and not (isinstance(part.alpha_from, str) and part.stage == "test"):
+        return f"only test parts take a chosen alpha (alpha_from, a part's name), got {part.alpha_from!r}"
+    if not (isinstance(part.options, tuple) and all(isinstance(o, tuple) and len(o) == 2 and isinstance(o[0], str)
+                                                    for o in part.options)):
+        return f"options must be a table of settings, got {part.options!r}"
+    required, optional = OPTION_KEYS[part.kind]
+    unknown = sorted(set(part.opts) - {*required, *optional})
+    if unknown:
+        return f"unknown option(s) {unknown} for kind {part.kind}; valid: {', '.join(required + optional) or 'none'}"
+    for key, value in part.options:
+        check, want = OPTION_RULES["sanity methods" if (part.kind, key) == ("sanity", "methods") else key]
+        if not (_finite(value) and check(value)):
+            return f"options.{key} must be {want}, got {value!r}"
+    if part.alpha_from is None and (part.kind in USES_ALPHA or "hybrid" in part.opts.get("methods", ())):
+        return f"kind {part.kind} uses the chosen alpha: name the val alpha sweep it takes it from in alpha_from"
+    return None
+
+
+def known_model(name: str) -> bool:
+    """A model name :func:`helpers.cam.models.load_model` knows (checked without loading it)."""
+    from ..cam.models import MODEL_NAMES
+    from ..cam.zoo import TIMM_PREFIX, torchvision_names
+    return name in MODEL_NAMES or name.startswith(TIMM_PREFIX) or name in torchvision_names()
+
+
 @dataclass(frozen=True)
 class Part:
     """One part of the study: a ``kind`` run on the first ``n`` photos of a split's seeded order.
@@ -65,16 +187,9 @@ class Part:
     options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"part {self.name!r}: unknown kind {self.kind!r}; valid: {', '.join(KINDS)}")
-        if self.stage not in STAGES:
-            raise ValueError(f"part {self.name!r}: unknown stage {self.stage!r}; valid: {', '.join(STAGES)}")
-        if self.n is not None and self.n < 1:
-            raise ValueError(f"part {self.name!r}: n must be >= 1 or None (all), got {self.n}")
-        if self.batch < 1:
-            raise ValueError(f"part {self.name!r}: batch must be >= 1, got {self.batch}")
-        if self.alpha_from is not None and self.stage != "test":
-            raise ValueError(f"part {self.name!r}: only test parts take a chosen alpha (alpha_from)")
+        problem = part_problem(self)
+        if problem:
+            raise ValueError(f"part {self.name!r}: {problem}")
 
     @property
     def opts(self) -> dict[str, Any]:
@@ -97,18 +212,30 @@ class StudySpec:
     description: str = ""
 
     def __post_init__(self) -> None:
+        protocol = {"rise_steps": self.rise_steps, "thesis_steps": self.thesis_steps, "seed": self.seed}
+        bad = next((k for k, v in protocol.items() if not _whole(v, 0 if k == "seed" else 1)), None)
+        if bad:
+            raise ValueError(f"study {self.name!r}: {bad} must be a whole number >= {0 if bad == 'seed' else 1}, "
+                             f"got {protocol[bad]!r}")
+        if not isinstance(self.description, str):
+            raise ValueError(f"study {self.name!r}: description must be text, got {self.description!r}")
+        if not (isinstance(self.parts, tuple) and self.parts and all(isinstance(p, Part) for p in self.parts)):
+            raise ValueError(f"study {self.name!r}: no parts; a study needs at least one part ([[parts]] table)")
         names = [p.name for p in self.parts]
-        duplicated = sorted({n for n in names if names.count(n) > 1})
+        folded = [n.lower() for n in names]   # each is a file name: Main and main clash on case-insensitive disks
+        duplicated = sorted({n for n in names if folded.count(n.lower()) > 1})
         if duplicated:
-            raise ValueError(f"study {self.name!r}: part names must be unique, repeated: {duplicated}")
+            raise ValueError(f"study {self.name!r}: part names must be unique, ignoring case, repeated: {duplicated}")
         for p in self.parts:
             if p.alpha_from is not None:
                 src = self.part(p.alpha_from) if p.alpha_from in names else None
                 if src is None or src.stage != "val" or src.kind != "alpha_sweep":
                     raise ValueError(f"part {p.name!r}: alpha_from {p.alpha_from!r} is not a val alpha sweep "
                                      "of this study")
-        if self.rise_steps < 1 or self.thesis_steps < 1:
-            raise ValueError("rise_steps and thesis_steps must be >= 1")
+                lacking = [s for s in p.opts.get("settings", ()) if s not in src.opts["settings"]]
+                if p.kind == "layers" and lacking:
+                    raise ValueError(f"part {p.name!r}: settings {lacking} have no chosen alpha in {src.name!r} "
+                                     f"(its settings: {list(src.opts['settings'])})")
 
     def part(self, name: str) -> Part:
         """The part called ``name`` (a clear error naming the valid ones otherwise)."""
@@ -122,6 +249,20 @@ class StudySpec:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
         return tuple(p for p in self.parts if p.stage == stage)
+
+    def check_selection(self, parts: Sequence[str] | None, stage: str | None = None) -> None:
+        """A ValueError unless every name in ``parts`` (None: all) is a part of this study and, with a
+        ``stage``, at least one of them is in that stage (otherwise nothing would run)."""
+        if parts is None:
+            return
+        names = [p.name for p in self.parts]
+        unknown = [p for p in parts if p not in names]
+        if not parts or unknown:
+            raise ValueError(f"{'unknown part(s) ' + str(unknown) if parts else 'no part named'}; parts of "
+                             f"{self.name!r}: {', '.join(names)}")
+        if stage is not None and not any(self.part(p).stage == stage for p in parts):
+            raise ValueError(f"none of the parts {list(parts)} is in the {stage} stage; its parts: "
+                             f"{', '.join(p.name for p in self.stage(stage))}")
 
 
 def _sweep(name: str, model: str, n: int | None, settings: tuple, alphas=ALPHAS, additive=(), with_max=False,
@@ -179,21 +320,37 @@ def _tuples(value: Any) -> Any:
 
 
 def spec_from_mapping(data: Mapping[str, Any], name: str) -> StudySpec:
-    """A :class:`StudySpec` from a parsed TOML table: top-level protocol keys and ``[[parts]]`` tables."""
+    """A :class:`StudySpec` from a parsed TOML table: top-level protocol keys and ``[[parts]]`` tables.
+
+    Checked as data before anything runs (a ValueError naming the key): the fields' types and ranges
+    (:func:`part_problem`), and, as the code's own definitions need not, that each part names a known
+    model and every option its kind requires."""
     known = {f.name for f in dataclasses.fields(StudySpec)} - {"parts", "name"}
     unknown = set(data) - known - {"parts"}
     if unknown:
         raise ValueError(f"study {name!r}: unknown key(s) {sorted(unknown)}; valid: parts, {', '.join(sorted(known))}")
+    tables = data.get("parts", [])
+    if not (isinstance(tables, list) and all(isinstance(t, dict) for t in tables)):
+        raise ValueError(f"study {name!r}: parts must be [[parts]] tables, got {tables!r}")
+    fields = dataclasses.fields(Part)
     parts = []
-    for i, table in enumerate(data.get("parts", [])):
-        fields = {f.name for f in dataclasses.fields(Part)}
-        bad = set(table) - fields
-        if bad:
-            raise ValueError(f"study {name!r}, part {i + 1}: unknown key(s) {sorted(bad)}; "
-                             f"valid: {', '.join(sorted(fields))}")
-        table = dict(table)
-        table["options"] = _tuples(table.get("options", {}))
-        parts.append(Part(**table))
+    for i, table in enumerate(tables):
+        bad = set(table) - {f.name for f in fields}
+        missing = [f.name for f in fields if f.default is dataclasses.MISSING and f.name not in table]
+        if bad or missing or not isinstance(table.get("options", {}), dict):
+            problem = (f"unknown key(s) {sorted(bad)}; valid: {', '.join(sorted(f.name for f in fields))}" if bad else
+                       f"missing key(s) {', '.join(missing)}" if missing else
+                       f"options must be a table ([parts.options]), got {table['options']!r}")
+            raise ValueError(f"study {name!r}, part {i + 1}: {problem}")
+        part = Part(**{**table, "options": _tuples(table.get("options", {}))})
+        lacking = [k for k in OPTION_KEYS[part.kind][0] if k not in part.opts]
+        if lacking:
+            raise ValueError(f"part {part.name!r}: options.{lacking[0]} missing (kind {part.kind} needs "
+                             f"{', '.join(OPTION_KEYS[part.kind][0])})")
+        if not known_model(part.model):
+            raise ValueError(f"part {part.name!r}: unknown model {part.model!r} (efficientnet_lite0/1/2, a "
+                             "torchvision classifier or timm/<name>)")
+        parts.append(part)
     return StudySpec(name=name, parts=tuple(parts), **{k: v for k, v in data.items() if k != "parts"})
 
 
@@ -210,4 +367,7 @@ def load_spec(spec: str | Path | StudySpec) -> StudySpec:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a valid TOML study definition ({err})") from None
-    return spec_from_mapping(data, path.stem)
+    try:
+        return spec_from_mapping(data, path.stem)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None

@@ -6,12 +6,11 @@ from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import torch
-from tqdm.auto import tqdm
 
 from ..cam.backend import infer
 from ..cam.bundle import ModelBundle
 from ..cam.engine import Method, compute_cams
-from ..config import MANIFEST
+from ..config import MANIFEST, progress_bar
 from ..data.images import read_manifest
 from .viz import plot_cam_grid
 
@@ -46,7 +45,7 @@ def save_examples(bundle: ModelBundle, samples: Sequence, methods: Sequence[Meth
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     starts = range(0, len(samples), per_figure)
-    for page, start in enumerate(tqdm(starts, desc=out_dir.name, disable=not progress)):
+    for page, start in enumerate(progress_bar(starts, desc=out_dir.name, disable=not progress)):
         chunk = samples[start:start + per_figure]
         images = torch.stack([s.tensor for s in chunk])
         idx = [s.label_idx for s in chunk]

@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..config import MANIFEST, SEED
 from ..data.images import CROP, load_image, model_view, read_manifest
+from ..data.restricted import note_shown
 
 #: Box colours in order of the boxes in a manifest row (the asserted label's box first).
 BOX_COLOURS: tuple[str, ...] = ("#ff2d2d", "#2dd0ff", "#ffe02d", "#7cff2d")
@@ -72,6 +73,7 @@ def preview(path: str | Path, width: int = 900, quality: int = 85) -> Any:
     import io
 
     from IPython.display import Image as Show
+    note_shown(path)                       # a figure of licence-restricted photos marks the cell
     image = Image.open(path).convert("RGB")
     image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
     buf = io.BytesIO()

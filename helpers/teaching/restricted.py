@@ -1,10 +1,11 @@
-"""Keep licence-restricted photos out of stored notebooks: drop the images of cells tagged ``imagenet-photos``.
+"""Keep licence-restricted photos out of stored notebooks: drop every picture of the cells that used them.
 
-The ImageNet photos may be used for research and teaching but not redistributed, so a notebook
-committed with its outputs must not carry them. Cells that show them carry the tag
-:data:`TAG`; after a headless run, ``python -m helpers.teaching.restricted NOTEBOOK...`` (the
-Makefile's ``reproduce`` does it) replaces each such cell's pictures by a line saying where the
-figure was written. Text outputs stay; run the notebook yourself to see the pictures inline.
+A cell that read a restricted photo, or drew or showed one (:mod:`helpers.data.restricted`), carries
+an output of type :data:`helpers.data.restricted.MIME`; after a headless run,
+``python -m helpers.teaching.restricted NOTEBOOK...`` (the Makefile's ``reproduce`` does it) removes
+every picture of those cells and keeps the mark's one line, which says why. Text outputs stay; run the
+notebook yourself to see the pictures inline. :func:`restricted_pictures` finds what a stored
+notebook still shows of them (the tests fail on any).
 """
 from __future__ import annotations
 
@@ -13,29 +14,32 @@ from pathlib import Path
 
 import nbformat
 
-TAG = "imagenet-photos"
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
-NOTE = ("[figure of ImageNet photos not stored in the notebook: their licence forbids redistribution. "
-        "Run the notebook to see it; the file is in results/]\n")
+from ..data.restricted import MIME
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif", "image/webp", "application/pdf")
+
+
+def _marked(cell: nbformat.NotebookNode) -> bool:
+    return cell.cell_type == "code" and any(MIME in out.get("data", {}) for out in cell.get("outputs", []))
+
+
+def _pictures(out: nbformat.NotebookNode) -> list[str]:
+    return [k for k in out.get("data", {}) if k in IMAGE_TYPES]
+
+
+def restricted_pictures(nb: nbformat.NotebookNode) -> list[str]:
+    """``"cell N: image/png"`` for every picture a marked cell of ``nb`` still holds (none once stripped)."""
+    return [f"cell {i}: {kind}" for i, cell in enumerate(nb.cells) if _marked(cell)
+            for out in cell.outputs for kind in _pictures(out)]
 
 
 def strip_restricted_images(path: str | Path) -> int:
-    """Remove every image output of the tagged cells of one notebook in place; returns how many went."""
+    """Remove every picture of the marked cells of one notebook in place; returns how many went."""
     nb = nbformat.read(path, as_version=4)
     removed = 0
-    for cell in nb.cells:
-        if cell.cell_type != "code" or TAG not in cell.metadata.get("tags", []):
-            continue
-        kept = []
-        for out in cell.get("outputs", []):
-            data = out.get("data", {})
-            images = [k for k in IMAGE_TYPES if k in data]
-            if not images:
-                kept.append(out)
-                continue
-            removed += len(images)
-            kept.append(nbformat.v4.new_output("stream", name="stdout", text=NOTE))
-        cell.outputs = kept
+    for cell in filter(_marked, nb.cells):
+        removed += sum(len(_pictures(out)) for out in cell.outputs)
+        cell.outputs = [out for out in cell.outputs if not _pictures(out)]
     nbformat.write(nb, path)
     return removed
 

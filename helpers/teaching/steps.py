@@ -5,16 +5,22 @@ Every function here is a step the lecture notebooks show on real tensors; the en
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Sequence
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..cam.backend import infer
 from ..cam.bundle import ModelBundle
-from ..cam.engine import METHODS, forward_backward, gradcam, gradcam_weights
+from ..cam.checks import check_class_idx
+from ..cam.engine import METHODS, forward_backward, gradcam, gradcam_weights, layercam
+from ..cam.layers import get_layer
 from ..cam.maps import normalise_max, upsample
-from ..evaluation.sanity import spearman
+from ..evaluation.alpha_sweep import ALPHAS, sweep, sweep_plan
+from ..evaluation.metrics.perturbation import insertion_deletion_auc
+from ..evaluation.sanity import classifier_name, spearman
 
 
 def gradcam_steps(acts: torch.Tensor, grads: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -40,8 +46,13 @@ def probability_gradcam_weights(weight: torch.Tensor, probs: torch.Tensor, class
     probability-weighted average over all classes, scaled by p_c. ``weight`` is W (C, K), ``probs``
     the softmax (N, C), ``area`` = h w of the layer.
     """
-    idx = torch.as_tensor(class_idx, dtype=torch.long).view(-1, 1)
+    idx = check_class_idx(class_idx, len(probs), probs.shape[1]).to(probs.device).view(-1, 1)
     return probs.gather(1, idx) * (weight[idx[:, 0]] - probs @ weight) / area
+
+
+def classifier_weight(bundle: ModelBundle) -> torch.Tensor:
+    """The weight W (classes, channels) of the linear classifier after the pooling: CAM's class weights."""
+    return get_layer(bundle.model, classifier_name(bundle.model)).weight.detach()
 
 
 def top_channels(weights: torch.Tensor, k: int = 10) -> torch.Tensor:
@@ -79,6 +90,45 @@ def per_layer_cams(bundle: ModelBundle, images: torch.Tensor, layers: Sequence[s
     return {n: normalise_max(upsample(METHODS[method](cap.activations[n], cap.gradients[n]), size))
             for n in cap.layers}
 
+
+def head_cases(bundle: ModelBundle, samples: Sequence, k: int = 3) -> pd.DataFrame:
+    """Grad-CAM at the CAM layer for every sample and each of its model's top-``k`` classes, from ONE pass.
+
+    Columns: ``photo``, ``class_idx``, ``class_name``, ``p`` (softmax), ``negative`` (positions where the
+    weighted sum is below 0, i.e. where the ReLU changes something) and ``bicubic_min`` / ``bicubic_max``
+    (the max-scaled map bicubically upsampled to the input size, before clipping: outside [0, 1] it overshoots).
+    """
+    images = torch.stack([s.tensor for s in samples])
+    top = infer(bundle, images).softmax(dim=1).cpu().topk(k)
+    idx = top.indices.flatten()
+    cap = forward_backward(bundle, images.repeat_interleave(k, dim=0), idx.tolist())
+    layer = cap.layers[0]
+    steps = gradcam_steps(cap.activations[layer], cap.gradients[layer])
+    cubic = F.interpolate(normalise_max(steps["cam"])[:, None], size=tuple(images.shape[-2:]), mode="bicubic",
+                          align_corners=False)[:, 0]
+    return pd.DataFrame({"photo": [s.file for s in samples for _ in range(k)], "class_idx": idx.numpy(),
+                         "class_name": [bundle.class_names[i] for i in idx.tolist()],
+                         "p": top.values.flatten().numpy(),
+                         "negative": (steps["weighted_sum"] < 0).sum(dim=(1, 2)).numpy(),
+                         "bicubic_min": cubic.amin(dim=(1, 2)).numpy(), "bicubic_max": cubic.amax(dim=(1, 2)).numpy()})
+
+
+def layer_agreement(bundle: ModelBundle, images: torch.Tensor, layers: Sequence[str],
+                    class_idx: int | None = None) -> pd.Series:
+    """Spearman correlation of Grad-CAM and LayerCAM at each layer (at its own resolution), from ONE pass;
+    one image (1, 3, H, W), indexed by layer name."""
+    cap = forward_backward(bundle, images, class_idx, list(layers))
+    return pd.Series({n: spearman(gradcam(cap.activations[n], cap.gradients[n]),
+                                  layercam(cap.activations[n], cap.gradients[n])) for n in layers}, name="spearman")
+
+
+def insertion_by_alpha(bundle: ModelBundle, images: torch.Tensor, class_idx: int, steps: int = 28,
+                       substrate: str = "blur", alphas: Sequence[float] = ALPHAS) -> pd.Series:
+    """Insertion AUC of the hybrid at every ``a`` for one image (1, 3, H, W): the rise protocol with ``steps``
+    steps onto the insertion ``substrate``, indexed by ``a`` (the raw maps come from one pass)."""
+    metric = partial(insertion_deletion_auc, preset="rise", steps=steps, insertion_substrate=substrate)
+    rows = sweep(bundle, images, [class_idx], metric, sweep_plan(alphas, with_max=False), progress=False)
+    return rows.set_index("alpha")["insertion"]
 
 
 def logit_vs_probability(bundle: ModelBundle, images: torch.Tensor, class_idx: Sequence[int]) -> pd.DataFrame:

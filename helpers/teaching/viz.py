@@ -11,6 +11,8 @@ import torch
 from matplotlib.patches import Rectangle
 from PIL import Image
 
+from ..data.restricted import note_shown
+
 
 def to_rgb_array(image: Image.Image | np.ndarray | torch.Tensor, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None) -> np.ndarray:
@@ -40,6 +42,8 @@ def overlay(image: Image.Image | np.ndarray | torch.Tensor, cam: np.ndarray | to
     return (1 - weight) * rgb + weight * colour
 
 
+#: The label of the colour bar shared by overlays (short enough for a two-panel figure).
+COLOURBAR_LABEL = "map value, each map scaled to [0, 1]"
 #: A map whose values differ by at most this (relative to its largest magnitude) is drawn as constant.
 CONSTANT_TOLERANCE = 1e-9
 #: A box covering at least this share of the image outlines the image itself and is not drawn.
@@ -76,7 +80,7 @@ def plot_cam_grid(images: Sequence, maps: Mapping[str, torch.Tensor], titles: Se
         ax.axis("off")
     if names:
         fig.colorbar(matplotlib.cm.ScalarMappable(cmap=cmap), ax=axes[:, 1:], orientation="horizontal",
-                     fraction=0.04, aspect=40, label="map value (each map scaled to [0, 1])")
+                     fraction=0.04, aspect=40, label=COLOURBAR_LABEL)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
@@ -102,7 +106,7 @@ def plot_overlays(image: Image.Image | np.ndarray | torch.Tensor, maps: Mapping[
         ax.imshow(overlay(image, cam, cmap=cmap, mean=mean, std=std))
         ax.set_title(name, fontsize=10)
     fig.colorbar(matplotlib.cm.ScalarMappable(cmap=cmap), ax=axes, orientation="horizontal", fraction=0.04,
-                 aspect=40, label="map value (each map scaled to [0, 1])")
+                 aspect=40, label=COLOURBAR_LABEL)
     return fig
 
 
@@ -149,12 +153,38 @@ def plot_map_rows(rows: Sequence[Mapping[str, np.ndarray | torch.Tensor]], cmap:
     return fig
 
 
+def plot_grids(grids: Mapping[str, np.ndarray | torch.Tensor], fmt: str = ".2f", cmap: str = "viridis",
+               size: float = 2.6, suptitle: str | None = None) -> plt.Figure:
+    """Small maps (h, w) side by side with every cell's value written on it, all on one colour scale from
+    the smallest to the largest value shown (centred on zero for a :data:`DIVERGING` colour map): maps as
+    numbers, before any upsampling."""
+    arrays = {k: (m.detach().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)) for k, m in grids.items()}
+    lo, hi = min(float(a.min()) for a in arrays.values()), max(float(a.max()) for a in arrays.values())
+    if cmap in DIVERGING:                  # signed values: zero in the middle of the scale
+        lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
+    fig, axes = plt.subplots(1, len(arrays), figsize=(size * len(arrays), size + 0.5), squeeze=False,
+                             layout="constrained")
+    for ax, (title, arr) in zip(axes[0], arrays.items(), strict=True):
+        im = ax.imshow(arr, cmap=cmap, vmin=lo, vmax=hi)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for (i, j), v in np.ndenumerate(arr):
+            dark = abs(v) > 0.6 * hi if cmap in DIVERGING else v < lo + 0.5 * (hi - lo)
+            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=6.5, color="white" if dark else "black")
+    fig.colorbar(im, ax=axes, orientation="horizontal", fraction=0.05, aspect=50, label="value")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
 def preview(path: str | Path, width: int = 900, quality: int = 80):
     """A saved figure as a JPEG of at most ``width`` pixels, for a light notebook display."""
     from io import BytesIO
 
     from IPython.display import Image as IPyImage
 
+    note_shown(path)                       # a figure of licence-restricted photos marks the cell
     image = Image.open(path).convert("RGB")
     image.thumbnail((width, width * 10))
     buffer = BytesIO()

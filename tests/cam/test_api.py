@@ -70,8 +70,8 @@ def test_bad_requests_are_refused_before_any_forward() -> None:
     calls = forwards(bundle)
     cases = [(dict(methods=()), ValueError, "methods is empty"),
              (dict(methods=[]), ValueError, "methods is empty"),
-             (dict(target=9.5), ValueError, "class_idx must be integers"),
-             (dict(target=[1, 2.5]), ValueError, "class_idx must be integers"),
+             (dict(target=9.5), ValueError, "class_idx must be an integer"),
+             (dict(target=[1, 2.5]), ValueError, "class_idx must be an integer"),
              (dict(layer=[]), ValueError, "layer is empty"),
              (dict(methods=("gradcam", 3)), TypeError, "a CAM method is a name, an option object"),
              (dict(methods=Smooth("scorecam")), ValueError, "SmoothGrad wraps gradient methods only"),
@@ -156,7 +156,7 @@ def test_a_model_in_train_mode_is_never_changed_and_gives_eval_maps() -> None:
     modes = {name: m.training for name, m in bundle.model.named_modules()}
     before = state(bundle.model)
     assert any("running" in k for k in before) and "features.1.num_batches_tracked" in before
-    with pytest.warns(UserWarning, match="in train mode: the CAMs are computed in eval mode") as record:
+    with pytest.warns(UserWarning, match="in train mode: it runs in eval mode") as record:
         got = compute_cams(bundle, x, methods, target=[0, 2])
         cap = forward_backward(bundle, x, 0)
     assert len(record) == 2  # one warning per call

@@ -9,9 +9,17 @@ import torch
 from torch import nn
 from toy import GapLinear, toy_bundle
 
-from helpers.cam.checks import check_images, expected_channels
+from helpers.cam.checks import check_class_idx, check_images, expected_channels
 from helpers.cam.engine import compute_cams, forward_backward
+from helpers.cam.inference import predict_topk
+from helpers.cam.models import as_bundle, ensure_bundle
+from helpers.cam.targets import ClassProbability
 from helpers.evaluation import metrics as M
+from helpers.evaluation import runner
+from helpers.evaluation.adaptive import map_features
+from helpers.evaluation.alpha_sweep import sweep
+from helpers.evaluation.road import road_curves, road_scores
+from helpers.teaching.steps import logit_vs_probability, per_layer_cams, probability_gradcam_weights
 
 
 @pytest.fixture
@@ -57,15 +65,27 @@ def maps_for(images) -> torch.Tensor:
     return torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(2))
 
 
-#: every public entry point that runs the model: (bundle, images, maps) -> call
+#: every public entry point that runs the model: (bundle, images, maps, class index) -> call
 ENTRY_POINTS = {
-    "compute_cams": lambda b, x, m: compute_cams(b, x, target=0),
-    "forward_backward": lambda b, x, m: forward_backward(b, x, class_idx=0),
-    "insertion_deletion_curves": lambda b, x, m: M.insertion_deletion_curves(b, x, m, 0, "deletion", 4),
-    "insertion_deletion": lambda b, x, m: M.insertion_deletion(b, x, m, 0, steps=4),
-    "insertion_deletion_auc": lambda b, x, m: M.insertion_deletion_auc(b, x, m, 0, steps=4),
-    "confidence_change": lambda b, x, m: M.confidence_change(b, x, m, 0),
-    "adcc": lambda b, x, m: M.adcc(b, x, m, 0, explain=lambda im, c: compute_cams(b, im, ("gradcam",), c)["gradcam"]),
+    "compute_cams": lambda b, x, m, c=0: compute_cams(b, x, target=c),
+    "forward_backward": lambda b, x, m, c=0: forward_backward(b, x, class_idx=c),
+    "insertion_deletion_curves": lambda b, x, m, c=0: M.insertion_deletion_curves(b, x, m, c, "deletion", 4),
+    "insertion_deletion": lambda b, x, m, c=0: M.insertion_deletion(b, x, m, c, steps=4),
+    "insertion_deletion_auc": lambda b, x, m, c=0: M.insertion_deletion_auc(b, x, m, c, steps=4),
+    "confidence_change": lambda b, x, m, c=0: M.confidence_change(b, x, m, c),
+    "adcc": lambda b, x, m, c=0: M.adcc(b, x, m, c,
+                                         explain=lambda im, k: compute_cams(b, im, ("gradcam",), k)["gradcam"]),
+}
+#: the other entry points that take class indices (their images in [0, 1]: ROAD imputes pixels)
+CLASS_ENTRY_POINTS = ENTRY_POINTS | {
+    "ClassProbability": lambda b, x, m, c: compute_cams(b, x, target=ClassProbability(c)),
+    "road_curves": lambda b, x, m, c: road_curves(b, x, m, c, percentages=(0.5,)),
+    "road_scores": lambda b, x, m, c: road_scores(b, x, m, c, percentages=(0.5,)),
+    "sweep": lambda b, x, m, c: sweep(b, x, c, lambda *a, **k: M.insertion_deletion_auc(*a, steps=2, **k),
+                                      plan=[("geometric", 0.5)], progress=False),
+    "map_features": lambda b, x, m, c: map_features(b, x, c),
+    "per_layer_cams": lambda b, x, m, c: per_layer_cams(b, x, ["features"], class_idx=c),
+    "logit_vs_probability": lambda b, x, m, c: logit_vs_probability(b, x, c),
 }
 
 
@@ -142,3 +162,105 @@ def test_finiteness_is_exact_where_a_sum_alone_would_not_be() -> None:
     last[1, 2, 7, 7] = float("nan")
     with pytest.raises(ValueError, match=r"1 NaN and 0 infinite values \(the first at index \(1, 2, 7, 7\)\)"):
         check_images(last, bundle)
+
+
+# ---------------------------------------------------------------- class indices: one rule at every door
+
+#: class indices of a 2-image batch that every entry point refuses -> what the message says
+BAD_CLASSES = {
+    "fraction": (0.7, "must be an integer .* got 0.7"),
+    "fractions in a list": ([1.9, 0], r"got \[1.9, 0\]"),
+    "a bool in a list": ([False, 0], r"got \[False, 0\]"),
+    "a bool": (True, "got True"),
+    "a float tensor": (torch.tensor([1.0, 0.0]), "dtype torch.float32"),
+    "a float array": (np.array([1.0, 0.0]), "dtype float64"),
+    "a string": ("1", "got '1'"),
+    "2-D": (torch.tensor([[1], [0]]), r"shape \(2, 1\)"),
+    "one entry for two images": ([1], "1 entry for a batch of 2 images: give one per image, or the int 1 itself"),
+    "three for two": ([1, 0, 1], "3 entries for a batch of 2 images"),
+    "out of range": ([0, 2], "class index 2 out of range: the model has 2 classes"),
+    "negative": (-1, "class index -1 out of range"),
+}
+
+
+@pytest.mark.parametrize("entry", list(CLASS_ENTRY_POINTS))
+@pytest.mark.parametrize("bad", list(BAD_CLASSES))
+def test_bad_class_indices_are_refused_alike_before_any_forward(bad, entry, counted) -> None:
+    bundle, calls = counted
+    value, message = BAD_CLASSES[bad]
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match=message):
+        CLASS_ENTRY_POINTS[entry](bundle, x, maps_for(None), value)
+    assert not calls
+
+
+@pytest.mark.parametrize("entry", ["compute_cams", "insertion_deletion_auc", "confidence_change", "road_scores"])
+def test_every_spelling_of_integers_gives_the_same_numbers(entry, counted) -> None:
+    bundle, _ = counted
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    call = CLASS_ENTRY_POINTS[entry]
+    for same in ((1, np.int64(1), torch.tensor(1), [1, 1]), ([1, 0], (1, 0), np.array([1, 0]), torch.tensor([1, 0]))):
+        results = [call(bundle, x, maps_for(None), c) for c in same]
+        for got in results[1:]:
+            assert all(torch.equal(got[k], results[0][k]) for k in results[0])
+
+
+def test_the_one_check_without_a_batch_checks_the_form_only() -> None:
+    assert check_class_idx(3).tolist() == [3] and check_class_idx(range(3), 3, 3).tolist() == [0, 1, 2]
+    assert check_class_idx(np.uint8(4), 2, 5).tolist() == [4, 4]
+    for bad in (2.0, [np.float32(1)], None, [None], [[1, 2]]):
+        with pytest.raises(ValueError, match="must be an integer"):
+            check_class_idx(bad)
+    with pytest.raises(ValueError, match="class_idx must be an integer"):
+        probability_gradcam_weights(torch.randn(3, 4), torch.rand(2, 3).softmax(1), [0.7, 1], 4)
+
+
+# ---------------------------------------------------------------- a model in train mode is never changed
+
+def train_mode_bundle():
+    """A toy with BatchNorm (running statistics away from 0 / 1) and dropout, put in train mode."""
+    torch.manual_seed(0)
+    features = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Dropout(0.5))
+    bundle = dataclasses.replace(toy_bundle(GapLinear(torch.randn(2, 4), features=features)), stride=4,
+                                 backend="torch")
+    with torch.no_grad():
+        features[1].running_mean.uniform_(-1, 1)
+        features[1].running_var.uniform_(0.5, 2)
+    bundle.model.train()
+    features[2].eval()  # a module in its own mode gets it back
+    return bundle
+
+
+#: every entry point that runs a model, and those that build a bundle from one (traced forwards)
+MODEL_RUNNERS = CLASS_ENTRY_POINTS | {
+    "class_probabilities": lambda b, x, m, c: M.class_probabilities(b, lambda i, j: x[i:j], 2, torch.tensor([c, c])),
+    "predict_topk": lambda b, x, m, c: predict_topk(b, x, k=1),
+    "evaluate": lambda b, x, m, c: runner.evaluate(
+        b, [runner_sample(x[0])], ["gradcam", "random"], runner.EvalConfig(rise_steps=2, thesis_steps=2,
+                                                                           timing_repeats=1, timing_warmup=0),
+        cache_dir=None, progress=False),
+    "as_bundle": lambda b, x, m, c: as_bundle(b.model, input_size=8),
+    "compute_cams on the module": lambda b, x, m, c: compute_cams(b.model, x, target=c),
+    "ensure_bundle": lambda b, x, m, c: ensure_bundle(b.model, (9, 9)),
+}
+
+
+def runner_sample(tensor: torch.Tensor):
+    from types import SimpleNamespace
+    return SimpleNamespace(file="a.png", tensor=tensor, label_idx=0, label_name="0", boxes_crop=[], kind="photo",
+                           split="test", source="a.png", crop_scale=1.0)
+
+
+@pytest.mark.parametrize("entry", list(MODEL_RUNNERS))
+def test_no_entry_point_changes_a_model_in_train_mode(entry) -> None:
+    bundle = train_mode_bundle()
+    before = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+    modes = {name: m.training for name, m in bundle.model.named_modules()}
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with pytest.warns(UserWarning, match="in train mode: it runs in eval mode"):
+        MODEL_RUNNERS[entry](bundle, x, maps_for(None), 1)
+    after = bundle.model.state_dict()
+    assert "features.1.num_batches_tracked" in before and after.keys() == before.keys()
+    changed = [k for k in before if not torch.equal(after[k], before[k])]
+    assert not changed, f"{entry} changed {changed}"
+    assert {name: m.training for name, m in bundle.model.named_modules()} == modes

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from helpers.cam.checks import check_class_idx
 from helpers.cam.engine import compute_cams, gradcam, layercam
@@ -12,8 +13,10 @@ from helpers.cam.hooks import LayerCapture
 from helpers.cam.inference import predict_topk
 from helpers.cam.lite import build_lite_original
 from helpers.cam.maps import normalise_max, upsample
-from helpers.cam.models import load_model
+from helpers.cam.models import as_bundle, load_model
 from helpers.cam.weights import RESNET50_FILES, find_resnet50_weights
+from helpers.evaluation import metrics as M
+from helpers.evaluation.road import road_scores
 
 
 def test_wrapped_lite0_gives_the_original_logits(lite0, photo_batch) -> None:
@@ -124,3 +127,48 @@ def test_check_class_idx_broadcasts_an_int() -> None:
     assert torch.equal(check_class_idx(3, 2, 10), torch.tensor([3, 3]))
     with pytest.raises(ValueError, match="out of range"):
         check_class_idx([1, 10], 2, 10)
+
+
+class GreyNet(nn.Module):
+    """A plain one-channel classifier as in Captum's and pytorch-grad-cam's tests: conv, ReLU, conv, GAP, fc."""
+
+    def __init__(self, channels: int = 1) -> None:
+        super().__init__()
+        self.conv1, self.relu = nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU()
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv2(self.relu(self.conv1(x))).mean(dim=(2, 3)))
+
+
+def test_a_one_channel_module_is_supported_end_to_end(capsys) -> None:
+    torch.manual_seed(0)
+    model = GreyNet().eval()
+    x = torch.rand(2, 1, 16, 16)
+    maps = compute_cams(model, x)                                  # traced with a one-channel input
+    assert maps["hybrid"].shape == (2, 16, 16) and "CAM layer 'conv2'" in capsys.readouterr().err
+    bundle = as_bundle(model, input_size=16)
+    assert bundle.mean == (pytest.approx(0.449),) and len(bundle.std) == 1
+    photo = bundle.preprocess(Image.new("RGB", (20, 24), (200, 30, 90)))
+    assert photo.shape == (1, 16, 16)                              # the photo turned grey
+    classes = maps.class_idx
+    aucs = M.insertion_deletion_auc(bundle, x, maps["gradcam"], classes, steps=4)
+    change = M.confidence_change(bundle, x, maps["gradcam"], classes, space="pixel")
+    normalised = (x - bundle.mean[0]) / bundle.std[0]              # x as pixels: ROAD reads them back
+    road = road_scores(bundle, normalised, maps["gradcam"], classes, percentages=(0.5,))
+    for value in (*aucs.values(), *change.values(), *road.values()):
+        assert value.shape == (2,) and bool(torch.isfinite(value).all())
+
+
+def test_normalisation_and_preprocessing_must_fit_the_channels() -> None:
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="GreyNet takes 1 input channel\\(s\\): mean and std need one value per "
+                                         "channel; got 3 and 3"):
+        as_bundle(GreyNet().eval(), input_size=16, mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2))
+    four = GreyNet(channels=4).eval()
+    assert compute_cams(four, torch.rand(1, 4, 16, 16))["gradcam"].shape == (1, 16, 16)
+    bundle = as_bundle(four, input_size=16)
+    assert len(bundle.mean) == 4
+    with pytest.raises(ValueError, match="takes 4 input channels and a photo gives 1 \\(grey\\) or 3 \\(RGB\\)"):
+        bundle.preprocess(Image.new("RGB", (20, 20)))

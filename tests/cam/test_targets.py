@@ -88,7 +88,7 @@ def test_class_targets_and_their_errors() -> None:
     with pytest.raises(ValueError, match="unknown score 'logits'"):
         class_target(0, "logits")
     for bad in (9.5, [1, 2.5], torch.tensor([1.5]), True):
-        with pytest.raises(ValueError, match="class_idx must be integers"):
+        with pytest.raises(ValueError, match="class_idx must be an integer"):
             ClassLogit(bad)
 
 

@@ -101,7 +101,7 @@ class _Favouring(nn.Module):
 
 @pytest.fixture(scope="module")
 def fake_bundle() -> SimpleNamespace:
-    return SimpleNamespace(model=_Favouring([281, 967, 812, 872, 665]), device=torch.device("cpu"),
+    return SimpleNamespace(model=_Favouring([281, 967, 812, 872, 665]).eval(), device=torch.device("cpu"),
                            preprocess=make_preprocess((0.5,) * 3, (0.5,) * 3), class_names=imagenet_class_names())
 
 
@@ -169,6 +169,23 @@ def test_committed_dataset_is_consistent() -> None:
     photos = m[m.kind == "photo"].set_index("source")["split"].to_dict()
     for r in m[m.kind == "composite"].itertuples():
         assert {photos[s] for s in r.source.split("+") if s in photos} <= {r.split}, r.file
+
+
+@pytest.mark.skipif(not MANIFEST.is_file(), reason="dataset not built yet")
+def test_loaded_boxes_equal_the_manifests_crop_boxes() -> None:
+    """Every box ``load_samples`` returns lies within a pixel of the manifest's own crop box: a packaged
+    photo is stored smaller than the original its ``orig`` box is measured in (coffee: 600 x 400 stored
+    as 384 x 256), so the box must be mapped through ``orig_size``, not the stored size."""
+    m = read_manifest()
+    samples = load_samples(SimpleNamespace(preprocess=lambda image: torch.zeros(3, 1, 1)))
+    assert [s.file for s in samples] == m.file.tolist()
+    for r, s in zip(m.itertuples(), samples, strict=True):
+        want = [(int(b["class_idx"]), b["crop"]) for b in json.loads(r.boxes)]
+        assert [c for c, _ in s.boxes_crop] == [c for c, _ in want], r.file      # no box dropped
+        for (_, got), (_, crop) in zip(s.boxes_crop, want, strict=True):
+            assert np.abs(np.subtract(got, crop)).max() <= 1.0, (r.file, got, crop)
+    coffee = next(s for s in samples if s.file == "photo_coffee.png")
+    assert coffee.crop_scale == pytest.approx(256 / 400)                      # 15 px of the original: 9.6 px
 
 
 def test_preview_is_a_small_jpeg(tmp_path: Path) -> None:

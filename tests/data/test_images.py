@@ -310,17 +310,34 @@ def test_import_folder_class_subfolders_voc_boxes_and_bad_files(tmp_path: Path, 
     assert [s.label_idx for s in samples] == [285, 285, 281] and len(samples[2].boxes_crop) == 2
 
 
-def test_import_folder_labels_csv_and_unknown_wnid(tmp_path: Path) -> None:
-    _rgb(64, 64).save(tmp_path / "x.png")
-    _rgb(64, 64, seed=1).save(tmp_path / "y.png")
-    (tmp_path / "labels.csv").write_text("file,label,split\nx.png,tripod,val\ny.png,n04485082,test\n")
+def test_import_folder_labels_csv_imagenet_wnids_and_unknown_wnid(tmp_path: Path) -> None:
+    for i, name in enumerate("xyz"):
+        _rgb(64, 64, seed=i).save(tmp_path / f"{name}.png")
+    (tmp_path / "labels.csv").write_text("file,label,split\nx.png,tripod,val\ny.png,n04485082,test\n"
+                                         "z.png,n99999999,test\n")
+    _voc(tmp_path / "x.xml", (64, 64), [("n01494475", (1, 1, 10, 10))])     # a WordNet id in a box file too
     df = import_folder(tmp_path, labels_csv=tmp_path / "labels.csv", out=tmp_path / "out" / "m.csv")
-    assert list(df["file"]) == ["../x.png"] and list(df["split"]) == ["val"] and list(df["label_idx"]) == [872]
-    assert "synsets=" in df.attrs["rejected"][0]
-    assert read_manifest(tmp_path / "out" / "m.csv")["label_name"].tolist() == ["tripod"]
+    assert list(df["file"]) == ["../x.png", "../y.png"] and list(df["label_idx"]) == [872, 872]  # no synsets file
+    assert [b["class_idx"] for b in json.loads(df.loc[0, "boxes"])] == [4]                   # hammerhead shark
+    assert len(df.attrs["rejected"]) == 1
+    assert "'n99999999': not one of the 1000 class names nor an ImageNet-1k WordNet id" in df.attrs["rejected"][0]
+    assert read_manifest(tmp_path / "out" / "m.csv")["label_name"].tolist() == ["tripod", "tripod"]
     with pytest.raises(ValueError, match="'file' and 'label'"):
         (tmp_path / "bad.csv").write_text("name,class\n")
         import_folder(tmp_path, labels_csv=tmp_path / "bad.csv")
+
+
+def test_wordnet_ids_are_known_offline_for_imagenet_classes_only() -> None:
+    from helpers import cli
+    from helpers.cam.zoo import imagenet_class_names
+    from helpers.data.folders import class_index
+
+    names = imagenet_class_names()
+    assert [class_index(w, names) for w in ("n01440764", "n01494475", "n15075141")] == [0, 4, 999]
+    assert cli.class_index("n01494475", names) == 4                              # explain --class
+    assert class_index("n01494475", names, {"n01494475": 7}) == 7                # a synsets file wins
+    with pytest.raises(ValueError, match="the model's classes are not ImageNet's: a WordNet id needs synsets="):
+        class_index("n01494475", ["cat", "dog"])
 
 
 # ---------------------------------------------------------------- every other rejection path, built on the fly

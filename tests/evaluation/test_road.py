@@ -256,9 +256,19 @@ def test_noise_on_imputed_pixels_only_and_seeded():
     assert 0.03 < float(diff.std()) < 0.07 and (diff != 0).all()
 
 
+def test_a_grey_image_is_imputed_as_each_channel_of_a_colour_one():
+    img = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2))
+    removed = torch.rand(16, 16, generator=torch.Generator().manual_seed(3)) < 0.4
+    colour = noisy_linear_impute(img, removed, 0.0)
+    for c in range(3):
+        assert torch.allclose(noisy_linear_impute(img[c:c + 1], removed, 0.0), colour[c:c + 1], atol=1e-12)
+    assert noisy_linear_impute(img[:1], removed, 0.05, torch.Generator().manual_seed(1)).shape == (1, 16, 16)
+
+
 @pytest.mark.parametrize("image, removed, match", [
-    (torch.rand(16, 16), torch.zeros(16, 16, dtype=torch.bool), "must be a .3, H, W. tensor"),
-    (torch.rand(1, 16, 16), torch.zeros(16, 16, dtype=torch.bool), "must be a .3, H, W. tensor"),
+    (torch.rand(16, 16), torch.zeros(16, 16, dtype=torch.bool), "must be a .C, H, W. tensor"),
+    (torch.rand(0, 16, 16), torch.zeros(16, 16, dtype=torch.bool), "must be a .C, H, W. tensor"),
+    (torch.rand(1, 3, 16, 16), torch.zeros(16, 16, dtype=torch.bool), "must be a .C, H, W. tensor"),
     (torch.randint(0, 255, (3, 8, 8)), torch.ones(8, 8, dtype=torch.bool), "must be floats"),
     (torch.full((3, 8, 8), float("nan")), torch.ones(8, 8, dtype=torch.bool), "non-finite"),
     (torch.rand(3, 8, 8) * 255, torch.ones(8, 8, dtype=torch.bool), r"in \[0, 1\]"),

@@ -71,3 +71,21 @@ def test_per_layer_maps_fuse_to_the_engine_result(lite0, photo_batch) -> None:
     assert list(maps) == layers and all(m.shape == (2, 224, 224) for m in maps.values())
     fused = compute_cams(lite0, photo_batch[:2], methods=("layercam",), layer=layers)["layercam"]
     assert torch.allclose(fuse_layers(list(maps.values())), fused, atol=1e-6)
+
+
+def test_head_cases_and_layer_agreement_on_the_real_model(lite0, photo_batch) -> None:
+    from types import SimpleNamespace
+
+    from helpers.teaching.steps import head_cases, layer_agreement
+    samples = [SimpleNamespace(tensor=t, file=f"p{i}.png") for i, t in enumerate(photo_batch[:2])]
+    cases = head_cases(lite0, samples, k=2)
+    assert len(cases) == 4 and cases["negative"].between(0, 49).all()
+    assert (cases["bicubic_max"] >= 1.0 - 1e-6).all()   # a max-scaled map reaches 1 before clipping
+    agree = layer_agreement(lite0, photo_batch[:1], ["head", "stages.5"])
+    assert agree["head"] > 0.9 and agree.between(-1, 1).all()
+
+
+def test_insertion_by_alpha_has_one_auc_per_alpha(lite0, photo_batch) -> None:
+    from helpers.teaching.steps import insertion_by_alpha
+    aucs = insertion_by_alpha(lite0, photo_batch[:1], 0, steps=2, alphas=(0.0, 1.0))
+    assert list(aucs.index) == [0.0, 1.0] and aucs.between(0, 1).all()

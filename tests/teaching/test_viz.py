@@ -135,3 +135,12 @@ def test_a_diverging_colour_map_is_centred_on_zero() -> None:
     assert [ax.images[0].get_clim() for ax in fig.axes if ax.images][:2] == [(-3.0, 3.0), (-5.0, 5.0)]
     plain = plot_maps({"signed": signed})                       # a sequential map keeps the data's range
     assert plain.axes[0].images[0].get_clim() == (-1.0, 3.0)
+
+
+def test_plot_grids_writes_every_value() -> None:
+    import torch
+
+    from helpers.teaching.viz import plot_grids
+    fig = plot_grids({"a": torch.tensor([[0.0, -0.5], [1.0, 0.25]]), "b": torch.ones(2, 2)}, cmap="RdBu_r")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["0.00", "-0.50", "1.00", "0.25"] and len(fig.axes[1].texts) == 4

@@ -1,7 +1,8 @@
 """Insertion and deletion curves (Petsiuk et al. 2018): substrates, pixel ranking, chunked forwards, AUC.
 
-Conventions: ``images`` are preprocessed batches (N, 3, H, W) in the model's normalised space;
-``maps`` are (N, H, W) in [0, 1] at input resolution; ``class_idx`` is an int or N ints; the
+Conventions: ``images`` are preprocessed batches (N, C, H, W) in the model's normalised space;
+``maps`` are (N, H, W) in [0, 1] at input resolution; ``class_idx`` is an int (every image) or
+exactly N ints (:func:`helpers.cam.checks.check_class_idx`: never floats or bools); the
 class score is the softmax probability of the class. Every metric that runs the model runs it
 as chunked batched forwards under ``torch.inference_mode()`` (``chunk_size`` inputs per
 forward), never one forward per step or per image.
