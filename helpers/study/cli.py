@@ -100,21 +100,21 @@ def main(argv: Sequence[str], parser: Parser = argparse.ArgumentParser, folder: 
     if args.alpha_from is not None and not Path(args.alpha_from).is_dir():
         raise ValueError(f"--alpha-from {args.alpha_from}: no such folder (the merged val stage)")
     device(args.device)
+    if args.shard and args.dask:
+        raise ValueError("--dask makes its own shards; drop --shard")
+    if args.shard and not args.stage:
+        raise ValueError("--shard needs --stage (test shards need the merged val stage first)")
+    shard = parse_shard(args.shard) if args.stage and not args.dask else None
     cache = None if args.no_cache else args.cache
     if cache is not None:
         folder(cache, "--cache")
-    folder(args.out, "--out")
+    folder(args.out, "--out")                   # created only once every option has been checked
     if args.dask:
-        if args.shard:
-            raise ValueError("--dask makes its own shards; drop --shard")
         from .distributed import run_dask
         run_dask(spec, args.out, args.dask, args.stage, parts, cache)
     elif args.stage:
-        run_stage(spec, args.stage, args.out, parse_shard(args.shard), args.alpha_from, parts, cache,
-                  device=args.device)
+        run_stage(spec, args.stage, args.out, shard, args.alpha_from, parts, cache, device=args.device)
     else:
-        if args.shard:
-            raise ValueError("--shard needs --stage (test shards need the merged val stage first)")
         run_study(spec, args.out, alpha_from=args.alpha_from, parts=parts, cache=cache, device=args.device)
     print(f"study written to {args.out}", file=sys.stderr)
     return 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import io
-import math
 import tempfile
 from contextlib import contextmanager
 from functools import lru_cache
@@ -23,7 +22,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from PIL import Image
-from traitlets import validate
 
 from ..cam.bundle import ModelBundle
 from ..cam.checks import check_class_idx
@@ -43,25 +41,6 @@ AlphaPredictor = Callable[[ModelBundle, torch.Tensor, int, str], "float | str | 
 PANELS = (("Grad-CAM (a = 1)", 1.0), ("hybrid", None), ("LayerCAM (a = 0)", 0.0))
 CMAP = "jet"
 GIVEN = "the given image"
-#: The largest upload read (bytes; a 12 MB photo passes). The page's server carries messages of twice this
-#: (:mod:`helpers.teaching.explorer_server`), so a file up to that size is refused with its size, on the page.
-MAX_UPLOAD_BYTES = 32 * 2**20
-
-
-class AlphaSlider(widgets.FloatSlider):
-    """The a slider, checked in the kernel as if the page were hostile: a value that is not a finite
-    number in [0, 1] (a forged NaN, or 5 after a forged ``max``) keeps the current a, and the page's
-    slider is set back to it (ipywidgets sends a value the kernel changed back to the page)."""
-
-    #: The last valid a (a forged one may already be the trait's value while it is validated).
-    last_valid = 0.0
-
-    @validate("value")
-    def _validate_value(self, proposal: dict) -> float:
-        value = float(proposal["value"])
-        if math.isfinite(value) and 0.0 <= value <= 1.0:
-            self.last_valid = value
-        return self.last_valid
 
 
 def png(rgb: np.ndarray) -> bytes:
@@ -126,17 +105,18 @@ class HybridExplorer:
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="upload a photo")
         self.message = widgets.HTML()
         self.dropdown = widgets.Dropdown(description="top classes", layout=widgets.Layout(width="320px"))
-        self.class_by_name = {f"{name} ({i})": i for i, name in enumerate(bundle.class_names)}
-        self.search = widgets.Combobox(options=list(self.class_by_name), ensure_option=True,
-                                       placeholder="search all class names", description="any class")
+        names = [f"{name} ({i})" for i, name in enumerate(bundle.class_names)]
+        self.search = widgets.Combobox(options=names, ensure_option=True, placeholder="search all class names",
+                                       description="any class")
         self.layer = widgets.Dropdown(options=list(dict.fromkeys([bundle.target_layer, *bundle.layers[::-1]])),
                                       value=bundle.target_layer, description="layer")
-        self.slider = AlphaSlider(value=alpha, min=0.0, max=1.0, step=0.05, description="a",
-                                  continuous_update=True, readout_format=".2f")
+        self.slider = widgets.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05, description="a",
+                                          continuous_update=True, readout_format=".2f")
         self.predicted = widgets.HTML(layout=widgets.Layout(display="none"))
         self.pictures = [widgets.Image(format="png", width=240) for _ in PANELS]
         self.captions = [widgets.HTML() for _ in PANELS]
         self.button = widgets.Button(description="faithfulness", tooltip="insertion/deletion curves (rise preset)")
+        self.progress = widgets.IntProgress(min=0, max=len(MODES), layout=widgets.Layout(display="none"))
         self.status = widgets.HTML()
         self.curves = widgets.Image(format="png", layout=widgets.Layout(display="none"))
         for w, cls in ((self.photo, "photo"), (self.upload, "upload"), (self.message, "message"),
@@ -159,7 +139,7 @@ class HybridExplorer:
             widgets.HBox([self.photo, self.upload]), self.message,
             widgets.HBox([self.dropdown, self.search]), widgets.HBox([self.layer, self.slider, self.predicted]),
             widgets.HBox(panels), widgets.Image(value=colour_bar_png(), format="png", width=720),
-            widgets.HBox([self.button, self.status]), self.curves])
+            widgets.HBox([self.button, self.progress, self.status]), self.curves])
 
     @property
     def classes(self) -> list[int]:
@@ -195,34 +175,25 @@ class HybridExplorer:
         self.dropdown.options = [(f"{name} ({p:.2f})", c) for c, name, p in self.top]
         self.set_class(self.classes[0])
 
-    def _refuse(self, text: str) -> None:
-        self.message.value = f"<span style='color:#b00'>upload refused: {html.escape(text)}</span>"
-
     def _uploaded(self, files: tuple) -> None:
-        """Read an upload through :func:`load_image`: a bad file (or a forged message: no name or bytes,
-        over :data:`MAX_UPLOAD_BYTES`) shows its error, nothing else changes."""
+        """Read an upload through :func:`load_image`: a bad file shows its error, nothing else changes."""
         if not files:
             return
-        entry = files[-1] if isinstance(files[-1], Mapping) else {}
-        name, content = entry.get("name"), entry.get("content")
-        if not isinstance(name, str) or not isinstance(content, (bytes, memoryview)):
-            return self._refuse("the page sent no file name or no file content")
-        name = Path(name.replace("\\", "/")).name.strip(". ") or "upload"
-        if len(content) > MAX_UPLOAD_BYTES:
-            return self._refuse(f"{name}: {len(content) / 2**20:.1f} MiB is over the upload limit of "
-                                f"{MAX_UPLOAD_BYTES / 2**20:.0f} MiB")
+        name, content = Path(files[-1]["name"]).name or "upload", bytes(files[-1]["content"])
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "upload"
+            path = Path(folder) / name
             path.write_bytes(content)
             try:
                 image = load_image(path)
             except ImageLoadError as err:
-                return self._refuse(str(err).replace(str(path), name))
+                text = str(err).replace(f"{folder}/", "")
+                self.message.value = f"<span style='color:#b00'>upload refused: {html.escape(text)}</span>"
+                return
         self.add_photo(f"upload: {name}", image)
 
     def _searched(self, text: str) -> None:
-        if text in self.class_by_name:  # the model's own names, not the (page-synced) options
-            self.set_class(self.class_by_name[text])
+        if text.endswith(")") and text in self.search.options:
+            self.set_class(int(text.rsplit("(", 1)[1][:-1]))
 
     def set_class(self, class_idx: int) -> None:
         """Explain ``class_idx`` (any of the model's classes) and redraw."""
@@ -297,11 +268,14 @@ class HybridExplorer:
         alpha, cfg = float(self.slider.value), PRESETS["rise"]
         maps = torch.stack([self.fused(a if a is not None else alpha) for _, a in PANELS])
         x, idx = self.image[None].expand(len(PANELS), -1, -1, -1), [self.class_idx] * len(PANELS)
+        self.progress.value, self.progress.layout.display = 0, None
         curves = {}
-        for i, mode in enumerate(MODES, 1):
-            self.status.value = f"computing the {mode} curves ({i} of {len(MODES)}, {cfg['steps']} steps) ..."
+        for mode in MODES:
+            self.status.value = f"computing the {mode} curves ({cfg['steps']} steps) ..."
             curves[mode] = insertion_deletion_curves(self.bundle, x, maps, idx, mode, cfg["steps"],
                                                      cfg[f"{mode}_substrate"], cfg["chunk_size"]).cpu()
+            self.progress.value += 1
+        self.progress.layout.display = "none"
         names = [title if a is not None else f"hybrid (a = {alpha:.2f})" for title, a in PANELS]
         aucs = {mode: auc(c) for mode, c in curves.items()}
         self.status.value = "AUC " + "; ".join(
