@@ -5,7 +5,6 @@ Every function here is a step the lecture notebooks show on real tensors; the en
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import Sequence
 
 import pandas as pd
@@ -18,8 +17,6 @@ from ..cam.checks import check_class_idx
 from ..cam.engine import METHODS, forward_backward, gradcam, gradcam_weights, layercam
 from ..cam.layers import get_layer
 from ..cam.maps import normalise_max, upsample
-from ..evaluation.alpha_sweep import ALPHAS, sweep, sweep_plan
-from ..evaluation.metrics.perturbation import insertion_deletion_auc
 from ..evaluation.sanity import classifier_name, spearman
 
 
@@ -120,15 +117,6 @@ def layer_agreement(bundle: ModelBundle, images: torch.Tensor, layers: Sequence[
     cap = forward_backward(bundle, images, class_idx, list(layers))
     return pd.Series({n: spearman(gradcam(cap.activations[n], cap.gradients[n]),
                                   layercam(cap.activations[n], cap.gradients[n])) for n in layers}, name="spearman")
-
-
-def insertion_by_alpha(bundle: ModelBundle, images: torch.Tensor, class_idx: int, steps: int = 28,
-                       substrate: str = "blur", alphas: Sequence[float] = ALPHAS) -> pd.Series:
-    """Insertion AUC of the hybrid at every ``a`` for one image (1, 3, H, W): the rise protocol with ``steps``
-    steps onto the insertion ``substrate``, indexed by ``a`` (the raw maps come from one pass)."""
-    metric = partial(insertion_deletion_auc, preset="rise", steps=steps, insertion_substrate=substrate)
-    rows = sweep(bundle, images, [class_idx], metric, sweep_plan(alphas, with_max=False), progress=False)
-    return rows.set_index("alpha")["insertion"]
 
 
 def logit_vs_probability(bundle: ModelBundle, images: torch.Tensor, class_idx: Sequence[int]) -> pd.DataFrame:

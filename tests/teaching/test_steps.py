@@ -83,9 +83,3 @@ def test_head_cases_and_layer_agreement_on_the_real_model(lite0, photo_batch) ->
     assert (cases["bicubic_max"] >= 1.0 - 1e-6).all()   # a max-scaled map reaches 1 before clipping
     agree = layer_agreement(lite0, photo_batch[:1], ["head", "stages.5"])
     assert agree["head"] > 0.9 and agree.between(-1, 1).all()
-
-
-def test_insertion_by_alpha_has_one_auc_per_alpha(lite0, photo_batch) -> None:
-    from helpers.teaching.steps import insertion_by_alpha
-    aucs = insertion_by_alpha(lite0, photo_batch[:1], 0, steps=2, alphas=(0.0, 1.0))
-    assert list(aucs.index) == [0.0, 1.0] and aucs.between(0, 1).all()
