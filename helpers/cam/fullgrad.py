@@ -15,8 +15,7 @@ from torch import nn
 
 from .engine import register  # via the engine: its built-ins register first
 from .hooks import LayerCapture
-from .maps import upsample
-from .methods import _safe_divide
+from .maps import normalise_minmax, upsample
 
 
 def bias_layers(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -36,10 +35,8 @@ def bias_layers(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def channel_minmax(x: torch.Tensor) -> torch.Tensor:
-    """Each (image, channel) map of (N, C, h, w) shifted to minimum 0 and divided by its maximum (0 where constant)."""
-    flat = x.flatten(2)
-    shifted = flat - flat.amin(2, keepdim=True)
-    return _safe_divide(shifted, shifted.amax(2, keepdim=True).expand_as(shifted)).view_as(x)
+    """Each (image, channel) map of (N, C, h, w) min-max scaled to [0, 1] (0 where constant)."""
+    return normalise_minmax(x.flatten(0, 1)).view_as(x)
 
 
 def _post(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -11,7 +11,7 @@ train mode in eval mode for one call, so dropout and BatchNorm's running statist
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from types import TracebackType
 from typing import Iterator, Sequence
 
@@ -19,6 +19,20 @@ import torch
 from torch import nn
 
 from .layers import get_layer
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """``module``'s parameters with ``requires_grad=False`` inside the block, their flags restored afterwards
+    (also after an exception): gradients taken inside reach the captured maps only, never a parameter."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 class LayerCapture:
@@ -31,7 +45,7 @@ class LayerCapture:
         self.activations: dict[str, torch.Tensor] = {}
         self._calls: dict[str, int] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._flags: list[tuple[nn.Parameter, bool]] = []
+        self._frozen = ExitStack()
 
     def _hook(self, name: str, copy: bool = True):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
@@ -46,10 +60,8 @@ class LayerCapture:
         return hook
 
     def __enter__(self) -> "LayerCapture":
-        self._flags = [(p, p.requires_grad) for p in self.model.parameters()]
         try:
-            for p, _ in self._flags:
-                p.requires_grad_(False)
+            self._frozen.enter_context(frozen(self.model))
             self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.modules.items()]
         except BaseException:
             self.__exit__(None, None, None)
@@ -60,9 +72,7 @@ class LayerCapture:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        for p, flag in self._flags:
-            p.requires_grad_(flag)
-        self._flags = []
+        self._frozen.close()
         self.activations = {n: a.detach() for n, a in self.activations.items()}
 
     def feed(self, name: str, output: torch.Tensor, copy: bool = True) -> torch.Tensor:

@@ -2,37 +2,24 @@
 
 Both run the split's ``tail`` (feature map -> logits, :func:`helpers.cam.split.split_at`) on a
 fresh leaf copy of the captured map with autograd, the tail's parameters frozen for the call
-(:func:`frozen`, restored also after an exception): derivatives are taken with
+(:func:`helpers.cam.hooks.frozen`, restored also after an exception): derivatives are taken with
 ``torch.autograd.grad`` with respect to the map only, so no parameter gets a ``.grad`` and nothing
 below the layer is recorded, as in the engine's pass (:mod:`helpers.cam.hooks`).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn
 
 from .engine import gradcam_weights, register  # via the engine: its built-ins register first
+from .hooks import frozen
 from .methods import _combine
 from .options import FinerCAM
 
 #: pytorch-grad-cam's guard on Finer-CAM's weighted mean (``FinerWeightedTarget``).
 FINER_EPS = 1e-9
-
-
-@contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """``module``'s parameters with ``requires_grad=False`` inside the block, their flags restored afterwards."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def _leaf(acts: torch.Tensor) -> torch.Tensor:
