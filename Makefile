@@ -17,10 +17,11 @@ setup: $(STAMP)
 
 # The venv holds about 8 GB (PyPI's torch 2.14.1 is a CUDA build: 3.2 GB of NVIDIA libraries it cannot import
 # without). No pip cache: where the wheels download, the cache would keep a second copy of them (about 3 GB).
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-cache-dir --upgrade pip
 	$(PY) -m pip install --quiet --no-cache-dir -r requirements.txt
+	$(PY) -m pip install --quiet --no-cache-dir --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-cache-dir --no-deps -e .
 	touch $(STAMP)
 

@@ -2,11 +2,11 @@
 
 ``explain`` writes, per image and method, an overlay PNG and the map (.npy), plus one JSON per
 image with the prediction, the settings and the model's provenance. ``evaluate`` imports an image
-folder (:func:`helpers.data.folders.import_folder`), runs the cached evaluation
-(:func:`helpers.evaluation.runner.evaluate`) and writes the CSVs and REPORT.md
-(:func:`helpers.evaluation.report.write_all`); ``--shard K/N`` evaluates the K-th of N contiguous
-parts of the sorted image list into data files (:mod:`helpers.evaluation.shards`), and ``merge``
-joins the parts into the report a single run gives.
+folder (:func:`helpers.data.folders.import_folder`) and runs it as a study of one part
+(:mod:`helpers.study.folder`: the study's rows, per-photo cache, provenance), then writes the CSVs and
+the study's REPORT.md; ``--shard K/N`` computes the K-th of N contiguous slices of the sorted image
+list as a study shard, and ``merge`` joins the shards (:mod:`helpers.study.merge`) into the report a
+single run gives.
 
 Exit status: 0 done; 2 bad input (a missing file, an unknown model/layer/class, a bad option, an
 unwritable ``--out``), said in one line ``error: ...`` before any model loads where it can be
@@ -24,7 +24,7 @@ import math
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
+from typing import Callable, NoReturn, Sequence
 
 import numpy as np
 import torch
@@ -33,11 +33,8 @@ from .cam.bundle import ModelBundle
 from .cam.inference import predict_topk
 from .cam.models import load_model
 from .config import SEED, write_atomic
-from .evaluation.road_runner import EXTRA_METRICS, with_metrics
+from .evaluation.road_runner import EXTRA_METRICS
 from .teaching.explorer import add_explore_args, run_explore
-
-if TYPE_CHECKING:
-    from .evaluation.runner import Evaluation
 
 #: Accepted ``--steps`` (insertion/deletion steps): at least 2 points per curve; more than 1000
 #: costs over 1000 forwards per image and method and is refused as a typo.
@@ -91,7 +88,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--allow-outside", action="store_true",
                     help="accept --labels files outside --images (../x.jpg, absolute paths)")
     ev.add_argument("--boxes", help="folder of Pascal VOC XML boxes (<image stem>.xml)")
-    ev.add_argument("--synsets", help="WordNet id list (for wnid labels or boxes)")
+    ev.add_argument("--synsets", help="WordNet id list, one per class index (wnid labels and boxes need none for "
+                    "the 1000 ImageNet classes, which are known offline)")
     _model_args(ev)
     ev.add_argument("--out", default="evaluation", help="output folder")
     ev.add_argument("--shard", help="K/N: evaluate only the K-th of N parts; combine with `merge`")
@@ -249,28 +247,10 @@ def run_explain(args: argparse.Namespace) -> None:
           + (f"; skipped {len(rejected)} unreadable file(s)" if rejected else ""))
 
 
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"K/N"`` -> (K, N) with 1 <= K <= N; None -> (1, 1)."""
-    if text is None:
-        return 1, 1
-    try:
-        k, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise UserError(f"--shard {text!r}: expected K/N, e.g. 2/4") from None
-    if not 1 <= k <= n:
-        raise UserError(f"--shard {text!r}: need 1 <= K <= N")
-    return k, n
-
-
-def shard_of(items: Sequence, k: int, n: int) -> list:
-    """The K-th of N contiguous parts of ``items`` (sizes differ by at most one); parts 1..N in order are ``items``."""
-    size = len(items)
-    return list(items[(k - 1) * size // n: k * size // n])
-
-
 def check_evaluate_inputs(args: argparse.Namespace) -> tuple[int, int, list]:
     """Every ``evaluate`` input that can be checked before the model loads: ``(K, N, method specs)``."""
     from .data.folders import read_labels, read_synsets
+    from .study.run import parse_shard
     if not Path(args.images).is_dir():
         raise UserError(f"{args.images}: no such image folder")
     if args.boxes is not None and not Path(args.boxes).is_dir():
@@ -288,14 +268,11 @@ def check_evaluate_inputs(args: argparse.Namespace) -> tuple[int, int, list]:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    """The ``evaluate`` sub-command."""
-    import dataclasses
-
+    """The ``evaluate`` sub-command: a study of one part (``main``, and ``road`` with ``--metrics road``) over
+    the imported folder, run, sharded and merged as the study's parts are (:mod:`helpers.study.folder`)."""
     from .data.folders import import_folder
-    from .data.images import load_samples
-    from .evaluation import metrics as M
-    from .evaluation.runner import EvalConfig, evaluate
-    from .evaluation.shards import image_list, write_shard
+    from .study.folder import failures, folder_photos, folder_spec, run_folder
+    from .study.run import PartRun
 
     k, n, specs = check_evaluate_inputs(args)
     root, out = Path(args.images), writable_folder(args.out)
@@ -308,62 +285,68 @@ def run_evaluate(args: argparse.Namespace) -> None:
         raise UserError(f"{root}: no readable, labelled images")
     if n > len(df):
         raise UserError(f"--shard {k}/{n}: only {len(df)} images, so N must be at most {len(df)}")
-    samples = load_samples(bundle, manifest=out / "manifest.csv", root=root)
-    samples = shard_of(sorted(samples, key=lambda s: s.file), k, n)
-    cfg = EvalConfig()
-    if args.steps is not None:
-        cfg = dataclasses.replace(cfg, rise_steps=args.steps, thesis_steps=args.steps)
-    ev = evaluate(bundle, samples, specs, cfg, cache_dir=cache, time_first=0 if args.no_timing else None)
-    if ev.results.empty:
-        first = f"{ev.failures[0][0]}: {' '.join(ev.failures[0][1].split())}" if ev.failures else "none loaded"
-        raise RunError(f"every one of the {len(samples)} images failed, nothing to report (first: {first})")
-    ev = with_metrics(ev, args.metrics, bundle, samples, cache)
-    facts = {"model": f"{bundle.name} ({bundle.weights_source})", "CAM layer": args.layer or bundle.target_layer,
-             "images": f"{root} ({len(df)} imported)", "rise protocol": f"{cfg.rise_steps} steps",
-             "timings": "skipped" if args.no_timing else "median per image, batch 1"}
+    spec = folder_spec(specs, bundle.name, args.steps, "road" in args.metrics, not args.no_timing)
+    run = PartRun((k, n), cache=cache, photos=folder_photos(out / "manifest.csv", root), alpha=args.alpha,
+                  skip_failures=True)
+    parts = run_folder(spec, bundle, out, run)
+    failed, evaluated = failures(parts), len(parts["main"].facts["photos"])
+    if parts["main"].rows.empty:
+        first = f"{failed[0][0]}: {' '.join(failed[0][1].split())}" if failed else "none loaded"
+        raise RunError(f"every one of the {evaluated} images failed, nothing to report (first: {first})")
     if n > 1:
-        write_shard(out, ev, k, n, args.alpha, facts, image_list(df))
-        print(f"shard {k}/{n}: {len(samples)} images evaluated into {out}; combine with `merge`")
+        print(f"shard {k}/{n}: {evaluated} images evaluated into {out}; combine with `merge`")
         return
-    write_report(ev, out, args.alpha, facts)
-    print(f"wrote the CSVs, comparison_plots.png and REPORT.md to {out} ({len(samples)} images, "
-          f"{len(ev.failures)} failed; metrics: {', '.join(M.MODES)})")
+    written = write_report(parts, out)
+    print(f"wrote {', '.join(written)}, the figures and REPORT.md to {out} ({evaluated} images, "
+          f"{len(failed)} failed)")
 
 
-def write_report(ev: Evaluation, out: Path, alpha: float, facts: dict[str, str]) -> None:
-    """The CSVs (measured tables first), the figure and REPORT.md; a RunError saying what was kept if it fails."""
-    from .evaluation.report import write_all
+def write_report(parts: dict, out: Path) -> list[str]:
+    """The CSVs (measured tables first), the figures and REPORT.md of a folder's parts; a RunError saying what
+    was kept if it fails. Returns the CSVs' names."""
+    from .report.render import write_report as write_study_report
+    from .study import folder
+    written = folder.write_tables(parts, out)
     try:
-        write_all(ev, out, alpha, facts)
+        written.append(folder.write_summary(parts, out))
+        write_study_report(folder.study_of(out, parts), out, folder.failure_lines(parts))
     except OSError:
         raise
     except Exception as err:   # a bug in the statistics must not hide the measured results
-        kept = [f.name for f in (out / "evaluation_results.csv", out / "evaluation_timings.csv") if f.is_file()]
         raise RunError(f"the report failed ({type(err).__name__}: {_one_line(err)}); kept in {out}: "
-                       f"{', '.join(kept) or 'nothing'}") from err
+                       f"{', '.join(written)}") from err
+    return written + ["leaderboard.csv", "confirmatory_tests.csv"]
 
 
 def run_merge(args: argparse.Namespace) -> None:
-    """The ``merge`` sub-command."""
-    from .evaluation.shards import ShardError, merge_shards
+    """The ``merge`` sub-command: the study's merge of ``evaluate --shard`` folders, then the report."""
+    from .study.merge import merge
+    from .study.store import read_folder
 
+    for folder in map(Path, args.shards):
+        if (folder / "shard.json").is_file():
+            raise UserError(f"shard {folder}: written by an older version of helpers: re-run `python -m helpers "
+                            "evaluate --shard K/N` into it with this one")
     out = writable_folder(args.out)
     args.kept = lambda: "the shard folders are unchanged; run the same command again"
-    try:
-        ev, alpha, facts = merge_shards(args.shards)
-    except ShardError as err:
-        raise UserError(str(err)) from None
-    write_report(ev, out, alpha, facts)
+    names = merge(args.shards, out)
+    parts = read_folder(out)
+    if "main" not in names:
+        raise UserError(f"{', '.join(map(str, args.shards))}: no `evaluate` shard (main.parquet) to merge")
+    write_report({n: parts[n] for n in names}, out)
     print(f"merged {len(args.shards)} shards into {out}")
 
 
 def run_study(args: argparse.Namespace) -> int:
-    """The ``study`` sub-command (:mod:`helpers.study.cli`)."""
+    """The ``study`` sub-command (:mod:`helpers.study.cli`; ``study report``: :mod:`helpers.report.regenerate`)."""
     from .study.cli import main as study_main
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    if rest[:1] == ["report"]:
+        from .report.regenerate import command
+        return command(rest[1:], parser=OneLineParser, folder=writable_folder)
     args.kept = lambda: ("finished part files and every finished batch (the study cache) are kept; run the same "
                          "command again to resume")
-    return study_main(args.rest[1:] if args.rest[:1] == ["--"] else args.rest, parser=OneLineParser,
-                      folder=writable_folder, device=_device)
+    return study_main(rest, parser=OneLineParser, folder=writable_folder, device=_device)
 
 
 COMMANDS = {"explain": run_explain, "evaluate": run_evaluate, "merge": run_merge, "study": run_study,

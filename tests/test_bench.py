@@ -2,6 +2,7 @@
 its memory check tells a leak from flat memory."""
 from __future__ import annotations
 
+import math
 import mmap
 
 import pandas as pd
@@ -99,3 +100,39 @@ def test_the_floor_stops_spinning_when_a_run_returns(lite0) -> None:
     options = session.get_session_options()
     assert options.get_session_config_entry("session.force_spinning_stop") == "1"
     assert options.intra_op_num_threads == torch.get_num_threads()
+
+
+def test_method_speed_times_the_package_and_pytorch_grad_cam_in_turn(lite0, monkeypatch) -> None:
+    from helpers.bench import methods
+    order = []
+    monkeypatch.setattr(methods, "_reference", lambda bundle, name, images: lambda: order.append(name))
+    monkeypatch.setattr(methods, "compute_cams", lambda *a, **k: order.append(k["layer"]))
+    rows = methods.method_speed(lite0, repeats=2, names=("eigencam", "ablationcam"))
+    # warm-up of the package's calls only, then two interleaved rounds of all four calls
+    assert order == ["head", "head", "stages.4"] + ["head", "head", "stages.4", "eigencam", "ablationcam"] * 2
+    assert [r["measure"] for r in rows] == ["eigencam at head", "ablationcam at head (closed form)",
+                                            "ablationcam at stages.4 (batched ablations)"]
+    assert all(r["ms_per_image"] > 0 for r in rows) and math.isnan(rows[2]["reference_ms_per_image"])
+    first = rows[0]
+    assert first["reference_over_package"] == pytest.approx(first["reference_ms_per_image"] / first["ms_per_image"])
+
+
+def test_cpu_slug_names_a_file_per_cpu() -> None:
+    from helpers.bench.profile import cpu_slug
+    assert cpu_slug("AMD EPYC 9R14 96-Core Processor") == "amd-epyc-9r14-96-core"
+    assert cpu_slug("Intel(R) Xeon(R) CPU @ 2.80GHz") == "intel-xeon"
+    assert cpu_slug("AMD EPYC") == "amd-epyc" and cpu_slug("") == "unknown-cpu"
+
+
+def test_the_profile_splits_the_cam_pass_into_parts_that_add_up(lite0, monkeypatch, tmp_path) -> None:
+    from helpers.bench import profile
+    monkeypatch.setattr(profile, "machine", lambda: {"cpu": "Test CPU 1", "cpu_flags": "avx2"})
+    table, out = profile.cpu_profile(lite0, repeats=1, out_dir=tmp_path)
+    assert out == tmp_path / "benchmark_test-1.csv" and set(table.cpu_flags) == {"avx2"}
+    cam = table[table.part.str.startswith("CAM pass")].set_index("part").ms_per_image
+    parts = cam.drop("CAM pass: whole")
+    assert list(parts.index) == [f"CAM pass: {p}" for p in ("engine forward", "PyTorch tail", "autograd", "formulas",
+                                                            "upsampling and scaling", "the rest")]
+    # one round: every paired difference is exact, so the parts add up to the whole
+    assert parts.sum() == pytest.approx(cam["CAM pass: whole"], rel=1e-9)
+    assert {"ROAD: 14 imputations", "metric forward: bare onnxruntime", "study photo: file read"} <= set(table.part)

@@ -12,8 +12,6 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from helpers.cli import shard_of
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -50,7 +48,7 @@ def test_help(command: str) -> None:
     (["explain", "{img}", "--methods", "gradcam,nope"], "unknown CAM method 'nope'"),
     (["evaluate", "--images", "no_such_dir"], "no_such_dir: no such image folder"),
     (["evaluate", "--images", "{dir}", "--shard", "3/2"], "--shard '3/2'"),
-    (["merge", "no_such_shard"], "shard no_such_shard: no shard.json"),
+    (["merge", "no_such_shard"], "no_such_shard: no such study folder"),
 ])
 def test_bad_input_exits_nonzero_with_one_line(args, message, folder) -> None:
     args = [a.format(img=folder / "espresso" / "coffee.png", dir=folder) for a in args]
@@ -89,12 +87,6 @@ def test_explain_names_a_symlink_loop_and_explains_the_rest(folder, tmp_path) ->
     assert alone.returncode == 2 and len(lines) == 1 and str(loop) in lines[0], alone.stderr
 
 
-def test_shards_are_contiguous_and_cover_everything() -> None:
-    items = list(range(7))
-    parts = [shard_of(items, k, 3) for k in (1, 2, 3)]
-    assert sum(parts, []) == items and [len(p) for p in parts] == [2, 2, 3]
-
-
 def test_merged_shards_give_the_single_run_report(folder, tmp_path) -> None:
     common = ["--images", str(folder), "--steps", "4", "--no-timing", "--cache", str(tmp_path / "cache")]
     single = run("evaluate", *common, "--out", str(tmp_path / "single"))
@@ -104,9 +96,11 @@ def test_merged_shards_give_the_single_run_report(folder, tmp_path) -> None:
         assert shard.returncode == 0 and f"shard {k}/2" in shard.stdout, shard.stderr
     merged = run("merge", str(tmp_path / "s2"), str(tmp_path / "s1"), "--out", str(tmp_path / "merged"))
     assert merged.returncode == 0, merged.stderr
-    for name in ("evaluation_results.csv", "summary_statistics.csv", "statistical_tests.csv", "REPORT.md"):
+    for name in ("evaluation_results.csv", "summary_statistics.csv", "leaderboard.csv", "confirmatory_tests.csv"):
         assert (tmp_path / "merged" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
     report = (tmp_path / "single" / "REPORT.md").read_text()
-    assert "n = 3 images" in report and "efficientnet_lite0" in report
+    assert (tmp_path / "merged" / "REPORT.md").read_text() == report.replace("/single/", "/merged/")
+    assert "Test photos: 3 photos" in report and "## Sanity check" not in report
     incomplete = run("merge", str(tmp_path / "s1"), "--out", str(tmp_path / "bad"))
-    assert incomplete.returncode == 2 and "need shards 1..2 of 2" in incomplete.stderr
+    lines = incomplete.stderr.strip().splitlines()
+    assert incomplete.returncode == 2 and len(lines) == 1 and "photo(s) covered by no shard" in lines[0], lines

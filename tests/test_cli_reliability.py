@@ -1,4 +1,4 @@
-"""The command line against careless and hostile use: shards as checked data, bad options, unwritable
+"""The command line against careless and hostile use: shards as checked study parts, bad options, unwritable
 or full outputs, Ctrl-C, clashing names, odd labels CSVs; one line each and nothing computed lost."""
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from skimage import data
 
 from helpers import cli
 from helpers.data import import_folder
-from helpers.evaluation import report, runner
+from helpers.study import folder as study_folder
+from helpers.study import parts as study_parts
+from helpers.study.store import read_part
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "2", "--no-timing", "--methods", "gradcam"]
@@ -109,20 +111,22 @@ def runs(pair, tmp_path_factory) -> Path:
     return base
 
 
-def test_shards_are_parquet_and_json_and_merge_to_the_single_run(runs, capsys) -> None:
+def test_shards_are_study_parts_and_merge_to_the_single_run(runs, capsys) -> None:
     s2 = runs / "deeper" / "still" / "s2"
     assert sorted(p.name for p in (runs / "s1").iterdir() if p.is_file()) == \
-        ["curves.parquet", "manifest.csv", "results.parquet", "shard.json", "timings.parquet"]
+        ["PROVENANCE.json", "main.parquet", "manifest.csv"]
+    assert read_part(runs / "s1" / "main.parquet").facts["shard"] == [1, 2]
     status, _ = main(capsys, "merge", s2, runs / "s1", "--out", runs / "merged")
     assert status == 0
-    for name in ("evaluation_results.csv", "summary_statistics.csv", "statistical_tests.csv"):
+    for name in ("evaluation_results.csv", "summary_statistics.csv", "leaderboard.csv"):
         assert (runs / "merged" / name).read_bytes() == (runs / "single" / name).read_bytes(), name
+    assert len(json.loads((runs / "merged" / "PROVENANCE.json").read_text())["parts"]["main"]["shards"]) == 2
 
 
 def test_moving_out_or_spelling_images_differently_changes_no_number(runs) -> None:
     # shard 2 ran from another working folder, --images relative, --out deeper: its rows equal the single run's
     single = pd.read_csv(runs / "single" / "evaluation_results.csv")
-    part = pd.read_parquet(runs / "deeper" / "still" / "s2" / "results.parquet")
+    part = read_part(runs / "deeper" / "still" / "s2" / "main.parquet").rows[single.columns]
     assert sorted(single.image.unique()) == ["espresso/coffee.png", "tabby/cat.png"]
     pd.testing.assert_frame_equal(single[single.image.isin(part.image)].reset_index(drop=True),
                                   part.reset_index(drop=True), check_dtype=False, rtol=0, atol=1e-6)
@@ -135,35 +139,46 @@ def test_a_pickle_in_a_shard_folder_is_never_loaded(tmp_path, capsys) -> None:
         def __reduce__(self):
             return (Path.touch, (marker,))
     (tmp_path / "evil").mkdir()
-    (tmp_path / "evil" / "shard.pkl").write_bytes(pickle.dumps(Bomb()))
+    (tmp_path / "evil" / "main.pkl").write_bytes(pickle.dumps(Bomb()))
     status, lines = main(capsys, "merge", tmp_path / "evil", "--out", tmp_path / "out")
-    one_line(status, lines, 2, "evil", "no shard.json")
+    one_line(status, lines, 2, "evil", "no study part files")
     assert not marker.exists()
 
 
+def test_a_shard_of_the_older_format_is_refused_in_one_line(runs, tmp_path, capsys) -> None:
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("results.parquet", "timings.parquet", "curves.parquet"):
+        (old / name).write_bytes(b"PAR1")
+    (old / "shard.json").write_text('{"format": "xai-cam evaluation shard", "version": 1}')
+    status, lines = main(capsys, "merge", old, runs / "s1", "--out", tmp_path / "out")
+    one_line(status, lines, 2, f"shard {old}", "written by an older version of helpers: re-run")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("damage,words", [
-    (lambda d: (d / "results.parquet").write_bytes((d / "results.parquet").read_bytes()[:200]),
-     ["results.parquet is truncated or altered"]),
-    (lambda d: (d / "shard.json").write_text((d / "shard.json").read_text()[:100]), ["shard.json is broken"]),
-    (lambda d: (d / "shard.json").write_text('{"format": "something else"}'), ["not a shard"]),
-    (lambda d: (d / "curves.parquet").unlink(), ["cannot read curves.parquet"]),
+    (lambda d: (d / "main.parquet").write_bytes((d / "main.parquet").read_bytes()[:200]),
+     ["main.parquet", "not a readable study part"]),
+    (lambda d: pd.DataFrame({"image": ["x"]}).to_parquet(d / "main.parquet"), ["without the study's facts"]),
+    (lambda d: (d / "PROVENANCE.json").write_text("{"), ["PROVENANCE.json", "not valid JSON"]),
+    (lambda d: (d / "main.parquet").unlink(), ["no study part files"]),
 ])
 def test_a_broken_truncated_or_foreign_shard_is_refused_naming_it(runs, tmp_path, capsys, damage, words) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(runs / "s1", bad)
     damage(bad)
     status, lines = main(capsys, "merge", bad, runs / "deeper" / "still" / "s2", "--out", tmp_path / "out")
-    one_line(status, lines, 2, f"shard {bad}", *words)
+    one_line(status, lines, 2, str(bad), *words)
 
 
 def test_merge_refuses_other_image_lists_repeats_and_gaps(runs, tmp_path, capsys) -> None:
     out = ["--out", tmp_path / "out"]
     status, lines = main(capsys, "merge", runs / "s1", runs / "other", *out)
-    one_line(status, lines, 2, "different image lists", "different content or label: tabby/cat.png")
+    one_line(status, lines, 2, "part 'main'", str(runs / "other"), "has hash")      # a label changed
     status, lines = main(capsys, "merge", runs / "s1", runs / "s1", runs / "deeper" / "still" / "s2", *out)
-    one_line(status, lines, 2, "shard 1/2 given twice")
+    one_line(status, lines, 2, "both cover 1 photo(s): espresso/coffee.png")
     status, lines = main(capsys, "merge", runs / "s1", *out)
-    one_line(status, lines, 2, "missing 2/2")
+    one_line(status, lines, 2, "1 photo(s) covered by no shard: tabby/cat.png")
 
 
 # ---------------------------------------------------------------- bad options, before any model loads
@@ -230,7 +245,7 @@ def test_a_repeated_labels_row_is_evaluated_once_with_one_warning(pair, tmp_path
 def test_every_image_failing_is_one_line_and_status_1(folder, tmp_path, capsys, monkeypatch) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("no forward today")
-    monkeypatch.setattr(runner, "evaluate_sample", broken)
+    monkeypatch.setattr(study_parts, "evaluate_sample", broken)
     status, lines = main(capsys, "evaluate", "--images", folder, "--out", tmp_path, *FAST)
     assert status == 1 and lines[-1].startswith("error: every one of the 3 images failed"), lines
     assert "no forward today" in lines[-1] and not (tmp_path / "REPORT.md").exists()
@@ -239,7 +254,7 @@ def test_every_image_failing_is_one_line_and_status_1(folder, tmp_path, capsys, 
 def test_a_failing_report_keeps_the_measured_results(folder, tmp_path, capsys, monkeypatch) -> None:
     def broken(*args, **kwargs):
         raise ValueError("operands could not be broadcast")
-    monkeypatch.setattr(report, "summary_table", broken)
+    monkeypatch.setattr(study_folder, "summary_table", broken)
     (tmp_path / "labels.csv").write_text("file,label\ntabby/cat.png,tabby\n")
     status, lines = main(capsys, "evaluate", "--images", folder, "--labels", tmp_path / "labels.csv", "--out",
                          tmp_path / "out", *FAST)
@@ -281,7 +296,7 @@ def test_ctrl_c_says_what_is_kept_and_exits_130(tmp_path) -> None:
                              "--out", str(tmp_path)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen, deadline = b"", time.monotonic() + 120
-    while b"evaluating images" not in seen and time.monotonic() < deadline:
+    while b"main (test, shard 1/1)" not in seen and time.monotonic() < deadline:
         seen += os.read(proc.stderr.fileno(), 4096)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)

@@ -1,6 +1,7 @@
 """The README's "Your own model" and "Command line" examples run as written (offline, in a scratch folder)."""
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shlex
@@ -44,3 +45,18 @@ def test_command_line_example_runs(tmp_path) -> None:
         assert out.returncode == 0, out.stderr
     files = {p.name for p in (tmp_path / "explanations").iterdir()}
     assert {"photo.json", "photo_gradcam.png", "photo_layercam.npy", "photo_hybrid.png"} <= files
+
+
+def test_anyones_maps_recipes_run_and_agree_with_the_packages_gradcam(tmp_path) -> None:
+    [block] = code_blocks("Anyone's maps", "python")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, cwd=tmp_path, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split(" ", 1) for line in out.stdout.strip().splitlines()]
+    scores = {name: ast.literal_eval(values) for name, values in rows}
+    assert list(scores) == ["gradcam", "pgc_gradcam", "captum_gradcam"] and len(scores["gradcam"]) == 4
+    # Captum's maps are the package's up to float noise; pytorch-grad-cam scales by (min, max), not by the max,
+    # which moves the relevance mass a little where a map's minimum is above zero
+    assert max(abs(a - b) for a, b in zip(scores["gradcam"], scores["captum_gradcam"], strict=True)) <= 1e-3
+    assert max(abs(a - b) for a, b in zip(scores["gradcam"], scores["pgc_gradcam"], strict=True)) <= 2e-2

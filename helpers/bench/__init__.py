@@ -24,6 +24,8 @@ from .engine import (
     peak_rss_of_evaluation,
     rss_flat,
 )
+from .methods import method_speed
+from .profile import cpu_profile
 from .road import road_speed
 from .study import dask_layout, slider_latency, study_cost
 
@@ -117,11 +119,23 @@ def main() -> None:
                         help="only the ROAD imputation benchmark (road_speed), written to results/benchmark_road.csv")
     parser.add_argument("--study", action="store_true", help="only the study's cost and its two-core layouts "
                         "(study_cost, dask_layout), written to results/benchmark_study.csv")
+    parser.add_argument("--profile", action="store_true", help="only the profile of this CPU (helpers.bench.profile), "
+                        "written to results/benchmark_<cpu>.csv")
+    parser.add_argument("--methods", action="store_true", help="only the six methods added to the thesis' ten "
+                        "against pytorch-grad-cam (method_speed), written to results/benchmark_methods.csv")
     args = parser.parse_args()
-    if args.road or args.study:
+    if args.profile:
         bundle = load_model("efficientnet_lite0", device=args.device)
-        rows = road_speed(bundle, args.repeats) if args.road else study_cost(bundle) + dask_layout()
-        write_table(pd.DataFrame(rows), RESULTS_DIR / f"benchmark_{'road' if args.road else 'study'}.csv", bundle)
+        table, out = cpu_profile(bundle, args.repeats)
+        write_table(table, out, bundle)
+        return
+    only = {"road": args.road, "study": args.study, "methods": args.methods}
+    if any(only.values()):
+        bundle = load_model("efficientnet_lite0", device=args.device)
+        part = next(name for name, asked in only.items() if asked)
+        rows = {"road": lambda: road_speed(bundle, args.repeats), "study": lambda: study_cost(bundle) + dask_layout(),
+                "methods": lambda: method_speed(bundle, min(args.repeats, 3))}[part]()
+        write_table(pd.DataFrame(rows), RESULTS_DIR / f"benchmark_{part}.csv", bundle)
         return
     run(args.repeats, args.calls, args.eval_images, args.out, args.device, tuple(args.batches), args.curve_steps,
         eval_batch=args.eval_batch, leak_images=args.leak_images)

@@ -31,6 +31,7 @@ from filelock import FileLock
 from torch import nn
 
 from ..config import atomic_file
+from .allocator import keep_freed_memory
 from .hooks import eval_mode
 
 BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "torch")
@@ -110,6 +111,7 @@ def ort_session(path: Path, threads: int | None = None) -> Any:
     """An ONNX Runtime CPU session of ``path`` with ``threads`` intra-op threads (default: torch's)."""
     import onnxruntime as ort
 
+    keep_freed_memory()  # without its arena the session's buffers come from malloc: keep them (cam.allocator)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1

@@ -9,7 +9,8 @@ a per-image a could gain and how much of that a rule can recover:
   (:data:`FEATURES`); :func:`fit_alpha_predictor` learns on the validation split only which a to use;
   :func:`predict_alpha` applies it to new photos without looking at any metric.
 * :func:`adaptive_comparison` and :func:`adaptive_verdict` compare hybrid@adaptive, the upper bound,
-  Grad-CAM and the fixed a's on the test photos, paired; :func:`plot_best_alpha` shows the oracle's a.
+  Grad-CAM and the fixed a's on the test photos, paired (:func:`helpers.report.plots.plot_best_alpha` draws
+  the oracle's a).
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -342,18 +342,3 @@ def adaptive_verdict(table: pd.DataFrame) -> str:
                  "recovers none of the upper bound's gain over Grad-CAM (it scores no higher than Grad-CAM)")
     return (f"{head} The gain is above it, so a per-image a could matter. The predictor, which never sees the "
             f"metric, {recovered}: {_difference(ad)}; against the fixed a: {_difference(fx)}.")
-
-
-def plot_best_alpha(oracle_table: pd.DataFrame) -> plt.Figure:
-    """Histogram of the oracle's best a per image (an UPPER BOUND: the metric chose it), one bar per grid alpha."""
-    best = oracle_table[ORACLE_ALPHA].to_numpy(np.float64)
-    half = float(np.diff(ALPHAS).min()) / 2
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    ax.hist(best, bins=np.append(np.asarray(ALPHAS) - half, ALPHAS[-1] + half), edgecolor="white")
-    ax.set_xticks(ALPHAS)
-    ax.set_xlabel("best a of the image (weight of Grad-CAM)")
-    ax.set_ylabel("images")
-    ax.set_title(f"Best a per image by insertion AUC: an upper bound (the metric chooses), n = {len(best)}",
-                 fontsize=9)
-    fig.tight_layout()
-    return fig

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 
@@ -162,60 +160,3 @@ def read_alpha_json(path: str | Path) -> dict:
     if choice.get("split") != "val":
         raise ValueError(f"{path}: alpha must be chosen on the 'val' split, file says {choice.get('split')!r}")
     return choice
-
-
-def plot_sweep(summary: pd.DataFrame, chosen: float | None = None, title: str = "") -> plt.Figure:
-    """Insertion and deletion AUC against alpha, mean with 95% CI, one line/marker set per fusion;
-    ``title`` (e.g. the photos and their n) above both panels."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    styles = {"geometric": ("tab:blue", "o-"), "additive": ("tab:orange", "s--"), "max": ("tab:green", ":")}
-    for ax, metric, better in zip(axes, ("insertion", "deletion"), ("higher", "lower"), strict=True):
-        for fusion, g in summary.groupby("fusion", sort=False):
-            colour, style = styles.get(fusion, ("gray", "x-"))
-            mean, lo, hi = (g[f"{metric}_{s}"].to_numpy() for s in ("mean", "lo", "hi"))
-            lo, hi = np.clip(lo, 0, 1), np.clip(hi, 0, 1)  # AUCs lie in [0, 1]; tiny n gives wide t-intervals
-            if g["alpha"].isna().all():  # alpha-free rule: a horizontal line and band
-                ax.axhline(mean[0], color=colour, ls=style, label=fusion)
-                ax.axhspan(lo[0], hi[0], color=colour, alpha=0.1)
-                continue
-            ax.plot(g["alpha"], mean, style, color=colour, label=fusion)
-            ax.fill_between(g["alpha"], lo, hi, color=colour, alpha=0.15)
-        if chosen is not None:
-            ax.axvline(chosen, color="k", lw=0.8, label=f"chosen a = {chosen:g}")
-        ax.set_xlabel("a (weight of Grad-CAM)")
-        ax.set_title(f"{metric} AUC ({better} is better), mean and 95% CI")
-        ax.legend(fontsize=8)
-    return laid_out(fig, title)
-
-
-def plot_paired(paired: pd.DataFrame | Mapping[str, pd.DataFrame], baseline: str = "Grad-CAM (a = 1)",
-                fusion: str = "geometric", title: str = "") -> plt.Figure:
-    """Per-image paired differences to the baseline against alpha: mean and 95% CI, insertion and deletion.
-
-    A mapping ``{label: table}`` (tables of :func:`paired_differences`, e.g. one per model) draws one
-    labelled series each, shifted slightly along alpha so that their intervals do not hide each other.
-    ``title`` goes above both panels.
-    """
-    series = paired if isinstance(paired, Mapping) else {"": paired}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
-    for ax, metric in zip(axes, ("insertion", "deletion"), strict=True):
-        for k, (label, table) in enumerate(series.items()):
-            g = table[table["fusion"] == fusion]
-            mean = g[f"{metric}_diff"].to_numpy()
-            err = np.vstack([mean - g[f"{metric}_lo"].to_numpy(), g[f"{metric}_hi"].to_numpy() - mean])
-            shift = 0.015 * (k - (len(series) - 1) / 2)
-            ax.errorbar(g["alpha"] + shift, mean, yerr=err, fmt="o", capsize=3, label=label or None)
-        ax.axhline(0.0, color="k", lw=0.8)
-        ax.set_xlabel("a (weight of Grad-CAM)")
-        ax.set_title(f"{metric} AUC minus {baseline}, per image (mean, 95% CI)", fontsize=9)
-        if len(series) > 1:
-            ax.legend(fontsize=7)
-    return laid_out(fig, title)
-
-
-def laid_out(fig: plt.Figure, title: str = "") -> plt.Figure:
-    """``fig`` with ``title`` above its panels (if any), laid out so the title clears the panels' own titles."""
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig

@@ -6,7 +6,7 @@ The hybrid's alpha is chosen per setting on validation samples (:func:`sweep_lay
 :func:`choose_layer_alphas`, which apply :func:`helpers.evaluation.alpha_sweep.choose_alpha`'s rule),
 and every setting is then scored on test samples (:func:`layer_table`: one row per image x
 setting x method), summarised with t-intervals (:func:`summarise_layers`) and plotted
-(:func:`plot_layers`).
+(:func:`helpers.report.plots.plot_layers`).
 
 For one layer the sweep is :func:`helpers.evaluation.alpha_sweep.sweep` (one pass per batch, every alpha
 fused from the same raw maps). For a fused setting each alpha is one :func:`compute_cams` call of
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -145,24 +144,3 @@ def layer_table(bundle: ModelBundle, samples: Sequence, metric: Metric, alphas: 
 def summarise_layers(table: pd.DataFrame) -> pd.DataFrame:
     """Per (layer, method) in table order: n, and mean with 95% t-interval of insertion and deletion AUC."""
     return mean_ci_table(table, ["layer", "method"], ["insertion_auc", "deletion_auc"])
-
-
-def plot_layers(summary: pd.DataFrame) -> plt.Figure:
-    """Insertion and deletion AUC by setting (x) and method (marker), mean with 95% CI (clipped to [0, 1])."""
-    layers = list(dict.fromkeys(summary["layer"]))
-    methods = list(dict.fromkeys(summary["method"]))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    width = 0.8 / max(len(methods), 1)
-    for ax, metric, better in zip(axes, ("insertion_auc", "deletion_auc"), ("higher", "lower"), strict=True):
-        for j, method in enumerate(methods):
-            g = summary[summary["method"] == method].set_index("layer").reindex(layers)
-            mean = g[f"{metric}_mean"].to_numpy()
-            lo, hi = (np.clip(g[f"{metric}_{s}"].to_numpy(), 0, 1) for s in ("lo", "hi"))  # AUCs lie in [0, 1]
-            err = np.abs(np.vstack([mean - lo, hi - mean]))
-            ax.errorbar(np.arange(len(layers)) + (j - (len(methods) - 1) / 2) * width, mean, yerr=err, fmt="o",
-                        capsize=3, label=method)
-        ax.set_xticks(np.arange(len(layers)), layers, rotation=15, ha="right", fontsize=8)
-        ax.set_title(f"{metric} ({better} is better), mean and 95% CI", fontsize=10)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig

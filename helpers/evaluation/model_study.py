@@ -14,8 +14,6 @@ from __future__ import annotations
 import gc
 from typing import Sequence
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 
@@ -100,7 +98,7 @@ def rows_from_evaluation(results: pd.DataFrame, files: Sequence[str], model: str
 
 def model_pairs(rows: pd.DataFrame, metrics: Sequence[str]) -> list[tuple[str, str]]:
     """:data:`MODEL_PAIRS` that one model's rows can test: both methods present, neither equal to another
-    method on every image (:func:`helpers.evaluation.report.aliases`: hybrid@val is hybrid@0.7 when the
+    method on every image (:func:`helpers.evaluation.policy.aliases`: hybrid@val is hybrid@0.7 when the
     model's alpha is 0.7, Grad-CAM when it is 1), so no comparison is made twice or of a method with itself."""
     dropped = set(aliases(rows, metrics))
     return [p for p in MODEL_PAIRS if set(p) <= set(rows["method"]) and not set(p) & dropped]
@@ -124,24 +122,3 @@ def model_table(tests: pd.DataFrame, choices: dict[str, dict], metric: str = "in
                           "mean diff [95% CI]": f"{r.mean_diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]",
                           "p (Holm)": f"{r.p_holm:.2g}", "detectable (80%)": f"{r.detectable_diff_80:.4f}"}
                          for r in t.itertuples()])
-
-
-def plot_models(tests: pd.DataFrame, metric: str = "insertion_auc") -> plt.Figure:
-    """Mean paired difference with its 95% BCa CI, per model (rows) and comparison (colour)."""
-    t = tests[(tests["metric"] == metric) & (tests["test"] == "paired t-test")]
-    models, pairs = list(dict.fromkeys(t["model"])), list(dict.fromkeys(t["pair"]))
-    fig, ax = plt.subplots(figsize=(8, 0.7 + 0.8 * len(models)))
-    height = 0.8 / max(len(pairs), 1)
-    for j, pair in enumerate(pairs):
-        g = t[t["pair"] == pair].set_index("model").reindex(models)
-        y = np.arange(len(models)) + (j - (len(pairs) - 1) / 2) * height
-        err = np.abs(np.vstack([g["mean_diff"] - g["ci_low"], g["ci_high"] - g["mean_diff"]]))
-        ax.errorbar(g["mean_diff"], y, xerr=err, fmt="o", capsize=3, label=pair)
-    ax.axvline(0, color="grey", lw=0.8)
-    ax.set_yticks(np.arange(len(models)), models)
-    ax.invert_yaxis()
-    ax.set(xlabel=f"mean paired difference of {metric} (first method - second)",
-           title=f"The thesis' claims per architecture: {metric}, mean and 95% BCa CI")
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return fig

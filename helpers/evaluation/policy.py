@@ -5,7 +5,7 @@ labels, the thesis' ``a`` and the pre-registered comparisons cannot drift apart.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,6 +13,15 @@ import pandas as pd
 #: The thesis' fixed fusion weight.
 THESIS_ALPHA = 0.7
 GC, LC, HYBRID, HYBRID_VAL = "gradcam", "layercam", f"hybrid@{THESIS_ALPHA}", "hybrid@val"
+#: The study's main comparison: label -> (registered method or floor, options; ``"val"``: the a chosen on val).
+MAIN_METHODS: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = (
+    (GC, "gradcam", ()), (LC, "layercam", ()),
+    (HYBRID, "hybrid", (("alpha", THESIS_ALPHA),)), (HYBRID_VAL, "hybrid", (("alpha", "val"),)),
+    ("cam", "cam", ()), ("gradcam++", "gradcam++", ()), ("xgradcam", "xgradcam", ()),
+    ("hirescam", "hirescam", ()), ("scorecam", "scorecam", ()), ("reciprocam", "reciprocam", ()),
+    ("random", "random", ()), ("gaussian", "gaussian", ()))
+#: The thesis' methods and the floors: evaluated on every photo even when the other methods are not.
+CORE_LABELS: tuple[str, ...] = (GC, LC, HYBRID, HYBRID_VAL, "random", "gaussian")
 #: Significance level of every test.
 ALPHA_LEVEL = 0.05
 #: The insertion / deletion columns of each preset.
@@ -30,6 +39,12 @@ ALIAS_TOLERANCE = 1e-6
 #: reorders the tied pixels and the AUCs move by up to ~1e-3 (here 8-24% of photos; distinct methods agree on
 #: none). :func:`aliases` with these settings folds them.
 ROUNDING_SHARE, ROUNDING_BOUND = 0.5, 1e-2
+
+
+def parent_at(alpha: float | None) -> str | None:
+    """The parent the hybrid IS at this a (its map, by definition): Grad-CAM's label at a = 1, LayerCAM's at
+    a = 0, None otherwise (and for no a)."""
+    return None if alpha is None else {1.0: GC, 0.0: LC}.get(float(alpha))
 
 
 def aliases(results: pd.DataFrame, metrics: Sequence[str] | None = None, share: float = 1.0,

@@ -35,10 +35,9 @@ from ..cam.inference import predict_topk
 from ..cam.maps import NORMALISATIONS, normalise
 from ..config import RESULTS_DIR, SEED, progress_bar
 from . import metrics as M
-from .alpha_sweep import read_alpha_json
 from .cache import cached
 from .floors import FLOORS, floor_maps
-from .policy import THESIS_ALPHA
+from .policy import GC, HYBRID, HYBRID_VAL, LC, THESIS_ALPHA
 from .timing import interleaved_medians
 
 #: Errors of the disk itself (full, over quota, read-only): they stop a run instead of failing one image.
@@ -83,21 +82,11 @@ def as_spec(item: str | tuple | MethodSpec) -> MethodSpec:
     return spec
 
 
-def read_chosen_alpha(results_dir: str | Path = RESULTS_DIR) -> float:
-    """The alpha notebook 4 chose on the validation split (``hybrid_alpha.json``)."""
-    return float(read_alpha_json(Path(results_dir) / "hybrid_alpha.json")["alpha"])
-
-
-#: The thesis' methods and the floors: evaluated on every image even when other methods are not.
-CORE_LABELS: tuple[str, ...] = ("gradcam", "layercam", "hybrid@val", f"hybrid@{THESIS_ALPHA}", *FLOORS)
-
-
 def default_specs(alpha: float, methods: Sequence[str] | None = None) -> list[MethodSpec]:
     """Grad-CAM, LayerCAM, the hybrid at the chosen ``alpha`` and at 0.7, the other ``methods`` (default:
     every registered method, as registered now), then the random and Gaussian floors."""
-    first = [MethodSpec("gradcam", "gradcam"), MethodSpec("layercam", "layercam"),
-             as_spec(("hybrid@val", "hybrid", {"alpha": alpha})),
-             as_spec((f"hybrid@{THESIS_ALPHA}", "hybrid", {"alpha": THESIS_ALPHA}))]
+    first = [MethodSpec(GC, "gradcam"), MethodSpec(LC, "layercam"), as_spec((HYBRID_VAL, "hybrid", {"alpha": alpha})),
+             as_spec((HYBRID, "hybrid", {"alpha": THESIS_ALPHA}))]
     others = [MethodSpec(m, m) for m in (METHODS if methods is None else methods)
               if m not in ("gradcam", "layercam", "hybrid")]
     return first + others + [MethodSpec(f, f) for f in FLOORS]
@@ -212,9 +201,14 @@ def explain_rows(bundle: ModelBundle, images: torch.Tensor, class_idx: torch.Ten
     return torch.cat(out)
 
 
+def top1(bundle: ModelBundle, images: torch.Tensor) -> list[int]:
+    """The model's top-1 class of each image: the class every map of the study and the evaluation explains."""
+    return [top[0][0] for top in predict_topk(bundle, images, k=1)]
+
+
 def explained_class(bundle: ModelBundle, sample: Any, target: str) -> tuple[int, int]:
     """(class to explain, the model's top-1 prediction) for a sample under ``target``."""
-    pred = predict_topk(bundle, sample.tensor[None], k=1)[0][0][0]
+    pred = top1(bundle, sample.tensor[None])[0]
     return (pred if target == "top1" else int(sample.label_idx)), pred
 
 
@@ -353,17 +347,3 @@ def merge(*evaluations: Evaluation) -> Evaluation:
                       {k: v for ev in evaluations for k, v in ev.curves.items()},
                       [f for ev in evaluations for f in ev.failures], methods, configs.pop())
 
-
-def join_images(*parts: Evaluation) -> Evaluation:
-    """One evaluation from evaluations of the same methods and protocol on disjoint images (e.g. the
-    shards of one run), in the given order: identical to a single run over all the images."""
-    first = parts[0]
-    if any([s.label for s in p.methods] != [s.label for s in first.methods] for p in parts):
-        raise ValueError("the evaluations to join ran different methods")
-    if any(p.config != first.config for p in parts):
-        raise ValueError("the evaluations to join ran different protocols (EvalConfig)")
-    curves = {label: {mode: np.concatenate([p.curves[label][mode] for p in parts]) for mode in first.curves[label]}
-              for label in first.curves}
-    return Evaluation(pd.concat([p.results for p in parts], ignore_index=True),
-                      pd.concat([p.timings for p in parts], ignore_index=True), curves,
-                      [f for p in parts for f in p.failures], list(first.methods), first.config)

@@ -11,7 +11,6 @@ import copy
 import dataclasses
 from typing import Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -76,19 +75,3 @@ def cascading_randomisation(bundle: ModelBundle, images: torch.Tensor, class_idx
         rows += [(step, layer, m, i, spearman(reference[m][i], maps[m][i]))
                  for m in reference for i in range(len(images))]
     return pd.DataFrame(rows, columns=["step", "layer", "method", "image", "spearman"])
-
-
-def plot_randomisation(results: pd.DataFrame) -> plt.Figure:
-    """Mean Spearman correlation (+- 1 sd over images) per method along the cascade."""
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    labels = results.drop_duplicates("step").sort_values("step")["layer"].tolist()
-    for method, group in results.groupby("method", sort=False):
-        stats = group.groupby("step")["spearman"].agg(["mean", "std"]).fillna(0)
-        ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], label=method, marker="o", capsize=3)
-    ax.set_xticks(range(len(labels)), ["trained"] + [f"+{n}" for n in labels[1:]], rotation=45, ha="right")
-    ax.set_ylabel("Spearman vs trained map")
-    ax.set_title("cascading model randomisation (lower = more model-dependent)")
-    ax.axhline(0, color="grey", lw=0.5)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig

@@ -4,7 +4,7 @@
 computes, :mod:`.run` runs stages and shards resumably with a hash per part, :mod:`.store` reads and
 writes the Parquet files and ``PROVENANCE.json``, :mod:`.merge` joins shards, :mod:`.distributed`
 schedules the same plan on Dask, :mod:`.verify` recomputes a sample of committed rows, and
-:mod:`.cli` is ``python -m helpers study``. The presentation reads it back: :mod:`.results` loads the
-committed parts and checks each part's hash against the code, :mod:`.present` computes the answer,
-leaderboards and figures, :mod:`.sections` the further sections, :mod:`.report` writes REPORT.md.
+:mod:`.cli` is ``python -m helpers study``, :mod:`.folder` is ``python -m helpers evaluate`` (a folder of
+photos as a study of one part). :mod:`.results` reads the parts back, each checked against the code;
+:mod:`.adaptive` answers the adaptive-a question from the files. Presenting them is :mod:`helpers.report`.
 """

@@ -47,7 +47,9 @@ def merge_part(name: str, pieces: Sequence[tuple[Path, PartFile]]) -> PartFile:
     pieces = sorted(pieces, key=lambda fp: order[fp[1].facts["photos"][0]] if fp[1].facts["photos"] else -1)
     # shards are contiguous, so their rows joined in photo order are a single run's; empty shards add nothing
     rows = pd.concat([p.rows for _, p in pieces if p.facts["photos"]], ignore_index=True)
-    facts = {**first.facts, "shard": [1, 1], "photos": list(expected)}
+    failed = [f for _, p in pieces for f in p.facts.get("failures", [])]
+    facts = {**{k: v for k, v in first.facts.items() if k != "failures"}, "shard": [1, 1], "photos": list(expected),
+             **({"failures": failed} if failed else {})}
     return PartFile(rows, facts)
 
 

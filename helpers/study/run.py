@@ -21,7 +21,9 @@ import hashlib
 import json
 import platform
 import subprocess
+import sys
 import time
+import traceback
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -35,12 +37,12 @@ from ..cam.backend import weights_hash
 from ..cam.bundle import ModelBundle
 from ..cam.models import load_model
 from ..config import IMAGENET_MANIFEST, MANIFEST, ROOT, progress_bar
-from ..data.imagenet import IMAGENET, PACKAGED, DatasetUnavailable, locate
+from ..data.imagenet import IMAGENET, PACKAGED, DatasetUnavailable, configured_root, locate
 from ..data.images import load_samples, read_manifest
 from ..evaluation import metrics as M
 from ..evaluation.alpha_sweep import choose_alpha, summarise
 from ..evaluation.cache import cached
-from ..evaluation.runner import EvalConfig
+from ..evaluation.runner import DISK_ERRNOS, EvalConfig
 from .parts import RUNNERS
 from .spec import Part, StudySpec, load_spec
 from .store import PartFile, StudyFileError, part_path, read_part, read_provenance, write_part, write_provenance
@@ -75,7 +77,10 @@ def shard_batches(n_photos: int, batch: int, k: int, n: int) -> list[range]:
 
 @dataclass
 class PartPhotos:
-    """A part's photos: the dataset, the ordered files with their sha256, and where to read them."""
+    """A part's photos: the dataset, the ordered files with their sha256, and where to read them.
+
+    ``annotations`` (a folder of the user's photos: each file's label and boxes) join the part's hash
+    when given, so parts that read the same files under other labels never merge."""
 
     dataset: str
     files: list[str]
@@ -83,6 +88,7 @@ class PartPhotos:
     manifest: Path
     root: Path
     split: str
+    annotations: dict[str, Any] | None = None
 
     def load(self, bundle: ModelBundle, files: Sequence[str]) -> list:
         """The given files as samples preprocessed for ``bundle`` (only these are decoded)."""
@@ -100,10 +106,19 @@ def dataset_source() -> tuple[str, Path, Path]:
         return PACKAGED, MANIFEST, MANIFEST.parent
 
 
-def part_photos(part: Part, spec: StudySpec) -> PartPhotos:
+#: The manifest of each dataset a part can record (the photos' files and sha256, without reading a photo).
+DATASET_MANIFESTS: dict[str, Path] = {IMAGENET: IMAGENET_MANIFEST, PACKAGED: MANIFEST}
+
+
+def part_photos(part: Part, spec: StudySpec, dataset: str | None = None) -> PartPhotos:
     """The first ``part.n`` photos of the split's seeded order (machine-independent; the order
-    :func:`helpers.data.images.seeded_subset` gives the split's samples), read from the manifest only."""
-    dataset, manifest, root = dataset_source()
+    :func:`helpers.data.images.seeded_subset` gives the split's samples), read from the manifest only: of the
+    photos on this machine, or of the ``dataset`` a part recorded (no photo is located or hashed)."""
+    if dataset is None:
+        dataset, manifest, root = dataset_source()
+    else:
+        manifest = DATASET_MANIFESTS[dataset]
+        root = configured_root() if dataset == IMAGENET else manifest.parent
     rows = read_manifest(manifest)
     rows = rows[rows["split"] == part.split]
     order = np.random.default_rng(spec.seed).permutation(len(rows))[:part.n]
@@ -124,11 +139,23 @@ def protocol_facts(spec: StudySpec, part: Part) -> dict[str, Any]:
     return facts
 
 
+def model_identity(bundle: ModelBundle) -> dict[str, str]:
+    """What identifies a model in a part's hash: its name, the hash of its weights, its CAM layer."""
+    return {"name": bundle.name, "weights": weights_hash(bundle.model), "layer": bundle.target_layer}
+
+
 def part_hash(spec: StudySpec, part: Part, bundle: ModelBundle, photos: PartPhotos, alpha: Any) -> str:
     """SHA-256 (16 hex digits) of everything that determines the part's rows."""
+    return hash_of(spec, part, model_identity(bundle), photos, alpha)
+
+
+def hash_of(spec: StudySpec, part: Part, model: dict[str, str], photos: PartPhotos, alpha: Any) -> str:
+    """:func:`part_hash` for a model given by its identity (:func:`model_identity`)."""
     facts = {"part": dataclasses.asdict(part), "protocol": protocol_facts(spec, part), "code_version": CODE_VERSION,
-             "model": {"name": bundle.name, "weights": weights_hash(bundle.model), "layer": bundle.target_layer},
+             "model": dict(model),
              "dataset": photos.dataset, "photos": [(f, photos.sha256[f]) for f in photos.files], "alpha": alpha}
+    if photos.annotations is not None:
+        facts["annotations"] = photos.annotations
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -232,26 +259,52 @@ class Bundles:
         return self.bundle
 
 
-def run_part(spec: StudySpec, part: Part, bundle: ModelBundle, out: Path, shard: tuple[int, int],
-             alpha_dir: Path, cache: Path | None, progress: bool = True) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PartRun:
+    """How a part runs: its ``shard`` (k, n), the folder of the merged val parts its chosen a comes from
+    (``alpha_dir``), the per-batch ``cache`` (None: none) and the progress bar. A folder of the user's
+    photos (``python -m helpers evaluate``) gives its ``photos`` and ``alpha`` instead, and skips a
+    failing photo (reported on stderr, listed in the part's facts) instead of stopping (``skip_failures``)."""
+
+    shard: tuple[int, int] = (1, 1)
+    alpha_dir: Path | None = None
+    cache: Path | None = None
+    progress: bool = True
+    photos: PartPhotos | None = None
+    alpha: float | None = None
+    skip_failures: bool = False
+
+
+def _skipped(files: Sequence[str], err: Exception) -> list[list[str]]:
+    """Report a batch that failed (one line per photo, the traceback's tail once) and list it as failed."""
+    reason = f"{type(err).__name__}: {err}"
+    for f in files:
+        print(f"evaluate: skipped {f}: {reason}", file=sys.stderr)
+    if not isinstance(err, OSError):
+        print("".join(traceback.format_exception(err)[-3:]).rstrip("\n"), file=sys.stderr)
+    return [[f, reason] for f in files]
+
+
+def run_part(spec: StudySpec, part: Part, bundle: ModelBundle, out: Path, run: PartRun = PartRun()) -> dict[str, Any]:
     """Compute one part (or its shard) and write ``<out>/<part>.parquet``; returns its provenance entry."""
     start, t0 = _now(), time.perf_counter()
-    alpha = alpha_for(spec, part, alpha_dir)
-    photos = part_photos(part, spec)
+    alpha = run.alpha if run.alpha is not None else alpha_for(spec, part, run.alpha_dir or out)
+    photos = run.photos or part_photos(part, spec)
     h = part_hash(spec, part, bundle, photos, alpha)
-    batches = shard_batches(len(photos.files), part.batch, *shard)
+    batches = shard_batches(len(photos.files), part.batch, *run.shard)
     mine = [photos.files[i] for b in batches for i in b]
     existing = part_path(out, part.name)
     if existing.is_file():
         try:
             old = read_part(existing)
-            if old.facts["hash"] == h and old.facts["photos"] == mine and list(old.facts["shard"]) == list(shard):
+            if old.facts["hash"] == h and old.facts["photos"] == mine and list(old.facts["shard"]) == list(run.shard) \
+                    and not old.facts.get("failures"):
                 return read_provenance(out)["parts"].get(part.name, {})
         except StudyFileError:
             pass
-    tables = []
-    desc = f"{part.name} ({part.stage}, shard {shard[0]}/{shard[1]})"
-    for b in progress_bar(batches, desc=desc, disable=not progress):
+    tables, failures = [], []
+    desc = f"{part.name} ({part.stage}, shard {run.shard[0]}/{run.shard[1]})"
+    for b in progress_bar(batches, desc=desc, disable=not run.progress):
         files = [photos.files[i] for i in b]
 
         def compute(files=files) -> dict[str, Any]:
@@ -260,21 +313,38 @@ def run_part(spec: StudySpec, part: Part, bundle: ModelBundle, out: Path, shard:
             return {"rows": json.loads(json.dumps(rows.to_dict(orient="split"), default=_jsonable))}
 
         key = hashlib.sha256(json.dumps([h, files]).encode()).hexdigest()[:16]
-        result = compute() if cache is None else cached(cache, key, f"{part.name}-{b.start}", compute, parts=("rows",))
+        try:
+            result = compute() if run.cache is None else cached(run.cache, key, f"{part.name}-{b.start}", compute,
+                                                                parts=("rows",))
+        except Exception as err:   # with skip_failures, one bad photo must not stop the others
+            if not run.skip_failures or (isinstance(err, OSError) and err.errno in DISK_ERRNOS):
+                raise
+            failures += _skipped(files, err)
+            continue
         table = result["rows"]
         tables.append(pd.DataFrame(table["data"], columns=table["columns"]))
     rows = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     rows.insert(0, "part", part.name)
     rows.insert(1, "hash", h)
-    facts = {"part": part.name, "kind": part.kind, "stage": part.stage, "hash": h, "shard": list(shard),
+    facts = {"part": part.name, "kind": part.kind, "stage": part.stage, "hash": h, "shard": list(run.shard),
              "photos": mine, "part_photos": photos.files, "dataset": photos.dataset, "model": part.model,
-             "alpha": alpha, "study": spec.name}
+             "alpha": alpha, "study": spec.name, "definition": dataclasses.asdict(part),
+             "protocol": {"rise_steps": spec.rise_steps, "thesis_steps": spec.thesis_steps, "seed": spec.seed},
+             **({"failures": failures} if failures else {})}
     write_part(out, PartFile(rows, facts))
     return {"hash": h, "kind": part.kind, "stage": part.stage, "model": part.model, "dataset": photos.dataset,
             "n_photos": len(photos.files), "alpha": alpha,
-            "shards": [{"shard": f"{shard[0]}/{shard[1]}", "photos": len(mine), "start": start, "end": _now(),
-                        "wall_s": round(time.perf_counter() - t0, 1), "machine": machine(), "commit": code_commit(),
-                        "packages": versions()}]}
+            "shards": [{"shard": f"{run.shard[0]}/{run.shard[1]}", "photos": len(mine), "start": start,
+                        "end": _now(), "wall_s": round(time.perf_counter() - t0, 1), "machine": machine(),
+                        "commit": code_commit(), "packages": versions()}]}
+
+
+def record(out: Path, spec: StudySpec, name: str, entry: dict[str, Any]) -> None:
+    """Part ``name``'s provenance ``entry`` into ``<out>/PROVENANCE.json`` (the other parts' entries kept)."""
+    prov = read_provenance(out)
+    prov["parts"][name] = entry
+    prov["study"] = spec.name
+    write_provenance(out, prov)
 
 
 def run_stage(spec: str | Path | StudySpec, stage: str, out: str | Path, shard: tuple[int, int] = (1, 1),
@@ -288,14 +358,10 @@ def run_stage(spec: str | Path | StudySpec, stage: str, out: str | Path, shard: 
     if unknown:
         raise ValueError(f"unknown part(s) {unknown}; parts of {spec.name!r}: {', '.join(p.name for p in spec.parts)}")
     bundles = Bundles(device)
-    alpha_dir = Path(alpha_from) if alpha_from is not None else out
+    run = PartRun(tuple(shard), Path(alpha_from) if alpha_from is not None else out,
+                  Path(cache) if cache is not None else None, progress)
     for part in chosen:
-        entry = run_part(spec, part, bundles.get(part.model), out, shard, alpha_dir,
-                         Path(cache) if cache is not None else None, progress)
-        prov = read_provenance(out)
-        prov["parts"][part.name] = entry
-        prov["study"] = spec.name
-        write_provenance(out, prov)
+        record(out, spec, part.name, run_part(spec, part, bundles.get(part.model), out, run))
     return out
 
 

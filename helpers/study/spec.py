@@ -29,22 +29,13 @@ from ..config import SEED
 from ..evaluation.alpha_sweep import ALPHAS
 from ..evaluation.floors import FLOORS
 from ..evaluation.metrics import MODES, PRESETS
+from ..evaluation.policy import CORE_LABELS, MAIN_METHODS
 
 #: What a part computes (:mod:`helpers.study.parts` has one runner per kind).
 KINDS: tuple[str, ...] = ("alpha_sweep", "evaluate", "layers", "model", "sanity", "features", "road")
 STAGES: tuple[str, ...] = ("val", "test")
 SPLIT_OF_STAGE: dict[str, str] = {"val": "val", "test": "test"}
 
-#: The thesis' method and its floors on the main part: label -> (registered method or floor, options).
-MAIN_METHODS: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = (
-    ("gradcam", "gradcam", ()), ("layercam", "layercam", ()),
-    ("hybrid@0.7", "hybrid", (("alpha", 0.7),)), ("hybrid@val", "hybrid", (("alpha", "val"),)),
-    ("cam", "cam", ()), ("gradcam++", "gradcam++", ()), ("xgradcam", "xgradcam", ()),
-    ("hirescam", "hirescam", ()), ("scorecam", "scorecam", ()), ("reciprocam", "reciprocam", ()),
-    ("random", "random", ()), ("gaussian", "gaussian", ()))
-
-#: The methods' labels of the thesis comparisons and the floors (ROAD on every photo); the others on fewer.
-CORE: tuple[str, ...] = ("gradcam", "layercam", "hybrid@0.7", "hybrid@val", "random", "gaussian")
 
 #: The layer settings below the head of EfficientNet-Lite0 (shallow to deep when fused).
 LITE0_LAYER_SETTINGS: tuple[str | tuple[str, ...], ...] = ("stages.5", "stages.4", ("stages.4", "stages.5", "head"))
@@ -54,11 +45,20 @@ LITE0_LAYER_SETTINGS: tuple[str | tuple[str, ...], ...] = ("stages.5", "stages.4
 PART_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}")
 #: The options each kind reads (:mod:`helpers.study.parts`): (required keys, optional keys).
 OPTION_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "alpha_sweep": (("settings", "alphas"), ("additive", "with_max", "modes")), "evaluate": (("methods",), ()),
+    "alpha_sweep": (("settings", "alphas"), ("additive", "with_max", "modes")), "evaluate": (("methods",), ("timed",)),
     "layers": (("settings",), ()), "model": ((), ()), "sanity": (("methods",), ("steps",)), "features": ((), ()),
     "road": (("methods",), ())}
-#: Kinds whose rows use the chosen alpha, so need ``alpha_from`` (a sanity part too when it draws ``hybrid``).
-USES_ALPHA: tuple[str, ...] = ("evaluate", "layers", "model", "road")
+#: Kinds whose rows always use the chosen alpha, so need ``alpha_from`` (an evaluate or ROAD part when a method's
+#: option is ``"val"``, a sanity part when it draws ``hybrid``).
+USES_ALPHA: tuple[str, ...] = ("layers", "model")
+
+
+def uses_chosen_alpha(part: Part) -> bool:
+    """Whether the part's rows use the a chosen on the val photos (then ``alpha_from`` names its sweep)."""
+    methods = part.opts.get("methods", ())
+    if part.kind in ("evaluate", "road"):
+        return any(value == "val" for _, _, options in methods for _, value in options)
+    return part.kind in USES_ALPHA or "hybrid" in methods
 
 
 def _whole(value: Any, low: int = 1) -> bool:
@@ -113,6 +113,7 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "alphas": (_fractions, "a non-empty list of numbers in [0, 1]"),
     "additive": (lambda v: _fractions(v, empty=True), "a list of numbers in [0, 1]"),
     "with_max": (lambda v: isinstance(v, bool), "true or false"),
+    "timed": (lambda v: isinstance(v, bool), "true or false"),
     "modes": (lambda v: _names(v) and set(v) <= set(MODES), f"a non-empty list of distinct modes of {MODES}"),
     "steps": (_whole, "a whole number >= 1"),
     "methods": (_method_list, f"a non-empty list of [label, method, {{options}}] with distinct labels, the methods "
@@ -150,7 +151,7 @@ def part_problem(part: Part) -> str | None:
         check, want = OPTION_RULES["sanity methods" if (part.kind, key) == ("sanity", "methods") else key]
         if not (_finite(value) and check(value)):
             return f"options.{key} must be {want}, got {value!r}"
-    if part.alpha_from is None and (part.kind in USES_ALPHA or "hybrid" in part.opts.get("methods", ())):
+    if part.alpha_from is None and uses_chosen_alpha(part):
         return f"kind {part.kind} uses the chosen alpha: name the val alpha sweep it takes it from in alpha_from"
     return None
 
@@ -259,11 +260,14 @@ class StudySpec:
                              f"{', '.join(p.name for p in self.stage(stage))}")
 
 
-def _sweep(name: str, model: str, n: int | None, settings: tuple, alphas=ALPHAS, additive=(), with_max=False,
-           batch: int = 4, stage: str = "val", modes=("insertion", "deletion")) -> Part:
+def _sweep(name: str, model: str, n: int | None, settings: tuple, batch: int = 4, stage: str = "val",
+           **options: Any) -> Part:
+    """An alpha-sweep part; ``options`` override the sweep's defaults (every alpha of :data:`ALPHAS`, no additive
+    fusion, no max fusion, both modes), always stored in the same order (the order is part of the hash)."""
+    o = {"alphas": ALPHAS, "additive": (), "with_max": False, "modes": ("insertion", "deletion"), **options}
     return Part(name, "alpha_sweep", stage, model, n, batch, options=(
-        ("settings", settings), ("alphas", tuple(alphas)), ("additive", tuple(additive)), ("with_max", with_max),
-        ("modes", tuple(modes))))
+        ("settings", settings), ("alphas", tuple(o["alphas"])), ("additive", tuple(o["additive"])),
+        ("with_max", o["with_max"]), ("modes", tuple(o["modes"]))))
 
 
 def _design(name: str, n_val: int | None, n_test: int | None, n_sanity: int, batch: int, description: str,
@@ -289,9 +293,9 @@ def _design(name: str, n_val: int | None, n_test: int | None, n_sanity: int, bat
         # ROAD (its own parts, so adding it invalidated nothing): the thesis methods and floors, and the six
         # further methods (on the first n_road_extra photos; all of them in the full design, at ~0.6 s per map here)
         Part("road", "road", "test", "efficientnet_lite0", n_test, 1, "alpha_head",
-             (("methods", tuple(m for m in MAIN_METHODS if m[0] in CORE)),)),
+             (("methods", tuple(m for m in MAIN_METHODS if m[0] in CORE_LABELS)),)),
         Part("road_extra", "road", "test", "efficientnet_lite0", n_road_extra, 1, "alpha_head",
-             (("methods", tuple(m for m in MAIN_METHODS if m[0] not in CORE)),)),
+             (("methods", tuple(m for m in MAIN_METHODS if m[0] not in CORE_LABELS)),)),
     ]
     return StudySpec(name, tuple(parts), description=description, **protocol)
 

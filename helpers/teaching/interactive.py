@@ -5,11 +5,15 @@ One class serves the inline widget of notebook 4 and the web page of ``python -m
 forward/backward (:func:`helpers.evaluation.alpha_sweep.raw_maps`) and are cached per (photo, class,
 layer); moving the slider only re-fuses them (:func:`fused_maps`) and redraws the hybrid picture.
 Everything works headless: :meth:`HybridExplorer.update` can be called without a frontend.
+Every value that comes from the page is checked here as if the page were hostile: an a that is not a
+number in [0, 1] is put back to the last good one, an upload over :data:`UPLOAD_LIMIT` or not an image is
+refused with a message, a file name is only shown, never used as a path.
 """
 from __future__ import annotations
 
 import html
 import io
+import math
 import tempfile
 from contextlib import contextmanager
 from functools import lru_cache
@@ -41,6 +45,8 @@ AlphaPredictor = Callable[[ModelBundle, torch.Tensor, int, str], "float | str | 
 PANELS = (("Grad-CAM (a = 1)", 1.0), ("hybrid", None), ("LayerCAM (a = 0)", 0.0))
 CMAP = "jet"
 GIVEN = "the given image"
+#: The largest photo accepted for upload (the server takes websocket messages up to twice this).
+UPLOAD_LIMIT = 32 * 2**20
 
 
 def png(rgb: np.ndarray) -> bytes:
@@ -79,6 +85,12 @@ def colour_bar_png() -> bytes:
     return figure_png(fig)
 
 
+def shown_name(name: object, limit: int = 80) -> str:
+    """An uploaded file's name as shown: its last path part, printable characters only, at most ``limit``."""
+    text = "".join(ch for ch in Path(str(name).replace("\\", "/")).name if ch.isprintable())
+    return text[:limit] or "upload"
+
+
 class HybridExplorer:
     """Grad-CAM, the hybrid at a and LayerCAM side by side for a chosen photo, class and layer.
 
@@ -95,14 +107,17 @@ class HybridExplorer:
             raise ValueError(f"image must be one preprocessed image (3, H, W), got shape {tuple(image.shape)}")
         if image is None and not photos:
             raise ValueError("give an image or at least one photo to explore")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         self.bundle, self.k, self.predict_alpha = bundle, k, predict_alpha
         self.loaders: dict[str, PhotoLoader] = dict(photos or {})
         self.images: dict[str, torch.Tensor] = {} if image is None else {GIVEN: image}
         self.cache: dict[tuple[str, int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.top: list[tuple[int, str, float]] = []
-        self.current, self.class_idx = "", -1
+        self.current, self.class_idx, self.alpha = "", -1, float(alpha)
         self.photo = widgets.Dropdown(options=list(self.images) + list(self.loaders), description="photo")
-        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="upload a photo")
+        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="upload a photo",
+                                         layout=widgets.Layout(width="auto"))
         self.message = widgets.HTML()
         self.dropdown = widgets.Dropdown(description="top classes", layout=widgets.Layout(width="320px"))
         names = [f"{name} ({i})" for i, name in enumerate(bundle.class_names)]
@@ -131,8 +146,8 @@ class HybridExplorer:
         self.dropdown.observe(lambda ch: ch["new"] not in (None, self.class_idx) and self.set_class(ch["new"]),
                               names="value")
         self.search.observe(lambda ch: self._searched(ch["new"]), names="value")
-        self.layer.observe(lambda ch: self.update(), names="value")
-        self.slider.observe(lambda ch: self.show_hybrid(), names="value")
+        self.layer.observe(lambda ch: self._layer_chosen(ch["new"], ch["old"]), names="value")
+        self.slider.observe(lambda ch: self._slid(ch["new"]), names="value")
         self.button.on_click(lambda _: self.faithfulness())
         panels = [widgets.VBox([c, p]) for c, p in zip(self.captions, self.pictures, strict=True)]
         self.widget = widgets.VBox([
@@ -154,13 +169,23 @@ class HybridExplorer:
     # ---------------------------------------------------------------- choices
 
     def add_photo(self, name: str, image: Image.Image) -> None:
-        """Add an RGB photo to the choices and show it."""
+        """Add an RGB photo to the choices and show it (a photo of the same name, e.g. a second upload of
+        ``x.jpg``, is replaced: its cached maps go with it)."""
         self.images[name] = self.bundle.preprocess(image).to(self.bundle.device)
+        self.cache = {key: maps for key, maps in self.cache.items() if key[0] != name}
         self.photo.options = list(dict.fromkeys([*self.photo.options, name]))
-        self.photo.value = name
+        if self.current == name:
+            self.current = ""
+        if self.photo.value == name:
+            self._choose_photo(name)
+        else:
+            self.photo.value = name
 
     def _choose_photo(self, name: str) -> None:
         if name == self.current:
+            return
+        if name not in self.images and name not in self.loaders:  # no photo (a forged empty choice)
+            self.photo.value = self.current
             return
         if name not in self.images:
             try:
@@ -175,21 +200,45 @@ class HybridExplorer:
         self.dropdown.options = [(f"{name} ({p:.2f})", c) for c, name, p in self.top]
         self.set_class(self.classes[0])
 
+    def _refuse(self, text: str) -> None:
+        self.message.value = f"<span style='color:#b00'>{html.escape(text)}</span>"
+
     def _uploaded(self, files: tuple) -> None:
-        """Read an upload through :func:`load_image`: a bad file shows its error, nothing else changes."""
+        """Read an upload through :func:`load_image`: a file over :data:`UPLOAD_LIMIT` or a bad one shows
+        why, nothing else changes. The upload is let go of (the widget keeps no copy)."""
         if not files:
             return
-        name, content = Path(files[-1]["name"]).name or "upload", bytes(files[-1]["content"])
+        name, content = shown_name(files[-1]["name"]), files[-1]["content"]
+        self.upload.value = ()
+        if len(content) > UPLOAD_LIMIT:
+            self._refuse(f"upload refused: {name} is {len(content):,} bytes, over the {UPLOAD_LIMIT // 2**20} MiB "
+                         f"limit ({UPLOAD_LIMIT:,} bytes)")
+            return
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / name
+            path = Path(folder) / "upload"  # the sent name is never a path
             path.write_bytes(content)
             try:
                 image = load_image(path)
             except ImageLoadError as err:
-                text = str(err).replace(f"{folder}/", "")
-                self.message.value = f"<span style='color:#b00'>upload refused: {html.escape(text)}</span>"
+                self._refuse(f"upload refused: {str(err).replace(str(path), name)}")
                 return
         self.add_photo(f"upload: {name}", image)
+
+    def _layer_chosen(self, layer: str | None, before: str) -> None:
+        if layer is None:  # no layer (a forged empty choice): the last one back
+            self.layer.value = before
+        else:
+            self.update()
+
+    def _slid(self, alpha: object) -> None:
+        """The slider moved: redraw the hybrid at a finite a in [0, 1]; any other value (a forged message)
+        is put back to the last good a, with a message."""
+        if isinstance(alpha, (int, float)) and math.isfinite(alpha) and 0.0 <= alpha <= 1.0:
+            self.alpha = float(alpha)
+            self.show_hybrid()
+        else:
+            self._refuse(f"a must be a number in [0, 1], not {alpha!r}; kept a = {self.alpha:.2f}")
+            self.slider.value = self.alpha
 
     def _searched(self, text: str) -> None:
         if text.endswith(")") and text in self.search.options:
@@ -227,7 +276,7 @@ class HybridExplorer:
 
     def show_hybrid(self) -> torch.Tensor:
         """Re-fuse the cached raw maps at the slider's a and redraw the hybrid picture; returns the map."""
-        alpha = float(self.slider.value)
+        alpha = self.alpha
         with one_thread():
             cam = self.fused(alpha)
         self.pictures[1].value = png(self._overlay(cam))
@@ -265,7 +314,7 @@ class HybridExplorer:
     def faithfulness(self) -> dict[str, torch.Tensor]:
         """Insertion and deletion curves (rise preset) of Grad-CAM, the hybrid at a and LayerCAM on the
         current photo and class, drawn with their AUCs: ``{"insertion": (3, K+1), "deletion": (3, K+1)}``."""
-        alpha, cfg = float(self.slider.value), PRESETS["rise"]
+        alpha, cfg = self.alpha, PRESETS["rise"]
         maps = torch.stack([self.fused(a if a is not None else alpha) for _, a in PANELS])
         x, idx = self.image[None].expand(len(PANELS), -1, -1, -1), [self.class_idx] * len(PANELS)
         self.progress.value, self.progress.layout.display = 0, None

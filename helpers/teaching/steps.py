@@ -5,6 +5,7 @@ Every function here is a step the lecture notebooks show on real tensors; the en
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Sequence
 
 import pandas as pd
@@ -17,6 +18,8 @@ from ..cam.checks import check_class_idx
 from ..cam.engine import METHODS, forward_backward, gradcam, gradcam_weights, layercam
 from ..cam.layers import get_layer
 from ..cam.maps import normalise_max, upsample
+from ..evaluation.alpha_sweep import ALPHAS, sweep, sweep_plan
+from ..evaluation.metrics.perturbation import insertion_deletion_auc
 from ..evaluation.sanity import classifier_name, spearman
 
 
@@ -117,6 +120,32 @@ def layer_agreement(bundle: ModelBundle, images: torch.Tensor, layers: Sequence[
     cap = forward_backward(bundle, images, class_idx, list(layers))
     return pd.Series({n: spearman(gradcam(cap.activations[n], cap.gradients[n]),
                                   layercam(cap.activations[n], cap.gradients[n])) for n in layers}, name="spearman")
+
+
+def parent_gaps(bundle: ModelBundle, samples: Sequence) -> pd.DataFrame:
+    """Grad-CAM against LayerCAM at the CAM layer for each sample's asserted class, from ONE pass, each map
+    scaled by its maximum: ``photo``, ``class_name``, ``p`` (its softmax probability), ``mean_gap`` and
+    ``max_gap`` (mean and largest |GC / max GC - LC / max LC| over the grid), ``gc_zero`` and ``lc_zero``
+    (cells where that map is 0)."""
+    cap = forward_backward(bundle, torch.stack([s.tensor for s in samples]), [s.label_idx for s in samples])
+    acts, grads = cap.activations[cap.layers[0]], cap.gradients[cap.layers[0]]
+    gc, lc = normalise_max(gradcam(acts, grads)), normalise_max(layercam(acts, grads))
+    gap = (gc - lc).abs().flatten(1)
+    return pd.DataFrame({"photo": [s.file for s in samples],
+                         "class_name": [bundle.class_names[s.label_idx] for s in samples],
+                         "p": cap.logits.softmax(dim=1).gather(1, cap.class_idx[:, None])[:, 0].numpy(),
+                         "mean_gap": gap.mean(dim=1).numpy(), "max_gap": gap.amax(dim=1).numpy(),
+                         "gc_zero": (gc == 0).flatten(1).sum(dim=1).numpy(),
+                         "lc_zero": (lc == 0).flatten(1).sum(dim=1).numpy()})
+
+
+def insertion_by_alpha(bundle: ModelBundle, images: torch.Tensor, class_idx: int, steps: int = 28,
+                       substrate: str = "blur", alphas: Sequence[float] = ALPHAS) -> pd.Series:
+    """Insertion AUC of the hybrid at every ``a`` for one image (1, 3, H, W): the rise protocol with ``steps``
+    steps onto the insertion ``substrate``, indexed by ``a`` (the raw maps come from one pass)."""
+    metric = partial(insertion_deletion_auc, preset="rise", steps=steps, insertion_substrate=substrate)
+    rows = sweep(bundle, images, [class_idx], metric, sweep_plan(alphas, with_max=False), progress=False)
+    return rows.set_index("alpha")["insertion"]
 
 
 def logit_vs_probability(bundle: ModelBundle, images: torch.Tensor, class_idx: Sequence[int]) -> pd.DataFrame:

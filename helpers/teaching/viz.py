@@ -70,10 +70,10 @@ def plot_cam_grid(images: Sequence, maps: Mapping[str, torch.Tensor], titles: Se
     for i, image in enumerate(images):
         rgb = to_rgb_array(image, mean, std)
         axes[i, 0].imshow(rgb)
-        axes[i, 0].set_title(titles[i] if titles else "image", fontsize=8)
+        axes[i, 0].set_title(titles[i] if titles else "image", fontsize=9)
         for j, name in enumerate(names, start=1):
             axes[i, j].imshow(overlay(image, maps[name][i], cmap=cmap, mean=mean, std=std))
-            axes[i, j].set_title(name, fontsize=8)
+            axes[i, j].set_title(name, fontsize=9)
         for ax in axes[i] if boxes else ():
             draw_boxes(ax, informative_boxes(boxes[i], *rgb.shape[:2]))
     for ax in axes.flat:
@@ -154,10 +154,11 @@ def plot_map_rows(rows: Sequence[Mapping[str, np.ndarray | torch.Tensor]], cmap:
 
 
 def plot_grids(grids: Mapping[str, np.ndarray | torch.Tensor], fmt: str = ".2f", cmap: str = "viridis",
-               size: float = 2.6, suptitle: str | None = None) -> plt.Figure:
-    """Small maps (h, w) side by side with every cell's value written on it, all on one colour scale from
-    the smallest to the largest value shown (centred on zero for a :data:`DIVERGING` colour map): maps as
-    numbers, before any upsampling."""
+               size: float = 2.6, suptitle: str | None = None, fontsize: float = 9,
+               label: str = "value") -> plt.Figure:
+    """Small maps (h, w) side by side with every cell's value written on it (``fontsize`` points, titles one
+    point larger), all on one colour scale from the smallest to the largest value shown (centred on zero for
+    a :data:`DIVERGING` colour map), its colour bar labelled ``label``: maps as numbers, before any upsampling."""
     arrays = {k: (m.detach().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)) for k, m in grids.items()}
     lo, hi = min(float(a.min()) for a in arrays.values()), max(float(a.max()) for a in arrays.values())
     if cmap in DIVERGING:                  # signed values: zero in the middle of the scale
@@ -166,13 +167,14 @@ def plot_grids(grids: Mapping[str, np.ndarray | torch.Tensor], fmt: str = ".2f",
                              layout="constrained")
     for ax, (title, arr) in zip(axes[0], arrays.items(), strict=True):
         im = ax.imshow(arr, cmap=cmap, vmin=lo, vmax=hi)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=fontsize + 1)
         ax.set_xticks([])
         ax.set_yticks([])
         for (i, j), v in np.ndenumerate(arr):
             dark = abs(v) > 0.6 * hi if cmap in DIVERGING else v < lo + 0.5 * (hi - lo)
-            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=6.5, color="white" if dark else "black")
-    fig.colorbar(im, ax=axes, orientation="horizontal", fraction=0.05, aspect=50, label="value")
+            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=fontsize,
+                    color="white" if dark else "black")
+    fig.colorbar(im, ax=axes, orientation="horizontal", fraction=0.05, aspect=50, label=label)
     if suptitle:
         fig.suptitle(suptitle)
     return fig

@@ -26,13 +26,13 @@ from helpers.evaluation.adaptive import (
     fit_alpha_predictor,
     map_features,
     oracle,
-    plot_best_alpha,
     predict_alpha,
 )
 from helpers.evaluation.alpha_sweep import TIE_TOLERANCE, fused_maps, raw_maps, sweep, sweep_plan
 from helpers.evaluation.layer_study import explained_classes
 from helpers.evaluation.runner import image_seed
 from helpers.evaluation.stats import detectable_difference, paired_ttest
+from helpers.report.plots import plot_best_alpha
 
 LOGITS = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
 

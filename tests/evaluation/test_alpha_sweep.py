@@ -16,8 +16,6 @@ from helpers.evaluation.alpha_sweep import (
     choose_alpha,
     fused_maps,
     paired_differences,
-    plot_paired,
-    plot_sweep,
     raw_maps,
     read_alpha_json,
     summarise,
@@ -25,6 +23,7 @@ from helpers.evaluation.alpha_sweep import (
     sweep_plan,
     write_alpha_json,
 )
+from helpers.report.plots import plot_paired, plot_sweep
 
 GC = torch.tensor([[[0.0, 2.0], [4.0, 0.0]]])   # / max -> [[0, .5], [1, 0]]
 LC = torch.tensor([[[1.0, 2.0], [2.0, 4.0]]])   # / max -> [[.25, .5], [.5, 1]]

@@ -14,11 +14,11 @@ from helpers.evaluation.layer_study import (
     choose_layer_alphas,
     layer_settings,
     layer_table,
-    plot_layers,
     summarise_layers,
     sweep_layers,
 )
 from helpers.evaluation.runner import explained_class, image_seed
+from helpers.report.plots import plot_layers
 
 LAYERS = ("features.1", "features.3")
 

@@ -18,6 +18,7 @@ from helpers.data.images import seeded_subset
 from helpers.evaluation import model_study as MS
 from helpers.evaluation.metrics import insertion_deletion_auc
 from helpers.evaluation.runner import explained_class
+from helpers.report.plots import plot_models
 
 fake_metric = mean_and_corner
 
@@ -84,7 +85,7 @@ def test_tests_and_table_per_model() -> None:
     first = table.iloc[0]
     assert first.comparison == "hybrid@0.7 vs gradcam" and first.n == 12
     assert first["mean diff [95% CI]"].startswith("+0.020")
-    fig = MS.plot_models(tests)
+    fig = plot_models(tests)
     assert len(fig.axes[0].get_yticklabels()) == 2
     plt.close(fig)
 

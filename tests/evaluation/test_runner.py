@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,7 +123,7 @@ def test_time_first_times_only_the_first_images(bundle) -> None:
     assert set(ev.timings.image) == {"im0.png"}
 
 
-def test_specs_and_chosen_alpha(tmp_path) -> None:
+def test_specs() -> None:
     spec = E.as_spec(("hybrid@0.3", "hybrid", {"alpha": 0.3}))
     assert spec.kwargs == {"alpha": 0.3} and E.as_spec("gradcam") == E.MethodSpec("gradcam", "gradcam")
     with pytest.raises(ValueError, match="unknown method 'nope'"):
@@ -132,10 +131,6 @@ def test_specs_and_chosen_alpha(tmp_path) -> None:
     labels = [s.label for s in E.default_specs(0.4)]
     assert labels[:4] == ["gradcam", "layercam", "hybrid@val", "hybrid@0.7"] and labels[-2:] == ["random", "gaussian"]
     assert E.default_specs(0.4)[2].kwargs == {"alpha": 0.4} and len(labels) == len(set(labels))
-    with pytest.raises(FileNotFoundError, match="run 4_hybrid_gradcam_layercam.ipynb first"):
-        E.read_chosen_alpha(tmp_path)
-    (tmp_path / "hybrid_alpha.json").write_text(json.dumps({"alpha": 0.6, "split": "val"}))
-    assert E.read_chosen_alpha(tmp_path) == 0.6
     with pytest.raises(ValueError, match="unique"):
         E.evaluate(None, [], ["gradcam", "gradcam"])
 
@@ -189,13 +184,11 @@ def test_random_floor_is_seeded_by_file_name() -> None:
 
 # ---------------------------------------------------------------- report: verdicts from synthetic tables
 
-from helpers.evaluation import figures as F  # noqa: E402
-from helpers.evaluation import leaderboard as L  # noqa: E402
 from helpers.evaluation import policy as P  # noqa: E402
-from helpers.evaluation import report as R  # noqa: E402
 from helpers.evaluation import stats as S  # noqa: E402
-from helpers.evaluation import verdict as V  # noqa: E402
 from helpers.evaluation.stats import comparison_table  # noqa: E402
+from helpers.report import leaderboard as L  # noqa: E402
+from helpers.report import protocol as R  # noqa: E402
 
 LABELS = ["gradcam", "layercam", "hybrid@val", "hybrid@0.7", "random", "gaussian"]
 
@@ -221,47 +214,6 @@ def synthetic(hybrid_gain: float, n: int = 12, slow: float = 1.0) -> E.Evaluatio
                         [E.MethodSpec(m, "gradcam") for m in LABELS])
 
 
-def verdicts(ev: E.Evaluation) -> dict[str, bool]:
-    auc_metrics = [m for cols in P.PRESET_COLUMNS.values() for m in cols]  # all that the claims read
-    tests = comparison_table(ev.results, auc_metrics, P.comparison_pairs(LABELS), confirmatory=P.CONFIRMATORY_TESTS)
-    return {c.claim: c.holds for c in V.thesis_claims(ev.results, tests, ev.timings)}
-
-
-BEATS_GRADCAM = "hybrid@0.7 beats gradcam on insertion AUC, Holm-adjusted p < 0.05 (paired t-test, confirmatory)"
-
-
-def test_verdicts_follow_the_numbers() -> None:
-    good = verdicts(synthetic(hybrid_gain=0.03))
-    assert good["[rise protocol] hybrid@0.7 has a higher mean insertion AUC than Grad-CAM and LayerCAM"]
-    assert good[f"[rise protocol] {BEATS_GRADCAM}"]
-    assert good["hybrid@0.7 costs no extra time over Grad-CAM (median ratio <= 1.1)"]
-    assert all(v for k, v in good.items() if "deletion" in k)
-    bad = verdicts(synthetic(hybrid_gain=-0.03, slow=1.5))
-    assert not bad["[rise protocol] hybrid@0.7 has a higher mean insertion AUC than Grad-CAM and LayerCAM"]
-    assert not bad[f"[thesis protocol] {BEATS_GRADCAM}"]
-    assert not bad["hybrid@0.7 costs no extra time over Grad-CAM (median ratio <= 1.1)"]
-    # layercam is 0.01 below Grad-CAM: equal to Grad-CAM means the hybrid is best only on a tie, and not
-    # significantly better than Grad-CAM (the differences are +-0.002 around zero)
-    tie = verdicts(synthetic(hybrid_gain=0.0))
-    assert not tie[f"[rise protocol] {BEATS_GRADCAM}"]
-
-
-def test_ranking_compares_only_methods_on_the_same_images() -> None:
-    ev = synthetic(hybrid_gain=0.03)
-    extra = ev.results[ev.results.method == "gradcam"].head(2).assign(method="reciprocam", insertion_auc=0.99)
-    results = pd.concat([ev.results, extra], ignore_index=True)
-    means = V.comparable_means(results, "insertion_auc", "hybrid@0.7")
-    assert "reciprocam" not in means.index and list(means.index) == LABELS
-    assert means.equals(results[results.method.isin(LABELS)].groupby("method", sort=False).insertion_auc.mean())
-    # a method on a subset is compared with the others on ITS images only (nested subsets of a study)
-    sub = V.comparable_means(results, "insertion_auc", "reciprocam")
-    two = set(extra.image)
-    assert sub["reciprocam"] == 0.99 and set(sub.index) == {*LABELS, "reciprocam"}
-    gradcam_on_two = results[(results.method == "gradcam") & results.image.isin(two)]
-    assert sub["gradcam"] == pytest.approx(gradcam_on_two.insertion_auc.mean())
-    assert sub["gradcam"] != pytest.approx(means["gradcam"])
-
-
 def test_a_method_equal_to_another_on_a_subset_of_its_images_is_an_alias() -> None:
     ev = synthetic(hybrid_gain=0.03)
     first = ev.results[ev.results.method == "hybrid@0.7"].head(3)
@@ -273,23 +225,6 @@ def test_a_method_equal_to_another_on_a_subset_of_its_images_is_an_alias() -> No
     assert P.aliases(changed) == {}
 
 
-def test_report_and_tables_are_generated_and_deterministic(tmp_path) -> None:
-    ev = synthetic(hybrid_gain=0.03)
-    tables = R.write_tables(ev, tmp_path / "a")
-    R.write_tables(ev, tmp_path / "b")
-    for name in ("evaluation_results", "summary_statistics", "statistical_tests"):
-        assert (tmp_path / "a" / f"{name}.csv").read_bytes() == (tmp_path / "b" / f"{name}.csv").read_bytes()
-    report = R.render_report(ev, tables, alpha=0.6, facts={"model": "toy"})
-    assert "n = 12 images** from **5 distinct source photos" in report and "a = 0.6" in report
-    assert "**HOLDS** - [rise protocol] hybrid@0.7 beats gradcam" in report
-    assert "What a reader should NOT conclude" in report
-    F.plot_comparison(ev, ("insertion_auc",), path=tmp_path / "plots.png")
-    assert (tmp_path / "plots.png").is_file()
-    tests = pd.read_csv(tmp_path / "a" / "statistical_tests.csv")
-    expected = {"pair", "metric", "test", "statistic", "p", "p_holm", "cohens_dz", "ci_low", "ci_high"}
-    assert expected <= set(tests.columns)
-
-
 def test_confirmatory_family_of_four_and_no_identical_pairs(tmp_path) -> None:
     ev = synthetic(hybrid_gain=0.03)
     same = ev.results.method == "hybrid@val"
@@ -299,8 +234,11 @@ def test_confirmatory_family_of_four_and_no_identical_pairs(tmp_path) -> None:
     ev.config = E.EvalConfig()
     assert P.aliases(ev.results) == {"hybrid@val": "hybrid@0.7"}
     assert not [p for p in P.comparison_pairs(LABELS, ev.results) if "hybrid@val" in p]
-    written = R.write_tables(ev, tmp_path)
-    tests, summary = written["statistical_tests"], written["summary_statistics"]
+    with_photo = ev.results.assign(source_photo=ev.results.source.str.split("+").str[0])
+    summary = S.summary_table(with_photo, E.METRICS, cluster_col="source_photo", class_col="label_idx",
+                             cluster_metrics=E.LOCALISATION)
+    tests = comparison_table(ev.results, E.METRICS, P.comparison_pairs(LABELS, ev.results), seed=0,
+                             confirmatory=P.CONFIRMATORY_TESTS)
     pg = summary[(summary.method == "gradcam") & (summary.metric == "pointing_game")].iloc[0]
     assert (pg.ci_low_cluster, pg.ci_high_cluster, pg.class_mean) == (0.5, 0.5, 0.5)
     assert summary[summary.metric == "insertion_auc"].ci_low_cluster.isna().all()
@@ -308,14 +246,10 @@ def test_confirmatory_family_of_four_and_no_identical_pairs(tmp_path) -> None:
     assert len(conf) == 4 and set(zip(conf.b, conf.metric, strict=True)) == {
         ("gradcam", "insertion_auc"), ("layercam", "insertion_auc"),
         ("gradcam", "insertion_auc_thesis"), ("layercam", "insertion_auc_thesis")}
-    assert np.allclose(conf.p_holm, S.holm(conf.p)) and (conf.subset == "all").all()
-    correct = tests[tests.subset == "correct"]
-    assert len(correct) == 8 and (correct.n == 8).all() and (correct.family == "exploratory").all()
-    report = R.render_report(ev, R.write_tables(ev, tmp_path), alpha=0.7, facts={})
-    assert "## Protocol that ran" in report and "28 steps of 1792 pixels at 224x224" in report
-    assert "top-1 prediction" in report and "Confirmatory family (fixed before the data, 4 paired t-tests" in report
-    assert "8 of 12 images have top-1 prediction = label" in report
-    assert "hybrid@val gives the same numbers as hybrid@0.7" in report
+    assert np.allclose(conf.p_holm, S.holm(conf.p))
+    described = R.describe_protocol(ev.config)
+    assert "28 steps of 1792 pixels at 224x224" in described["insertion/deletion, rise preset"]
+    assert "top-1 prediction" in described["explained class"]
 
 
 def test_comparison_pairs() -> None:
@@ -358,21 +292,12 @@ def test_merge_keeps_methods_with_fewer_images(bundle) -> None:
         E.merge(core, core)
 
 
-def test_report_sections_and_markdown_tables(tmp_path) -> None:
-    summary = pd.DataFrame({"layer": ["head", "stages.5"], "method": ["gradcam", "gradcam"], "n": [3, 3],
-                            "insertion_auc_mean": [0.5, 0.25], "insertion_auc_lo": [0.4, 0.125],
-                            "insertion_auc_hi": [0.6, 0.375]})
-    table = L.interval_table(summary, ["layer", "method"], ["insertion_auc"])
-    assert table["insertion_auc"].tolist() == ["0.5000 [0.4000, 0.6000]", "0.2500 [0.1250, 0.3750]"]
+def test_markdown_tables() -> None:
+    table = pd.DataFrame({"layer": ["head", "stages.5"], "method": ["gradcam", "gradcam"], "n": [3, 3],
+                          "insertion_auc": ["0.5000 [0.4000, 0.6000]", "0.2500 [0.1250, 0.3750]"]})
     lines = L.markdown_table(table)
     assert lines[:2] == ["| layer | method | n | insertion_auc |", "|---|---|---|---|"]
     assert lines[3] == "| stages.5 | gradcam | 3 | 0.2500 [0.1250, 0.3750] |"
-    ev = synthetic(hybrid_gain=0.03)
-    report = R.render_report(ev, R.write_tables(ev, tmp_path), alpha=0.7, facts={},
-                             sections={"Below the head": lines})
-    head, _, tail = report.partition("## Below the head")
-    assert tail and "## The thesis' claims on our data" in head and "## Against the sanity floors" in tail
-    assert lines[3] in tail
 
 
 def test_localisation_table_takes_the_source_photo_intervals() -> None:
@@ -383,17 +308,3 @@ def test_localisation_table_takes_the_source_photo_intervals() -> None:
     assert table.to_dict("records") == [{"metric": "pointing_game", "method": "gradcam", "n": 4,
                                          "mean [95% CI, source photos]": "0.7500 [0.5000, 1.0000]",
                                          "mean of class means": 0.625}]
-
-
-def test_floor_comparison_uses_the_floors_images_and_skips_undefined_metrics() -> None:
-    # gradcam on 4 images, the random floor on the first 2 only. Over all of its images gradcam's mean
-    # insertion (0.5) is below random's (0.6); on random's 2 images it is 0.8, above: the floor is beaten.
-    results = pd.DataFrame({"image": ["a", "b", "c", "d", "a", "b"],
-                            "method": ["gradcam"] * 4 + ["random"] * 2,
-                            "insertion_auc": [0.8, 0.8, 0.2, 0.2, 0.6, 0.6],
-                            "pointing_game": [float("nan")] * 6})
-    assert V.floor_beaten(results, "insertion_auc", "gradcam") == {"random": True}
-    assert V.floor_beaten(results, "pointing_game", "gradcam") == {}
-    # a method that did not run on all the floor's images is not compared with it
-    assert V.floor_beaten(results[~(results.image.isin(["a", "b"]) & (results.method == "gradcam"))],
-                          "insertion_auc", "gradcam") == {}

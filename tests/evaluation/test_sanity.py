@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from toy import GapLinear, toy_bundle
 
-from helpers.evaluation.sanity import cascade_order, cascading_randomisation, plot_randomisation, randomise, spearman
+from helpers.evaluation.sanity import cascade_order, cascading_randomisation, randomise, spearman
+from helpers.report.plots import plot_randomisation
 
 
 def test_cascade_order_runs_from_the_classifier_down(lite0) -> None:

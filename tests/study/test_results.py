@@ -41,7 +41,7 @@ def test_a_part_with_the_codes_hash_loads(tmp_path) -> None:
 
 
 def test_missing_and_unverifiable_parts(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(R, "expected_hash", lambda spec, name, folder, bundles: ("packaged", "abc"))
+    monkeypatch.setattr(R, "expected_hash", lambda spec, name, folder, bundles, dataset=None: ("packaged", "abc"))
     fake_part(tmp_path, "alpha_head", "def", dataset="imagenet-sample")
     spec = StudySpec("one", (*ONE.parts, Part("main", "evaluate", "test", n=1, alpha_from="alpha_head")))
     study = R.load_study(tmp_path, spec)

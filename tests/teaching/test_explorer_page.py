@@ -9,17 +9,16 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+import requests
+from test_explorer_server import explore, stop
 
 from helpers.config import ROOT
+from helpers.evaluation.policy import THESIS_ALPHA
 from helpers.teaching.explorer import free_port
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -64,36 +63,30 @@ ws.onerror = () => done('websocket error');
 
 
 @pytest.fixture(scope="module")
-def server():
-    """`python -m helpers explore --no-browser` on a free port; stopped (with its kernels) afterwards."""
+def server(tmp_path_factory):
+    """`python -m helpers explore --no-browser` on a free port (its log in a file, an address-space limit per
+    process); stopped with its kernels afterwards."""
     if not (CHROMIUM and DRIVER):
         if os.environ.get("CI") == "true":
             pytest.fail(f"{INSTALL} (CI must run the browser test)")
         pytest.skip(INSTALL)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "helpers", "explore", "--port", str(port), "--no-browser"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    port, log = free_port(), tmp_path_factory.mktemp("explorer") / "server.log"
+    with log.open("w") as out:
+        proc = explore("--port", str(port), stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        assert proc.stdout.readline().strip().startswith(f"explorer: {url}")
         deadline = time.monotonic() + STARTUP_S
         while True:
             try:
-                urllib.request.urlopen(f"{url}favicon.ico", timeout=5)  # any answer: it listens
+                requests.get(f"{url}voila/static/voila.js", timeout=5)  # any answer: it listens
                 break
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "the explorer server did not start"
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
                 time.sleep(0.5)
+        assert log.read_text().startswith(f"explorer: {url} ")
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -142,15 +135,22 @@ def test_the_page_explores_reports_bad_uploads_and_runs_no_code(browser, tmp_pat
     assert not errors, errors  # (network: the template's icon font from a CDN, absent offline)
     hybrid, gradcam = image_bytes(browser, "img.xai-hybrid"), image_bytes(browser, "img.xai-gradcam")
     assert hybrid[:8] == b"\x89PNG\r\n\x1a\n"
+    # it opens at the thesis' a, the predicted a (or why there is none) beside the slider as text only
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert f"hybrid (a = {THESIS_ALPHA:.2f})" in text and "predicted a" in text
+    assert browser.find_element(By.CSS_SELECTOR, ".xai-alpha .widget-readout").text == f"{THESIS_ALPHA:.2f}"
+    assert hybrid != gradcam != image_bytes(browser, "img.xai-layercam")
+    # progress goes to the server's terminal, never onto the page
+    assert "checking the parts" not in text and "it/s" not in text
+    assert not [e for e in browser.find_elements(By.CSS_SELECTOR, ".widget-progress") if e.is_displayed()]
 
     handle = browser.find_element(By.CSS_SELECTOR, ".xai-alpha .noUi-handle")
     handle.click()
     handle.send_keys(Keys.ARROW_LEFT, Keys.ARROW_LEFT)  # a - 0.1
     changes(browser, "img.xai-hybrid", hybrid)
     assert image_bytes(browser, "img.xai-gradcam") == gradcam  # Grad-CAM does not depend on a
-
-    Select(browser.find_element(By.CSS_SELECTOR, ".xai-top-classes select")).select_by_index(1)
-    changes(browser, "img.xai-gradcam", gradcam)
+    handle.send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)  # back to the thesis' a: the same picture
+    WebDriverWait(browser, 30).until(lambda d: image_bytes(d, "img.xai-hybrid") == hybrid)
 
     if os.environ.get("XAI_EXPLORER_SCREENSHOT"):
         browser.find_element(By.CSS_SELECTOR, ".xai-faithfulness").click()
@@ -158,6 +158,9 @@ def test_the_page_explores_reports_bad_uploads_and_runs_no_code(browser, tmp_pat
             lambda d: "AUC" in d.find_element(By.CSS_SELECTOR, ".xai-faithfulness-status").text)
         time.sleep(1)
         browser.save_screenshot(str(Path(ROOT, os.environ["XAI_EXPLORER_SCREENSHOT"])))
+
+    Select(browser.find_element(By.CSS_SELECTOR, ".xai-top-classes select")).select_by_index(1)
+    changes(browser, "img.xai-gradcam", gradcam)
 
     bad = tmp_path / "corrupt.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG" * 20)

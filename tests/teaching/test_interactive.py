@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import io
-import json
 
 import pytest
 import torch
@@ -14,9 +13,9 @@ from toy import GapLinear, toy_bundle
 
 from helpers.cam.engine import compute_cams
 from helpers.data.images import ImageLoadError
-from helpers.evaluation import alpha_sweep
 from helpers.evaluation.alpha_sweep import fused_maps, raw_maps
 from helpers.evaluation.metrics import PRESETS, insertion_deletion_auc
+from helpers.evaluation.policy import THESIS_ALPHA
 from helpers.teaching import explorer as page
 from helpers.teaching import interactive
 from helpers.teaching.interactive import GIVEN, HybridExplorer
@@ -130,14 +129,70 @@ def test_the_predicted_a_is_shown_only_when_the_hook_gives_one(toy) -> None:
     assert seen[-1] == (explorer.classes[1], "features")
 
 
-def test_default_alpha_reads_the_chosen_one_else_0_7(tmp_path) -> None:
-    assert page.default_alpha(tmp_path / "absent.json") == 0.7
-    path = alpha_sweep.write_alpha_json(tmp_path / "a.json", {"alpha": 0.4}, split="val", model="m")
-    assert page.default_alpha(path) == 0.4 and page.default_alpha(path, "m") == 0.4
-    assert page.default_alpha(path, "another model") == 0.7
-    path.write_text(json.dumps({"alpha": 0.4, "split": "test"}))
-    with pytest.raises(ValueError, match="val"):
-        page.default_alpha(path)
+def test_the_page_opens_at_the_thesis_a_with_the_predicted_a_beside_the_slider(toy, monkeypatch) -> None:
+    bundle, _ = toy
+    bundle = dataclasses.replace(bundle, name="efficientnet_lite0")  # the model results/hybrid_alpha.json is for
+    monkeypatch.setattr(page, "StudyAlphaPredictor", lambda *a: lambda *b: 0.35)
+    explorer = page.page_explorer(bundle=bundle)
+    assert explorer.slider.value == THESIS_ALPHA == 0.7 and explorer.alpha == THESIS_ALPHA
+    assert "predicted a = <b>0.35</b>" in explorer.predicted.value and explorer.predicted.layout.display is None
+    assert explorer.captions[1].value == "<b>hybrid (a = 0.70)</b>"
+    assert torch.equal(explorer.update(), explorer.fused(THESIS_ALPHA))
+
+
+def test_a_forged_a_is_put_back_to_the_last_good_one_with_a_message(toy) -> None:
+    bundle, image = toy
+    explorer = HybridExplorer(bundle, image, alpha=0.4)
+    good = explorer.pictures[1].value
+    for forged in ({"value": float("nan")}, {"max": float("inf"), "value": float("inf")}, {"max": 10.0, "value": 5.0},
+                   {"min": -1.0, "value": -0.5}):
+        explorer.slider.set_state(forged)  # what a message from the page does
+        assert explorer.slider.value == 0.4 and explorer.alpha == 0.4, forged
+        assert "a must be a number in [0, 1]" in explorer.message.value and "kept a = 0.40" in explorer.message.value
+        assert explorer.pictures[1].value == good and explorer.captions[1].value == "<b>hybrid (a = 0.40)</b>"
+    explorer.slider.set_state({"min": 0.0, "max": 1.0, "value": 0.8})
+    assert explorer.alpha == 0.8 and explorer.captions[1].value == "<b>hybrid (a = 0.80)</b>"
+    with pytest.raises(ValueError, match="alpha"):
+        HybridExplorer(bundle, image, alpha=float("nan"))
+
+
+def test_a_forged_empty_photo_or_layer_choice_keeps_the_shown_one(toy) -> None:
+    bundle, image = toy
+    explorer = HybridExplorer(bundle, image)
+    shown = [p.value for p in explorer.pictures]
+    for widget in (explorer.photo, explorer.layer, explorer.dropdown):
+        widget.set_state({"index": None})  # what a message from the page can send
+    assert explorer.photo.value == explorer.current == GIVEN and explorer.layer.value == "features"
+    assert [p.value for p in explorer.pictures] == shown and "layer features" in explorer.status.value
+
+
+def test_an_upload_over_the_limit_is_refused_naming_its_size_and_one_at_it_is_read(toy) -> None:
+    bundle, image = toy
+    explorer = HybridExplorer(bundle, image)
+    photo = png_bytes(Image.fromarray((torch.rand(40, 48, 3) * 255).byte().numpy()))
+    at_limit = photo + b"\0" * (interactive.UPLOAD_LIMIT - len(photo))  # bytes after the PNG's end are ignored
+    explorer.upload.value = upload("big.png", at_limit + b"\0")
+    assert explorer.message.value.endswith(
+        "upload refused: big.png is 33,554,433 bytes, over the 32 MiB limit (33,554,432 bytes)</span>")
+    assert explorer.current == GIVEN and explorer.upload.value == ()  # the widget keeps no copy
+    explorer.upload.value = upload("big.png", at_limit)
+    assert explorer.message.value == "" and explorer.current == "upload: big.png" and explorer.upload.value == ()
+
+
+def test_an_uploads_name_is_only_shown_and_a_second_upload_of_a_name_replaces_its_maps(toy) -> None:
+    bundle, image = toy
+    explorer = HybridExplorer(bundle, image)
+    first, second = (Image.fromarray((torch.rand(40, 48, 3) * 255).byte().numpy()) for _ in range(2))
+    for sent, shown in (("..", ".."), ("../../etc/x.png", "x.png"), ("C:\\temp\\y.png", "y.png"),
+                        ("a\x00b\n.png", "ab.png"), ("", "upload")):
+        explorer.upload.value = upload(sent, png_bytes(first))
+        assert explorer.current == f"upload: {shown}" and explorer.message.value == "", sent
+    explorer.upload.value = upload("mine.png", png_bytes(first))
+    explorer.upload.value = upload("mine.png", png_bytes(second))  # the same name, another photo
+    c = explorer.class_idx
+    assert torch.equal(explorer.image, bundle.preprocess(second))
+    expected = fused_maps(raw_maps(bundle, bundle.preprocess(second)[None], c), explorer.alpha, size=(8, 8))[0]
+    assert torch.allclose(explorer.show_hybrid(), expected, atol=1e-6)
 
 
 def test_photo_sources_are_the_packaged_photos_then_imagenet_when_present(tmp_path) -> None:
@@ -151,12 +206,23 @@ def test_photo_sources_are_the_packaged_photos_then_imagenet_when_present(tmp_pa
         with_real["ImageNet test: tench (0)"]()
 
 
-def test_the_server_listens_on_localhost_only_and_serves_no_files() -> None:
+def test_the_server_listens_on_localhost_only_on_its_port_and_culls_left_kernels() -> None:
     cmd = page.voila_command(8123)
-    assert cmd[3] == str(page.NOTEBOOK) and page.NOTEBOOK.is_file()
-    assert {"--port=8123", "--Voila.ip=127.0.0.1", "--Voila.open_browser=False",
-            "--VoilaConfiguration.file_denylist=.*", "--VoilaConfiguration.show_tracebacks=False"} <= set(cmd)
+    assert cmd[2:4] == ["helpers.teaching.explorer_server", str(page.NOTEBOOK)] and page.NOTEBOOK.is_file()
+    assert {"--port=8123", "--Voila.port_retries=0", "--Voila.ip=127.0.0.1", "--Voila.open_browser=False",
+            "--VoilaConfiguration.file_denylist=.*", "--VoilaConfiguration.show_tracebacks=False",
+            "--MappingKernelManager.cull_idle_timeout=600", "--MappingKernelManager.cull_interval=60"} <= set(cmd)
     assert "--Voila.open_browser=True" in page.voila_command(8123, open_browser=True)
+    assert {"--MappingKernelManager.cull_idle_timeout=5", "--MappingKernelManager.cull_interval=2"} <= set(
+        page.voila_command(8123, idle_timeout=5))
+
+
+def test_explore_refuses_an_idle_timeout_under_a_second(capsys, monkeypatch) -> None:
+    from helpers import cli
+
+    monkeypatch.setattr(page.os, "execve", lambda *a: pytest.fail("the server was started"))
+    assert cli.main(["explore", "--kernel-idle-timeout", "0", "--no-browser"]) == 2
+    assert capsys.readouterr().err == "error: --kernel-idle-timeout must be at least 1 second, got 0\n"
 
 
 def test_an_unknown_model_is_refused_before_any_server_starts(capsys, monkeypatch) -> None:
@@ -173,8 +239,9 @@ def test_explore_prints_its_url_and_becomes_voila_for_the_chosen_model(capsys, m
 
     calls = []
     monkeypatch.setattr(page.os, "execve", lambda *a: calls.append(a))
-    assert cli.main(["explore", "--port", "8124", "--model", "efficientnet_lite1"]) == 0
+    port = page.free_port()  # check_port needs it free
+    assert cli.main(["explore", "--port", str(port), "--model", "efficientnet_lite1"]) == 0
     [(exe, cmd, env)] = calls
-    assert cmd == page.voila_command(8124, open_browser=True) and exe == cmd[0]
+    assert cmd == page.voila_command(port, open_browser=True, idle_timeout=600) and exe == cmd[0]
     assert env[page.MODEL_ENV] == "efficientnet_lite1" and env["PYTHONPATH"].split(page.os.pathsep)[0] == str(page.ROOT)
-    assert capsys.readouterr().out.startswith("explorer: http://127.0.0.1:8124/")
+    assert capsys.readouterr().out.startswith(f"explorer: http://127.0.0.1:{port}/")

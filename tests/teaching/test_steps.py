@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from toy import GapLinear, toy_bundle
+from toy import FakeSample, GapLinear, toy_bundle
 
 from helpers.cam.engine import compute_cams, forward_backward, gradcam_weights
 from helpers.cam.maps import fuse_layers, upsample
+from helpers.evaluation.metrics.perturbation import insertion_deletion_auc
 from helpers.teaching.steps import (
     bilinear_by_formula,
     gradcam_steps,
+    insertion_by_alpha,
     layercam_steps,
     logit_vs_probability,
+    parent_gaps,
     per_layer_cams,
     probability_gradcam_weights,
     top_channels,
@@ -83,3 +86,22 @@ def test_head_cases_and_layer_agreement_on_the_real_model(lite0, photo_batch) ->
     assert (cases["bicubic_max"] >= 1.0 - 1e-6).all()   # a max-scaled map reaches 1 before clipping
     agree = layer_agreement(lite0, photo_batch[:1], ["head", "stages.5"])
     assert agree["head"] > 0.9 and agree.between(-1, 1).all()
+
+
+def test_parent_gaps_by_hand() -> None:
+    # class 0: Grad-CAM [[0, .5], [.75, .5]] / .75, LayerCAM A^0 / 4 = [[.25, .5], [.75, 1]] / 1
+    bundle = toy_bundle(GapLinear(W))
+    gaps = parent_gaps(bundle, [FakeSample("toy.png", A[0], 0)])
+    row = gaps.iloc[0]
+    with torch.no_grad():
+        assert abs(row["p"] - float(bundle.model(A).softmax(dim=1)[0, 0])) < 1e-6
+    assert row["photo"] == "toy.png" and row["class_name"] == "0"
+    assert abs(row["mean_gap"] - (0.25 + 1 / 6 + 0.25 + 1 / 3) / 4) < 1e-6 and abs(row["max_gap"] - 1 / 3) < 1e-6
+    assert (row["gc_zero"], row["lc_zero"]) == (1, 0)
+
+
+def test_insertion_by_alpha_ends_are_the_parents(lite0, photo_batch) -> None:
+    aucs = insertion_by_alpha(lite0, photo_batch[:1], 0, steps=4, alphas=(0.0, 1.0))
+    assert list(aucs.index) == [0.0, 1.0] and aucs.between(0, 1).all()
+    gc = compute_cams(lite0, photo_batch[:1], ("gradcam",), target=0)["gradcam"]
+    assert abs(aucs[1.0] - float(insertion_deletion_auc(lite0, photo_batch[:1], gc, 0, steps=4)["insertion"][0])) < 1e-6

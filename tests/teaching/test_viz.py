@@ -144,3 +144,13 @@ def test_plot_grids_writes_every_value() -> None:
     fig = plot_grids({"a": torch.tensor([[0.0, -0.5], [1.0, 0.25]]), "b": torch.ones(2, 2)}, cmap="RdBu_r")
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts == ["0.00", "-0.50", "1.00", "0.25"] and len(fig.axes[1].texts) == 4
+
+
+def test_plot_grids_font_and_label() -> None:
+    import torch
+
+    from helpers.teaching.viz import plot_grids
+    fig = plot_grids({"m": torch.tensor([[0.125, 1.0]])}, fmt=".3f", fontsize=11, label="map value")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["0.125", "1.000"]
+    assert {t.get_fontsize() for t in fig.axes[0].texts} == {11} and fig.axes[0].title.get_fontsize() == 12
+    assert fig.axes[-1].get_xlabel() == "map value"

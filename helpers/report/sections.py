@@ -17,22 +17,23 @@ import numpy as np
 import pandas as pd
 
 from ..config import SEED, write_atomic
-from ..evaluation.adaptive import plot_best_alpha
-from ..evaluation.figures import forest_plot, mean_curves
-from ..evaluation.leaderboard import leaderboard, leaderboard_view, markdown_table
-from ..evaluation.policy import GC, HYBRID, LC, ROUNDING_BOUND, ROUNDING_SHARE, THESIS_ALPHA, aliases
+from ..evaluation.policy import GC, HYBRID, LC, ROUNDING_BOUND, ROUNDING_SHARE, THESIS_ALPHA, aliases, parent_at
 from ..evaluation.runner import LOWER_IS_BETTER
-from ..evaluation.sanity import plot_randomisation
 from ..evaluation.stats import bootstrap_ci
-from ..evaluation.verdict import format_p
-from . import adaptive
+from ..study import adaptive
+from ..study.results import Study
+from .figures import forest_plot, mean_curves
+from .leaderboard import leaderboard, leaderboard_view, markdown_table
+from .plots import plot_best_alpha, plot_randomisation
 from .present import MODEL_PARTS, architecture_tests, identical, model_parts, worked_example
-from .results import Study
+from .verdict import NAMES, format_p
 
 #: A map passes the cascading-randomisation check when its mean Spearman correlation with the trained
 #: model's map falls below this once the classifier is randomised (Adebayo et al. read "stays high" as failing).
 SANITY_THRESHOLD = 0.5
 ROAD_METRICS: tuple[str, ...] = ("road_combined", "road_morf", "road_lerf")
+#: The parts the adaptive-a answer reads.
+ADAPTIVE_PARTS: tuple[str, ...] = ("alpha_head", "features_val", "oracle", "features_test")
 #: The thesis' setting (for the consistency paragraph): its sample, model and insertion AUCs.
 THESIS_N, THESIS_MODEL, THESIS_INSERTION = 10, "ResNet-50", 0.11
 
@@ -70,9 +71,9 @@ def sanity_lines(study: Study, threshold: float = SANITY_THRESHOLD) -> list[str]
         lines.append(f"- **{method}: {'passes' if passes else 'FAILS'}** - classifier randomised: {v.mean():.3f} "
                      f"[95% CI {lo:.3f}, {hi:.3f}]; after the last step ({last['randomised'].iloc[0]}): {end:.3f}.")
     alpha = study.parts["sanity"].facts.get("alpha")
-    if alpha is not None and float(alpha) in (0.0, 1.0):
+    if parent_at(alpha) is not None:
         lines += ["", f"The hybrid runs at the a chosen on the val photos, a = {float(alpha):g}: its maps are "
-                  f"{'Grad-CAM' if float(alpha) == 1.0 else 'LayerCAM'}'s, so its rows repeat that parent's."]
+                  f"{NAMES[parent_at(alpha)]}'s, so its rows repeat that parent's."]
     if stay:
         lines += ["", f"{', '.join(stay)} stay(s) close to the trained map when the classifier's weights are random: "
                   "such a map follows the features' activations (what the image contains), not the class decision. "
@@ -90,8 +91,7 @@ def leaderboard_lines(rows: pd.DataFrame, metric: str, by: str) -> list[str]:
         ref = GC if GC in set(g["method"]) else g["method"].iloc[0]
         hybrids = g[g["method"].str.startswith("hybrid") & g["alpha"].notna()] if "alpha" in g else g.iloc[:0]
         alphas = hybrids.groupby("method", sort=False)["alpha"].first()
-        same = {1.0: "Grad-CAM", 0.0: "LayerCAM"}
-        notes = [f"{m}: a = {a:g}" + (f" (its maps are {same[float(a)]}'s)" if float(a) in same else "")
+        notes = [f"{m}: a = {a:g}" + (f" (its maps are {NAMES[parent_at(a)]}'s)" if parent_at(a) else "")
                  for m, a in alphas.items() if m != f"hybrid@{THESIS_ALPHA}"]
         lines += ["", f"**{by} {key}**" + (f" ({'; '.join(notes)})" if notes else ""), ""]
         same = aliases(g, [metric], share=ROUNDING_SHARE, bound=ROUNDING_BOUND)   # the same maps up to rounding
@@ -118,6 +118,8 @@ def layers_vs_head_lines(study: Study, metric: str = "insertion_auc") -> list[st
 def secondary_lines(study: Study) -> dict[str, list[str]]:
     """The layer study and the other architectures: insertion AUC leaderboards (exploratory)."""
     out = {}
+    if not study.defines("layers", *MODEL_PARTS):
+        return out
     out["Below the head (layer study, exploratory)"] = missing_lines(study, "layers") or (
         [f"Insertion AUC (rise) per layer setting, {study.coverage('layers')}; the hybrid's a per setting was chosen "
          "on the val photos (`alpha_layers`); a hybrid whose a is 0 or 1 is LayerCAM or Grad-CAM."]
@@ -130,7 +132,7 @@ def secondary_lines(study: Study) -> dict[str, list[str]]:
     return out
 
 
-#: The figure of :func:`~helpers.study.present.architecture_tests` (written next to REPORT.md) and its title.
+#: The figure of :func:`~helpers.report.present.architecture_tests` (written next to REPORT.md) and its title.
 ARCHITECTURES_FIGURE = "architectures.png"
 ARCHITECTURES_TITLE = "hybrid@0.7 and LayerCAM minus Grad-CAM on each model (exploratory, Holm within each model)"
 
@@ -222,13 +224,13 @@ def adaptive_answer(study: Study) -> adaptive.AdaptiveAnswer:
 
 def adaptive_lines(study: Study) -> list[str]:
     """The adaptive-a answer (:func:`helpers.study.adaptive.answer`): its verdict first, then the comparisons."""
-    if (skip := missing_lines(study, "alpha_head", "features_val", "oracle", "features_test")) is not None:
+    if (skip := missing_lines(study, *ADAPTIVE_PARTS)) is not None:
         return skip
     ans = adaptive_answer(study)
     table = ans.comparison[["pair", "n", "mean_diff", "ci_low", "ci_high", "p_holm", "detectable_diff_80"]]
     note = f"a chosen on the val photos: {ans.alpha_val:g}"
-    if ans.alpha_val in (0.0, 1.0):                     # hybrid@val is a parent: its rows repeat that parent's
-        parent = "gradcam" if ans.alpha_val == 1.0 else "layercam"
+    parent = parent_at(ans.alpha_val)
+    if parent is not None:                               # hybrid@val is a parent: its rows repeat that parent's
         repeats = table["pair"].str.endswith("(val)") & table["pair"].str.startswith(("oracle", "hybrid@adaptive"))
         table = table[~repeats] if (table["pair"].str.endswith(f"vs {parent}")).any() else table
         note += f" (the hybrid at that a is {parent}'s map, so its comparisons are the {parent} rows)"
@@ -244,7 +246,7 @@ def write_adaptive(study: Study, out: str | Path) -> dict[str, Path]:
     the predicted a, and the insertion AUC of every compared method), ``adaptive_a_tests.csv``,
     ``adaptive_a_importance.csv`` (permutation importance on val) and ``adaptive_best_a.png`` (histogram of
     the test photos' best a: an upper bound). Nothing when a part is missing."""
-    if missing_lines(study, "alpha_head", "features_val", "oracle", "features_test") is not None:
+    if not all(map(study.has, ADAPTIVE_PARTS)):
         return {}
     ans, out = adaptive_answer(study), Path(out)
     out.mkdir(parents=True, exist_ok=True)

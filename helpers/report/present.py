@@ -14,8 +14,6 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..config import SEED, progress_bar, write_atomic
-from ..evaluation.figures import forest_plot, mean_curves, paired_differences, proportions
-from ..evaluation.leaderboard import leaderboard
 from ..evaluation.policy import (
     CONFIRMATORY_TESTS,
     GC,
@@ -25,12 +23,16 @@ from ..evaluation.policy import (
     PRESET_COLUMNS,
     ROUNDING_BOUND,
     ROUNDING_SHARE,
+    THESIS_ALPHA,
     aliases,
+    parent_at,
 )
 from ..evaluation.runner import FLOORS
 from ..evaluation.stats import comparison_table
-from ..evaluation.verdict import NAMES, TIME_TOLERANCE, answer_lines, replication_line
-from .results import Study
+from ..study.results import Study
+from .figures import forest_plot, mean_curves, paired_differences, proportions
+from .leaderboard import leaderboard
+from .verdict import NAMES, TIME_TOLERANCE, answer_lines, replication_line
 
 #: The continuous metrics of the main part shown as leaderboards and paired differences.
 SHOWN: tuple[str, ...] = ("insertion_auc", "deletion_auc", "insertion_auc_thesis", "deletion_auc_thesis",
@@ -65,7 +67,7 @@ def identical(rows: pd.DataFrame, alpha: float) -> dict[str, str]:
     """{method: the method it equals}: metrics equal up to float rounding (:func:`aliases`), and
     hybrid@val by definition when the chosen a is 1, 0 or 0.7 (Grad-CAM, LayerCAM, hybrid@0.7)."""
     same = aliases(rows, share=ROUNDING_SHARE, bound=ROUNDING_BOUND)
-    by_definition = {1.0: GC, 0.0: LC, float(HYBRID.split("@")[1]): HYBRID}.get(float(alpha))
+    by_definition = parent_at(alpha) or (HYBRID if float(alpha) == THESIS_ALPHA else None)
     if by_definition is not None and HYBRID_VAL in set(rows["method"]):
         same[HYBRID_VAL] = by_definition
     return same
@@ -206,8 +208,3 @@ def write_outputs(study: Study, out: str | Path, seed: int = SEED) -> dict[str, 
     plt.close(fig)
     plt.close(mean_curves(rows, curve_groups(methods), path=paths["mean_curves"]))
     return paths
-
-
-def floors_in(rows: pd.DataFrame) -> list[str]:
-    """The sanity floors present in ``rows``."""
-    return [f for f in FLOORS if f in set(rows["method"])]

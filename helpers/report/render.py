@@ -1,6 +1,6 @@
 """REPORT.md of the study, answer first, and the README's "Results at a glance" block, generated from the rows.
 
-:func:`write_report` writes the figures and CSVs (:func:`helpers.study.present.write_outputs`) and
+:func:`write_report` writes the figures and CSVs (:func:`helpers.report.present.write_outputs`) and
 REPORT.md: the forest plot and one verdict line per thesis claim, the leaderboard, the paired
 differences, then every further section (a missing part says "not computed yet" with its command).
 :func:`update_readme` replaces the block between the README's two markers with :func:`glance_lines`.
@@ -14,12 +14,13 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 
 from ..config import SEED, write_atomic
-from ..evaluation.leaderboard import leaderboard_view, markdown_table
-from ..evaluation.report import describe_protocol
 from ..evaluation.runner import EvalConfig
+from ..study.results import Study, shown_folder
+from .leaderboard import leaderboard_view, markdown_table
 from .present import Answer, answer, identical, leaderboards, model_parts, write_outputs
-from .results import Study
+from .protocol import describe_protocol
 from .sections import (
+    ADAPTIVE_PARTS,
     ARCHITECTURES_FIGURE,
     adaptive_lines,
     architectures_figure,
@@ -52,8 +53,9 @@ def intro_lines(study: Study, ans: Answer) -> list[str]:
 def render(study: Study, ans: Answer, lb: str, extra: Mapping[str, Sequence[str]] | None = None) -> str:
     """REPORT.md's text; ``lb`` is the leaderboard CSV's rows of insertion AUC already as Markdown lines."""
     lines = ["# Results: is the hybrid of Grad-CAM and LayerCAM better?", "",
-             "Generated from the study's rows (`results/study/`) by `helpers.study.report`; every number comes from "
-             "a file written by the run.", "", "## The answer", "", "![The confirmatory family](answer.png)", ""]
+             f"Generated from the study's rows (`{shown_folder(study.folder)}/`) by `helpers.study.report`; every "
+             "number comes from a file written by the run.", "", "## The answer", "",
+             "![The confirmatory family](answer.png)", ""]
     lines += ans.lines + [""] + intro_lines(study, ans)
     lines += ["", "## Leaderboard: insertion AUC (rise protocol) on the photos all methods share", "", lb, "",
               "Rank 1 = best. Differences are paired per photo, 95% BCa CIs, paired t-test Holm-adjusted over the "
@@ -62,10 +64,14 @@ def render(study: Study, ans: Answer, lb: str, extra: Mapping[str, Sequence[str]
               "## Paired differences against Grad-CAM", "", "![Per-photo differences](paired_differences.png)", "",
               "![Increase in Confidence](proportions.png)", "", "![Mean curves](mean_curves.png)", "",
               "## Why a random map can beat Grad-CAM on one photo", ""] + example_lines(study)
-    sections = {"Sanity check: cascading randomisation (Adebayo et al. 2018)": sanity_lines(study),
-                **secondary_lines(study), "ROAD: does the verdict survive a metric that does not leak the class?":
-                road_lines(study), "Adaptive a: can a per-photo a beat Grad-CAM?": adaptive_lines(study),
-                **(extra or {})}
+    sections = {"Sanity check: cascading randomisation (Adebayo et al. 2018)": sanity_lines(study)} \
+        if study.defines("sanity") else {}
+    sections.update(secondary_lines(study))
+    if study.defines("road"):
+        sections["ROAD: does the verdict survive a metric that does not leak the class?"] = road_lines(study)
+    if study.defines(*ADAPTIVE_PARTS):
+        sections["Adaptive a: can a per-photo a beat Grad-CAM?"] = adaptive_lines(study)
+    sections.update(extra or {})
     for title, body in sections.items():
         lines += ["", f"## {title}", ""] + list(body)
     cfg = EvalConfig(rise_steps=study.spec.rise_steps, thesis_steps=study.spec.thesis_steps)

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from ..config import SEED
-from .policy import GC, aliases
-from .runner import LOCALISATION, LOWER_IS_BETTER
-from .stats import bootstrap_ci, comparison_table
+from ..evaluation.policy import GC, aliases
+from ..evaluation.runner import LOCALISATION, LOWER_IS_BETTER
+from ..evaluation.stats import bootstrap_ci, comparison_table
 from .verdict import format_p
 
 
@@ -85,15 +85,6 @@ def markdown_table(df: pd.DataFrame, digits: int = 4) -> list[str]:
         return f"{v:.{digits}f}" if isinstance(v, (float, np.floating)) else str(v)
     return ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)] + \
         ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-
-
-def interval_table(summary: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
-    """``mean [lo, hi]`` strings per metric from a summary with ``<metric>_mean/_lo/_hi`` columns."""
-    out = summary[list(keys) + (["n"] if "n" in summary else [])].copy()
-    for m in metrics:
-        out[m] = [f"{a:.4f} [{lo:.4f}, {hi:.4f}]" for a, lo, hi in
-                  zip(summary[f"{m}_mean"], summary[f"{m}_lo"], summary[f"{m}_hi"], strict=True)]
-    return out
 
 
 def localisation_table(summary: pd.DataFrame) -> pd.DataFrame:

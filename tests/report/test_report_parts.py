@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.evaluation import figures as F
-from helpers.evaluation import leaderboard as L
 from helpers.evaluation import policy as P
-from helpers.evaluation import verdict as V
 from helpers.evaluation.stats import comparison_table
+from helpers.report import figures as F
+from helpers.report import leaderboard as L
+from helpers.report import verdict as V
 
 matplotlib.use("Agg")
 

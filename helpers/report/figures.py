@@ -16,9 +16,9 @@ import pandas as pd
 from scipy import stats
 
 from ..config import SEED, atomic_file
-from .policy import ALPHA_LEVEL
-from .runner import LOWER_IS_BETTER, Evaluation
-from .stats import bootstrap_ci, paired_values
+from ..evaluation.policy import ALPHA_LEVEL
+from ..evaluation.runner import LOWER_IS_BETTER
+from ..evaluation.stats import bootstrap_ci, paired_values
 from .verdict import NAMES, p_text
 
 MAX_CURVES = 4
@@ -174,18 +174,3 @@ def mean_curves(rows: pd.DataFrame, groups: Sequence[Sequence[str]], modes: Sequ
             ax.legend(fontsize=7)
     fig.tight_layout()
     return save(fig, path)
-
-
-def plot_comparison(ev: Evaluation, metrics: Sequence[str], path: str | Path | None = None) -> plt.Figure:
-    """An evaluation's overview: per measured metric, the per-image differences of every method against
-    Grad-CAM (and of the hybrid against LayerCAM), with their means and CIs."""
-    labels = [s.label for s in ev.methods]
-    ref = "gradcam" if "gradcam" in labels else labels[0]
-    pairs = [(m, ref) for m in labels if m != ref]
-    if "layercam" in labels and "hybrid@0.7" in labels and ref != "layercam":
-        pairs.append(("hybrid@0.7", "layercam"))
-    if not pairs:
-        fig = plt.figure(figsize=(4, 1))
-        fig.text(0.5, 0.5, f"one method ({ref}): nothing to compare", ha="center")
-        return save(fig, path, dpi=90)
-    return save(paired_differences(ev.results, metrics, pairs), path, dpi=90)

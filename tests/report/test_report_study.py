@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.study import present, sections
-from helpers.study.report import GLANCE_END, GLANCE_START, update_readme, write_report
+from helpers.report import present, sections
+from helpers.report.render import GLANCE_END, GLANCE_START, update_readme, write_report
 from helpers.study.results import Study
 from helpers.study.spec import QUICK
 from helpers.study.store import PartFile
@@ -165,7 +165,7 @@ def test_adaptive_files_hold_one_row_per_test_photo(tmp_path, monkeypatch) -> No
 
 
 def test_the_time_claim_is_judged_on_the_benchmark_beside_the_study(tmp_path) -> None:
-    from helpers.study.present import TIMING_NOTE, timing_note
+    from helpers.report.present import TIMING_NOTE, timing_note
     assert timing_note(tmp_path / "benchmark.csv") == TIMING_NOTE                      # no benchmark: not judged
     rows = [("forward only", 1, 30.0), ("gradcam", 1, 20.0), ("hybrid", 1, 21.0), ("gradcam", 16, 10.0),
             ("hybrid", 16, 11.5), ("peak RSS (MB)", None, None)]
