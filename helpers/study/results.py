@@ -110,7 +110,11 @@ def known_identity(name: str, bundles: Bundles, cache: Path = MODEL_IDENTITIES) 
         known = {}
     if not isinstance(known.get(key), dict):
         known[key] = model_identity(bundles.get(name))
-        write_atomic(cache, json.dumps(known, indent=1, sort_keys=True) + "\n")
+        try:  # a cache only: a folder that cannot be made or written costs a reload next time, nothing more
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(cache, json.dumps(known, indent=1, sort_keys=True) + "\n")
+        except OSError:
+            pass
     return known[key]
 
 

@@ -81,3 +81,16 @@ def test_a_part_still_in_shards_is_joined_in_photo_order(tmp_path) -> None:
     shard(2, ["c.JPEG"], hash_="other")
     with pytest.raises(StudyFileError, match="different hashes"):
         R.join_shards(tmp_path, "main")
+
+
+def test_the_model_identity_cache_makes_its_folder_and_is_read_back(lite0, tmp_path, monkeypatch):
+    from helpers.study import results
+    from helpers.study.run import Bundles, model_identity
+    cache = tmp_path / "not" / "yet" / "models.json"
+    held = Bundles.holding(lite0)
+    monkeypatch.setattr(held, "name", "other")        # not the held model: the identity comes from a load
+    monkeypatch.setattr(held, "get", lambda name: lite0)
+    first = results.known_identity("efficientnet_lite0", held, cache)
+    assert cache.is_file() and first == model_identity(lite0)
+    monkeypatch.setattr(held, "get", lambda name: pytest.fail("loaded although cached"))
+    assert results.known_identity("efficientnet_lite0", held, cache) == first
