@@ -97,6 +97,8 @@ def parser() -> argparse.ArgumentParser:
                                               "(default: the protocol's)")
     ev.add_argument("--metrics", nargs="+", default=[], choices=EXTRA_METRICS, help="extra metrics: road (ROAD, "
                     "Rong et al. 2022: MoRF/LeRF, noisy linear imputation, ~1 s per image x method; road_* columns)")
+    ev.add_argument("--maps", action="append", default=[], metavar="NAME=PATH", help="maps computed elsewhere, "
+                    "evaluated as method NAME: a .npz keyed by file name relative to --images, or a folder of .npy")
     ev.add_argument("--no-timing", action="store_true", help="skip timings (then reruns give identical files)")
     ev.add_argument("--cache", help="per-image result cache (default: OUT/.cache); shards may share one")
     mg = sub.add_parser("merge", help="combine `evaluate --shard` outputs into one report",
@@ -263,8 +265,11 @@ def check_evaluate_inputs(args: argparse.Namespace) -> tuple[int, int, list]:
         raise UserError(f"--steps {args.steps}: must lie in {STEPS_RANGE[0]}..{STEPS_RANGE[1]}")
     k, n = parse_shard(args.shard)
     _device(args.device)
+    from .data.map_sources import parse_maps_option
     from .evaluation.runner import default_specs
-    return k, n, default_specs(_alpha(args.alpha), _methods(args.methods))
+    from .study.folder import method_specs
+    specs = default_specs(_alpha(args.alpha), _methods(args.methods)) + [parse_maps_option(t) for t in args.maps]
+    return k, n, method_specs(specs, "road" in args.metrics)
 
 
 def run_evaluate(args: argparse.Namespace) -> None:

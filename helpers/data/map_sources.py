@@ -13,10 +13,16 @@ A map is any 2-D array, at any resolution, of finite values >= 0 (an all-zero ma
 zero). :func:`source_maps` resizes it as the project's maps are (:func:`helpers.cam.maps.upsample`,
 bilinear) and scales it by its maximum (:func:`helpers.cam.maps.normalise_max`). Every file-based map is
 checked by :func:`check_source` before any forward, with one line naming the file and the key.
+
+A source is evaluated as a method (:func:`helpers.evaluation.runner.as_spec`): the method :data:`SOURCE`,
+labelled with the source's name, whose one option is the source's :attr:`MapSource.identity` (so it joins a
+study part's hash and the evaluation cache's keys: changed maps are never taken for the old ones). That
+option is data; :func:`live` finds the source it stands for among those given in this process.
 """
 from __future__ import annotations
 
 import hashlib
+import uuid
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,18 +36,23 @@ from ..cam.maps import normalise_max, upsample
 
 #: ``(images, classes) -> maps``: what a callable source computes for a batch.
 MapFunction = Callable[[torch.Tensor, torch.Tensor], Any]
+#: The method name of maps from outside in a method spec and a part's definition.
+SOURCE = "maps"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MapSource:
     """Maps from outside the package under the name ``name`` (the method's label in every table).
 
     ``lookup`` returns the raw 2-D map of one file (file-based and in-memory sources), ``compute``
     computes a batch (callable sources); ``provenance`` says where the maps came from (recorded with
-    the rows: the path and its sha256, or the callable's qualified name)."""
+    the rows: the path and its sha256, or the callable's qualified name). ``identity`` keys the maps in
+    hashes and caches: their sha256, or for a callable (whose maps cannot be hashed) a token of this
+    source object, so a callable's maps are computed afresh by every new source."""
 
     name: str
     provenance: Mapping[str, str]
+    identity: str
     lookup: Callable[[str], np.ndarray] | None = None
     keys: frozenset[str] = field(default_factory=frozenset)
     compute: MapFunction | None = None
@@ -97,7 +108,8 @@ def _npz(name: str, path: Path) -> MapSource:
         except ValueError as err:  # an object array: allow_pickle=False refuses it
             raise ValueError(f"{path}, key {key!r}: {err}") from None
 
-    return MapSource(name, {"path": str(path), "sha256": sha256_of(path)}, lookup, frozenset(archive.files))
+    digest = sha256_of(path)
+    return MapSource(name, {"path": str(path), "sha256": digest}, digest, lookup, frozenset(archive.files))
 
 
 def _npy_folder(name: str, path: Path) -> MapSource:
@@ -110,7 +122,8 @@ def _npy_folder(name: str, path: Path) -> MapSource:
         except ValueError as err:
             raise ValueError(f"{file}: {err}") from None
 
-    return MapSource(name, {"path": str(path), "sha256": sha256_of(path), "layout": "npy-folder"}, lookup, keys,
+    digest = sha256_of(path)
+    return MapSource(name, {"path": str(path), "sha256": digest, "layout": "npy-folder"}, digest, lookup, keys,
                      key_of=_stem)
 
 
@@ -123,13 +136,20 @@ def from_file(name: str, path: str | Path) -> MapSource:
 
 
 def from_mapping(name: str, maps: Mapping[str, Any]) -> MapSource:
-    """A source of in-memory maps ``{file name: 2-D array}``."""
-    return MapSource(name, {"source": "mapping"}, lambda key: maps[key], frozenset(maps))
+    """A source of in-memory maps ``{file name: 2-D array}`` (copied: the mapping may change afterwards)."""
+    maps = {key: np.array(value) for key, value in maps.items()}
+    digest = hashlib.sha256()
+    for key in sorted(maps):
+        array = np.ascontiguousarray(maps[key])
+        digest.update(f"{key}\0{array.dtype.str}\0{array.shape}\0".encode() + array.tobytes())
+    return MapSource(name, {"source": "mapping", "sha256": digest.hexdigest()}, digest.hexdigest(), maps.__getitem__,
+                     frozenset(maps))
 
 
 def from_callable(name: str, fn: MapFunction) -> MapSource:
     """A source that computes maps ``fn(images, classes) -> (N, h, w)`` per batch."""
-    return MapSource(name, {"callable": getattr(fn, "__qualname__", type(fn).__qualname__)}, compute=fn)
+    return MapSource(name, {"callable": getattr(fn, "__qualname__", type(fn).__qualname__)},
+                     f"callable-{uuid.uuid4().hex}", compute=fn)
 
 
 def parse_maps_option(text: str) -> MapSource:
@@ -161,9 +181,16 @@ def _stem(file: str) -> str:
     return Path(file).with_suffix("").as_posix()
 
 
-def source_maps(source: MapSource, files: Sequence[str], images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """The source's maps of ``files`` (N, H, W) at the images' size, each scaled by its maximum (zeros stay zero)."""
+def source_maps(source: MapSource, files: Sequence[str] | None, images: torch.Tensor,
+                classes: torch.Tensor) -> torch.Tensor:
+    """The source's maps of ``files`` (N, H, W) at the images' size, each scaled by its maximum (zeros stay zero).
+
+    ``files=None``: the images are not the photos themselves (e.g. ADCC's explanation images); a callable
+    computes their maps, stored maps have none (NaN)."""
     size = tuple(images.shape[-2:])
+    if files is None and source.compute is None:
+        return torch.full((len(images), *size), float("nan"))
+    files = files if files is not None else [f"#{i}" for i in range(len(images))]
     if source.compute is not None:
         raw = source.compute(images, classes)
         raw = raw.detach().cpu() if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw))
@@ -177,3 +204,49 @@ def source_maps(source: MapSource, files: Sequence[str], images: torch.Tensor, c
     else:
         maps = [torch.from_numpy(check_map(source.lookup(source.key_of(f)), source.where(f))) for f in files]
     return torch.cat([normalise_max(upsample(m[None], size)) for m in maps])
+
+
+#: The sources given in this process, by (name, identity): what a :data:`SOURCE` method's option stands for.
+_LIVE: dict[tuple[str, str], MapSource] = {}
+
+
+def method_options(source: MapSource) -> tuple[tuple[str, str], ...]:
+    """The options of ``source`` as a :data:`SOURCE` method (its identity); :func:`live` finds it again."""
+    _LIVE[source.name, source.identity] = source
+    return (("identity", source.identity),)
+
+
+def is_source(spec: Any) -> bool:
+    """Whether a method spec (``label``, ``method``, ``options``) stands for maps from outside."""
+    return spec.method == SOURCE
+
+
+def live(spec: Any) -> MapSource:
+    """The source a :data:`SOURCE` method spec stands for; one line when it was not given in this process."""
+    identity = dict(spec.options).get("identity", "")
+    try:
+        return _LIVE[spec.label, identity]
+    except KeyError:
+        raise ValueError(f"maps {spec.label!r} ({identity[:16]}) were not given in this process: pass the map "
+                         "source itself (or --maps NAME=PATH) again") from None
+
+
+def stored(spec: Any) -> bool:
+    """Whether a method spec stands for stored maps (a file or a mapping: only the photos' own maps exist)."""
+    return is_source(spec) and live(spec).compute is None
+
+
+def row_facts(spec: Any) -> dict[str, str]:
+    """Where a method's maps came from, for its rows: ``maps_source`` (the path, ``mapping`` or the callable)
+    and ``maps_sha256`` (empty for a callable); nothing for the package's own methods."""
+    if not is_source(spec):
+        return {}
+    provenance = live(spec).provenance
+    where = provenance.get("path") or provenance.get("callable") or provenance.get("source", "")
+    return {"maps_source": where, "maps_sha256": provenance.get("sha256", "")}
+
+
+def check_specs(specs: Sequence[Any], files: Sequence[str]) -> None:
+    """:func:`check_source` of every method spec that stands for maps from outside, before any forward."""
+    for spec in filter(is_source, specs):
+        check_source(live(spec), files)

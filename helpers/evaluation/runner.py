@@ -1,7 +1,9 @@
 """Evaluate CAM methods image by image: faithfulness, localisation and time, cached and resumable.
 
 A method is a :class:`MethodSpec` -- a label, a registered CAM method (or a sanity floor,
-``"random"`` / ``"gaussian"``) and its options, e.g. ``("hybrid@0.7", "hybrid", {"alpha": 0.7})``.
+``"random"`` / ``"gaussian"``) and its options, e.g. ``("hybrid@0.7", "hybrid", {"alpha": 0.7})`` --
+or maps from outside, a :class:`~helpers.data.map_sources.MapSource` (stored maps have no ADCC
+coherency, which re-explains another image, and no time).
 :func:`evaluate` runs every method on every sample and returns one row per image x method.
 Each image's results go to a JSON file in the cache folder as soon as they exist, keyed by the
 image, the methods, the settings and the model, so an interrupted run resumes where it stopped
@@ -34,6 +36,7 @@ from ..cam.engine import METHODS, compute_cams, method_inputs, method_options
 from ..cam.inference import predict_topk
 from ..cam.maps import NORMALISATIONS, normalise
 from ..config import RESULTS_DIR, SEED, progress_bar
+from ..data import map_sources as sources
 from . import metrics as M
 from .cache import cached
 from .floors import FLOORS, floor_maps
@@ -67,8 +70,12 @@ class MethodSpec:
         return dict(self.options)
 
 
-def as_spec(item: str | tuple | MethodSpec) -> MethodSpec:
-    """``"gradcam"`` or ``("hybrid@0.7", "hybrid", {"alpha": 0.7})`` -> :class:`MethodSpec` (checked)."""
+def as_spec(item: str | tuple | MethodSpec | sources.MapSource) -> MethodSpec:
+    """``"gradcam"``, ``("hybrid@0.7", "hybrid", {"alpha": 0.7})`` or a map source -> :class:`MethodSpec` (checked)."""
+    if isinstance(item, sources.MapSource):
+        if item.name in METHODS or item.name in FLOORS:
+            raise ValueError(f"maps {item.name!r}: the name of a method; give the maps another name")
+        return MethodSpec(item.name, sources.SOURCE, sources.method_options(item))
     if isinstance(item, MethodSpec):
         spec = item
     elif isinstance(item, str):
@@ -76,7 +83,7 @@ def as_spec(item: str | tuple | MethodSpec) -> MethodSpec:
     else:
         label, method, *rest = item
         spec = MethodSpec(label, method, tuple(sorted((rest[0] if rest else {}).items())))
-    if spec.method not in METHODS and spec.method not in FLOORS:
+    if spec.method not in METHODS and spec.method not in FLOORS and not sources.is_source(spec):
         raise ValueError(f"unknown method {spec.method!r} for {spec.label!r}; valid: "
                          f"{', '.join([*METHODS, *FLOORS])}")
     return spec
@@ -141,11 +148,14 @@ def image_seed(file: str) -> int:
 
 
 def explain(bundle: ModelBundle, images: torch.Tensor, class_idx: torch.Tensor, spec: MethodSpec, seed: int,
-            cam_options: dict[str, Any]) -> torch.Tensor:
-    """Maps (N, H, W) in [0, 1] of ``spec`` for the images' classes."""
+            cam_options: dict[str, Any], files: Sequence[str] | None = None) -> torch.Tensor:
+    """Maps (N, H, W) in [0, 1] of ``spec`` for the images' classes (``files``: the images' files, which maps
+    from outside are looked up by; None for images that are no photo's own)."""
     size = tuple(images.shape[-2:])
     if spec.method in FLOORS:
         return floor_maps(spec.method, len(images), size, seed)
+    if sources.is_source(spec):
+        return sources.source_maps(sources.live(spec), files, images, class_idx)
     maps = compute_cams(bundle, images, method_options(spec.method, cam_options | spec.kwargs), target=class_idx)
     return maps[spec.method].cpu()
 
@@ -179,8 +189,9 @@ def one_pass(spec: MethodSpec) -> bool:
 
 
 def explain_rows(bundle: ModelBundle, images: torch.Tensor, class_idx: torch.Tensor, specs: Sequence[MethodSpec],
-                 seed: int, cam_options: dict[str, Any]) -> torch.Tensor:
-    """Row i explained by method i: (M, H, W) for M images and M specs (e.g. each method's masked image).
+                 seed: int, cam_options: dict[str, Any], files: Sequence[str] | None = None) -> torch.Tensor:
+    """Row i explained by method i: (M, H, W) for M images and M specs (e.g. each method's masked image);
+    ``files`` as :func:`explain`'s, one per row.
 
     One-pass methods with equal options share ONE compute_cams call on all rows (row i keeps
     method i's map); the others (floors, Score-CAM, Recipro-CAM) run on their own row only.
@@ -191,7 +202,8 @@ def explain_rows(bundle: ModelBundle, images: torch.Tensor, class_idx: torch.Ten
         if one_pass(s):
             groups.setdefault(s.options, []).append(i)
         else:
-            out[i] = explain(bundle, images[i:i + 1], class_idx[i:i + 1], s, seed, cam_options)
+            out[i] = explain(bundle, images[i:i + 1], class_idx[i:i + 1], s, seed, cam_options,
+                             None if files is None else files[i:i + 1])
     for options, rows in groups.items():
         methods = tuple(dict.fromkeys(specs[i].method for i in rows))
         maps = compute_cams(bundle, images[rows], [method_options(m, cam_options | dict(options)) for m in methods],
@@ -227,7 +239,7 @@ def evaluate_sample(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec
     cls, pred = explained_class(bundle, sample, cfg.target)
     idx = torch.tensor([cls])
     xs, idxs = x.expand(len(specs), -1, -1, -1), idx.expand(len(specs))
-    maps = normalise(explain_rows(bundle, xs, idxs, specs, seed, opts), cfg.normalise)
+    maps = normalise(explain_rows(bundle, xs, idxs, specs, seed, opts, [sample.file] * len(specs)), cfg.normalise)
     curves = M.insertion_deletion(bundle, xs, maps, idxs, "rise", seed, steps=cfg.rise_steps,
                                   chunk_size=cfg.chunk_size)
     thesis = thesis_aucs(bundle, xs, maps, idxs, cfg, curves["deletion"], seed)
@@ -236,6 +248,8 @@ def evaluate_sample(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec
     adcc = M.adcc(bundle, xs, maps, idxs, change=change, space=cfg.explanation_space,
                   explain=lambda images, classes: normalise(
                       explain_rows(bundle, images, classes, specs, seed + 1, opts), cfg.normalise))
+    no_map = torch.tensor([sources.stored(s) for s in specs])   # stored maps of ADCC's explanation images: none
+    adcc = {k: torch.where(no_map, float("nan"), v) if k in ("coherency", "adcc") else v for k, v in adcc.items()}
     boxes = [[b for c, b in sample.boxes_crop if c == cls]] * len(specs)
     columns = {"insertion_auc": M.auc(curves["insertion"]), "deletion_auc": M.auc(curves["deletion"]),
                "insertion_auc_thesis": thesis["insertion"], "deletion_auc_thesis": thesis["deletion"],
@@ -247,13 +261,15 @@ def evaluate_sample(bundle: ModelBundle, sample: Any, specs: Sequence[MethodSpec
                "box_iou": M.box_iou(maps, boxes, cfg.iou_threshold), "prob_full": change["prob_full"]}
     rows = [{"image": sample.file, "method": s.label, "kind": sample.kind, "source": sample.source,
              "label_idx": sample.label_idx, "class_idx": cls, "pred_idx": pred,
-             "correct": bool(pred == sample.label_idx), **{k: float(v[i]) for k, v in columns.items()}}
+             "correct": bool(pred == sample.label_idx), **{k: float(v[i]) for k, v in columns.items()},
+             **sources.row_facts(s)}
             for i, s in enumerate(specs)]
     timings = {}
     if timed:
-        fns = {s.label: (lambda s=s: explain(bundle, x, idx, s, seed, opts)) for s in specs}
+        fns = {s.label: (lambda s=s: explain(bundle, x, idx, s, seed, opts, [sample.file]))
+               for s in specs if not sources.stored(s)}   # reading a stored map is not computing it
         medians = interleaved_medians(fns, cfg.timing_repeats, cfg.timing_warmup, bundle.device)
-        timings = {label: 1000 * sec for label, sec in medians.items()}
+        timings = {s.label: 1000 * medians[s.label] if s.label in medians else float("nan") for s in specs}
     return {"rows": rows, "timings": timings,
             "curves": {s.label: {m: curves[m][i].tolist() for m in M.MODES} for i, s in enumerate(specs)}}
 
@@ -279,12 +295,13 @@ class Evaluation:
     config: EvalConfig | None = None
 
 
-def evaluate(bundle: ModelBundle, samples: Sequence[Any], specs: Iterable[str | tuple | MethodSpec],
+def evaluate(bundle: ModelBundle, samples: Sequence[Any], specs: Iterable[str | tuple | MethodSpec | sources.MapSource],
              cfg: EvalConfig = EvalConfig(), cache_dir: str | Path | None = RESULTS_DIR / ".cache",
              progress: bool = True, time_first: int | None = None) -> Evaluation:
     """Evaluate every method on every sample (:func:`evaluate_sample`), cached per image.
 
-    ``cache_dir=None`` disables the cache. ``time_first`` times only the first that many images
+    Map sources among ``specs`` (:mod:`helpers.data.map_sources`) are checked against the samples' files
+    before any forward. ``cache_dir=None`` disables the cache. ``time_first`` times only the first that many images
     (None: all). A failing image is reported on stderr and skipped; a full or read-only disk
     (:data:`DISK_ERRNOS`) stops the run with its ``OSError`` (the entries already written are kept).
     """
@@ -294,6 +311,7 @@ def evaluate(bundle: ModelBundle, samples: Sequence[Any], specs: Iterable[str | 
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"method labels must be unique, got {labels}")
+    sources.check_specs(specs, [s.file for s in samples])
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)

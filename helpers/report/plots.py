@@ -8,8 +8,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..config import SEED
 from ..evaluation.adaptive import ORACLE_ALPHA
 from ..evaluation.alpha_sweep import ALPHAS
+from ..evaluation.stats import bootstrap_ci
 
 
 def plot_sweep(summary: pd.DataFrame, chosen: float | None = None, title: str = "") -> plt.Figure:
@@ -126,17 +128,23 @@ def plot_models(tests: pd.DataFrame, metric: str = "insertion_auc") -> plt.Figur
     return fig
 
 
-def plot_randomisation(results: pd.DataFrame) -> plt.Figure:
-    """Mean Spearman correlation (+- 1 sd over images) per method along the cascade."""
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+def plot_randomisation(results: pd.DataFrame, dodge: float = 0.0) -> plt.Figure:
+    """Mean Spearman correlation per method along the cascade with its 95% BCa bootstrap CI over images; the
+    methods are shifted ``dodge`` apart along x, so that no line hides another."""
+    fig, ax = plt.subplots(figsize=(10, 4))
     labels = results.drop_duplicates("step").sort_values("step")["layer"].tolist()
-    for method, group in results.groupby("method", sort=False):
-        stats = group.groupby("step")["spearman"].agg(["mean", "std"]).fillna(0)
-        ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], label=method, marker="o", capsize=3)
+    methods = list(dict.fromkeys(results["method"]))
+    for k, (method, group) in enumerate(results.groupby("method", sort=False)):
+        by_step = group.groupby("step")["spearman"]
+        mean = by_step.mean()
+        ci = np.array([bootstrap_ci(v.to_numpy(np.float64), seed=SEED) for _, v in by_step]).reshape(-1, 2)
+        err = np.abs(np.vstack([mean.to_numpy() - ci[:, 0], ci[:, 1] - mean.to_numpy()]))
+        ax.errorbar(mean.index + dodge * (k - (len(methods) - 1) / 2), mean, yerr=np.nan_to_num(err), label=method,
+                    marker="o", ms=4, capsize=3)
     ax.set_xticks(range(len(labels)), ["trained"] + [f"+{n}" for n in labels[1:]], rotation=45, ha="right")
-    ax.set_ylabel("Spearman vs trained map")
+    ax.set_ylabel("Spearman vs trained map (mean, 95% CI)")
     ax.set_title("cascading model randomisation (lower = more model-dependent)")
     ax.axhline(0, color="grey", lw=0.5)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig

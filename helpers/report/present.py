@@ -32,6 +32,16 @@ from ..evaluation.stats import comparison_table
 from ..study.results import Study
 from .figures import forest_plot, mean_curves, paired_differences, proportions
 from .leaderboard import leaderboard
+from .robustness import (
+    EQUIVALENCE_CSV,
+    ROBUST_CSV,
+    SORTED_FIGURE,
+    equivalence_line,
+    equivalence_table,
+    margin_gap,
+    robust_table,
+    sorted_differences,
+)
 from .verdict import NAMES, TIME_TOLERANCE, answer_lines, replication_line
 
 #: The continuous metrics of the main part shown as leaderboards and paired differences.
@@ -43,6 +53,17 @@ PROPORTIONS: tuple[str, ...] = ("increase_in_confidence",)
 TIMING_NOTE = ("not judged from the study's rows, which hold no timings (they depend on the machine): "
                "`python -m helpers.bench` measures the CAM pass; the README's benchmark quotes it.")
 FLOAT_FORMAT = "%.8g"
+#: EfficientNet-Lite0's published top-1 on ImageNet's validation set, in % (the TF-Lite EfficientNet-Lite release).
+LITE0_PUBLISHED_TOP1 = 75.1
+#: The confirmatory tests on the thesis' model for whoever has torchvision's ResNet-50 file (V1, the thesis'):
+#: the 600 test photos' labels from the manifest, then the command line's ``evaluate`` (both presets, so the
+#: thesis' 10 steps; ``--steps`` left at the protocols' own).
+RESNET50_COMMANDS: tuple[str, ...] = (
+    "python -c \"import pandas as pd; m = pd.read_csv('input_images/imagenet_manifest.csv'); m[m.split == 'test']"
+    ".rename(columns={'label_idx': 'label'})[['file', 'label']].to_csv('test_labels.csv', index=False)\"",
+    "python -m helpers evaluate --images \"$(python -c 'from helpers.data.imagenet import locate; print(locate())')\" "
+    "--labels test_labels.csv --model resnet50 --weights /path/to/resnet50-0676ba61.pth --methods "
+    "gradcam,layercam,hybrid --alpha 0.7 --no-timing --out results/resnet50")
 #: The parts that repeat the thesis methods on other models (Lite0's head is the ``main`` part).
 MODEL_PARTS: tuple[str, ...] = ("lite1", "lite2")
 
@@ -61,6 +82,9 @@ class Answer:
     n: int                   # photos
     alpha: float             # the a chosen on the val photos
     coverage: str            # "600 photos", or "420 of 600 photos (a partial part ...)" while shards run
+    robust: pd.DataFrame     # what a typical photo shows, per confirmatory comparison (exploratory)
+    first: list[str]         # what to read first: the photos' accuracy, the model not run, what hybrid@val is
+    equivalence: pd.DataFrame  # the deletion claim as two one-sided tests (exploratory)
 
 
 def identical(rows: pd.DataFrame, alpha: float) -> dict[str, str]:
@@ -101,18 +125,48 @@ def timing_note(benchmark: str | Path) -> str:
             f"({table['taken'].iloc[0]}; `python -m helpers.bench`, results/{path.name}).")
 
 
+def read_first(rows: pd.DataFrame, alpha: float) -> list[str]:
+    """The caveats that open the report, from the main part's rows: Lite0's top-1 on the photos against its
+    published one (Lite0 only), that ResNet-50 was not run with the commands that run it (unless it was), and
+    which parent hybrid@val is (when the chosen a makes it one)."""
+    model = str(rows["model"].iloc[0]) if "model" in rows else ""
+    lines = []
+    if model == "efficientnet_lite0" and "correct" in rows:
+        per_photo = rows.drop_duplicates("image")["correct"].astype(bool)
+        lines.append(f"- **The photos are probably ImageNet training images**: EfficientNet-Lite0 classifies "
+                     f"{int(per_photo.sum())} of the {len(per_photo)} test photos correctly ({per_photo.mean():.1%} "
+                     f"top-1) against its published {LITE0_PUBLISHED_TOP1}% on ImageNet's validation set. The maps "
+                     "are compared on the same photos; how the model generalises is not measured here.")
+    if model != "resnet50":
+        lines.append("- **The thesis' own model, ResNet-50, was not run**: no ResNet-50 weights install on these "
+                     "machines. Whoever has torchvision's weight file runs the four confirmatory tests on it, on the "
+                     "same test photos, under both protocols (the thesis' 10 steps among them), with "
+                     "`" + "` and then `".join(RESNET50_COMMANDS) + "` (REPORT.md and confirmatory_tests.csv in "
+                     "results/resnet50).")
+    parent = parent_at(alpha)
+    if parent is not None:
+        lines.append(f"- **The val rule chose a = {alpha:g}, so hybrid@val is {NAMES[parent]}**: its maps are "
+                     f"{NAMES[parent]}'s, and it has no result of its own.")
+    return lines
+
+
 def answer(study: Study, seed: int = SEED) -> Answer:
     """The confirmatory tests and the verdict lines, from the ``main`` part; the time claim from the
     benchmark beside the study folder (:func:`timing_note`); where the study has other models, one
     exploratory line on whether the answer replicates there (:func:`architecture_tests`)."""
-    rows = study.rows("main")
-    tests = confirmatory(rows, seed)
-    note = timing_note(study.folder.parent / "benchmark.csv")
-    lines = answer_lines(tests, note)
-    if model_parts(study):
-        lines.append(replication_line(architecture_tests(study, seed=seed)))
-    return Answer(tests, lines, int(rows["image"].nunique()), float(study.parts["main"].facts["alpha"]),
-                  study.coverage("main"))
+    def compute() -> Answer:
+        rows = study.rows("main")
+        tests = confirmatory(rows, seed)
+        equivalence = equivalence_table(rows)
+        lines = answer_lines(tests, equivalence_line(equivalence, margin_gap(rows)),
+                             timing_note(study.folder.parent / "benchmark.csv"))
+        if model_parts(study):
+            lines.append(replication_line(architecture_tests(study, seed=seed)))
+        alpha = float(study.parts["main"].facts["alpha"])
+        return Answer(tests, lines, int(rows["image"].nunique()), alpha, study.coverage("main"),
+                      robust_table(rows, tests, seed=seed), read_first(rows, alpha), equivalence)
+
+    return study.cached(f"answer {seed}", compute)
 
 
 def architecture_tests(study: Study, metric: str = "insertion_auc", seed: int = SEED) -> pd.DataFrame:
@@ -185,7 +239,8 @@ def worked_example(rows: pd.DataFrame, metric: str = "insertion_auc") -> tuple[s
 
 def write_outputs(study: Study, out: str | Path, seed: int = SEED) -> dict[str, Path]:
     """answer.png, leaderboard.csv, confirmatory_tests.csv, paired_differences.png, proportions.png and
-    mean_curves.png in ``out``; returns the paths by name."""
+    mean_curves.png in ``out`` (returns their paths by name), and the answer's robustness files
+    (:data:`~helpers.report.robustness.SORTED_FIGURE`, ``ROBUST_CSV``, ``EQUIVALENCE_CSV``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, ans = study.rows("main"), answer(study, seed)
@@ -194,6 +249,9 @@ def write_outputs(study: Study, out: str | Path, seed: int = SEED) -> dict[str, 
              ("proportions", "png"), ("mean_curves", "png"))
     paths = {k: out / f"{k}.{ext}" for k, ext in names}
     plt.close(forest_plot(confirmatory_rows(ans.tests), paths["answer"]))
+    plt.close(sorted_differences(rows, path=out / SORTED_FIGURE))
+    for name, table in ((ROBUST_CSV, ans.robust), (EQUIVALENCE_CSV, ans.equivalence)):
+        write_atomic(out / name, table.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n"))
     write_atomic(paths["confirmatory_tests"], ans.tests.to_csv(index=False, float_format=FLOAT_FORMAT,
                                                                lineterminator="\n"))
     write_atomic(paths["leaderboard"], leaderboards(rows, ans.alpha, seed=seed).to_csv(

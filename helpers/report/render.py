@@ -19,14 +19,17 @@ from ..study.results import Study, shown_folder
 from .leaderboard import leaderboard_view, markdown_table
 from .present import Answer, answer, identical, leaderboards, model_parts, write_outputs
 from .protocol import describe_protocol
+from .robustness import EQUIVALENCE_CSV, ROBUST_CSV, equivalence_lines, robust_lines
 from .sections import (
     ADAPTIVE_PARTS,
     ARCHITECTURES_FIGURE,
+    SANITY_FIGURE,
     adaptive_lines,
     architectures_figure,
     example_lines,
     road_curves,
     road_lines,
+    sanity_figure,
     sanity_lines,
     secondary_lines,
     write_adaptive,
@@ -42,7 +45,9 @@ def intro_lines(study: Study, ans: Answer) -> list[str]:
     note = "; ".join(f"{a} = {o}" for a, o in same.items())
     n_val = (f"the {len(study.parts['alpha_head'].facts['part_photos'])} val photos" if study.has("alpha_head")
              else "the val photos")
-    return [f"Test photos: {study.coverage('main')}, one class each, EfficientNet-Lite0, every map "
+    model = str(rows["model"].iloc[0]) if "model" in rows else "the model"
+    model = {"efficientnet_lite0": "EfficientNet-Lite0"}.get(model, model)
+    return [f"Test photos: {study.coverage('main')}, one class each, {model}, every map "
             "explaining the model's top-1 class. The confirmatory family was fixed before the data: hybrid@0.7 vs "
             "Grad-CAM and vs LayerCAM on insertion AUC, rise protocol (primary) and thesis protocol (secondary), 4 "
             f"paired t-tests, Holm-adjusted among themselves; everything else is exploratory. The a chosen on "
@@ -54,9 +59,13 @@ def render(study: Study, ans: Answer, lb: str, extra: Mapping[str, Sequence[str]
     """REPORT.md's text; ``lb`` is the leaderboard CSV's rows of insertion AUC already as Markdown lines."""
     lines = ["# Results: is the hybrid of Grad-CAM and LayerCAM better?", "",
              f"Generated from the study's rows (`{shown_folder(study.folder)}/`) by `helpers.study.report`; every "
-             "number comes from a file written by the run.", "", "## The answer", "",
+             "number comes from a file written by the run.", ""]
+    lines += (["## Read first", ""] + ans.first + [""] if ans.first else []) + ["## The answer", "",
              "![The confirmatory family](answer.png)", ""]
-    lines += ans.lines + [""] + intro_lines(study, ans)
+    lines += ans.lines + [""] + intro_lines(study, ans) + [""] + robust_lines(ans.robust)
+    lines += ["", f"**The deletion claim as equivalence** (exploratory, both protocols; [{EQUIVALENCE_CSV}]"
+              f"({EQUIVALENCE_CSV}), the rows above: [{ROBUST_CSV}]({ROBUST_CSV})):", ""]
+    lines += equivalence_lines(ans.equivalence)
     lines += ["", "## Leaderboard: insertion AUC (rise protocol) on the photos all methods share", "", lb, "",
               "Rank 1 = best. Differences are paired per photo, 95% BCa CIs, paired t-test Holm-adjusted over the "
               "table (exploratory). Every metric's leaderboard: [leaderboard.csv](leaderboard.csv); the claims' "
@@ -82,7 +91,7 @@ def render(study: Study, ans: Answer, lb: str, extra: Mapping[str, Sequence[str]
 def glance_lines(ans: Answer, report: str = "results/REPORT.md", figure: str = "results/answer.png") -> list[str]:
     """The README's "Results at a glance" block: the verdict lines, the figure and the link to the report."""
     return ["## Results at a glance", "", f"Test photos: {ans.coverage}; [{os.path.basename(report)}]({report}) "
-            "has everything, generated from the study's files:", ""] + \
+            "has everything, generated from the study's files. Read first:", ""] + ans.first + [""] + \
         ans.lines + ["", f"![hybrid@0.7 minus each parent, insertion AUC]({figure})"]
 
 
@@ -96,6 +105,8 @@ def write_report(study: Study, out: str | Path, extra: Mapping[str, Sequence[str
     if model_parts(study):
         plt.close(architectures_figure(study, out / ARCHITECTURES_FIGURE, seed))
     write_adaptive(study, out)
+    if study.has("sanity"):
+        plt.close(sanity_figure(study, path=out / SANITY_FIGURE))
     ans = answer(study, seed)
     table = leaderboards(study.rows("main"), ans.alpha, ("insertion_auc",), seed)
     lb = "\n".join(markdown_table(leaderboard_view(table)))

@@ -22,7 +22,7 @@ from ..evaluation.runner import LOWER_IS_BETTER
 from ..evaluation.stats import bootstrap_ci
 from ..study import adaptive
 from ..study.results import Study
-from .figures import forest_plot, mean_curves
+from .figures import forest_plot, mean_curves, save
 from .leaderboard import leaderboard, leaderboard_view, markdown_table
 from .plots import plot_best_alpha, plot_randomisation
 from .present import MODEL_PARTS, architecture_tests, identical, model_parts, worked_example
@@ -31,6 +31,10 @@ from .verdict import NAMES, format_p
 #: A map passes the cascading-randomisation check when its mean Spearman correlation with the trained
 #: model's map falls below this once the classifier is randomised (Adebayo et al. read "stays high" as failing).
 SANITY_THRESHOLD = 0.5
+#: The sanity part of the hybrid the thesis proposes, at its fixed a (``sanity``'s hybrid runs at the chosen a).
+SANITY_FIXED = "sanity_h07"
+#: The cascade's figure, written beside REPORT.md.
+SANITY_FIGURE = "sanity.png"
 ROAD_METRICS: tuple[str, ...] = ("road_combined", "road_morf", "road_lerf")
 #: The parts the adaptive-a answer reads.
 ADAPTIVE_PARTS: tuple[str, ...] = ("alpha_head", "features_val", "oracle", "features_test")
@@ -50,17 +54,53 @@ def missing_lines(study: Study, *names: str) -> list[str] | None:
     return [f"- {study.missing(n)}" for n in absent] or None
 
 
+def sanity_rows(study: Study) -> tuple[pd.DataFrame, str | None]:
+    """The cascade's rows of ``sanity`` with those of :data:`SANITY_FIXED` where computed, and the parent the
+    ``sanity`` part's hybrid IS at its chosen a (:func:`parent_at`; its rows are then left out: it is that
+    parent, with no verdict of its own), else None."""
+    rows = study.rows("sanity")
+    parent = parent_at(study.parts["sanity"].facts.get("alpha"))
+    if parent is not None:
+        rows = rows[rows["method"] != "hybrid"]
+    if study.has(SANITY_FIXED):
+        rows = pd.concat([rows, study.rows(SANITY_FIXED)], ignore_index=True)
+    return rows, parent
+
+
+def hybrid_sanity_lines(study: Study, first: pd.DataFrame, threshold: float) -> list[str]:
+    """What the LayerCAM factor's result does to hybrid@0.7 (``first``: the rows once the classifier is
+    randomised), from its paired difference to Grad-CAM on the same photos; "not computed yet" without it."""
+    if not study.has(SANITY_FIXED):
+        return ["", f"- {study.missing(SANITY_FIXED)}"]
+    wide = first.pivot(index="image", columns="method", values="spearman")
+    if not {HYBRID, GC, LC} <= set(wide):
+        return []
+    d = (wide[HYBRID] - wide[GC]).dropna().to_numpy(np.float64)
+    lo, hi = bootstrap_ci(d, seed=SEED)
+    h, lc = wide[HYBRID].mean(), wide[LC].mean()
+    word = "still passes" if h < threshold else "fails too"
+    than = ("above" if lo > 0 else "below" if hi < 0 else "not distinguishable from")
+    return ["", f"What LayerCAM's result does to the hybrid the thesis proposes: {HYBRID} = norm(Grad-CAM)^"
+            f"{THESIS_ALPHA:g} x norm(LayerCAM)^{1 - THESIS_ALPHA:.1g} has LayerCAM as a factor, whose map stays at "
+            f"{lc:.3f} once the classifier is random. The product {word}: {h:.3f}, {d.mean():+.3f} [95% CI {lo:+.3f}, "
+            f"{hi:+.3f}] against Grad-CAM on the same {len(d)} photos ({than} Grad-CAM's). An explanation, not "
+            "tested here: the Grad-CAM factor, which the random classifier scrambles, sets the product's ranking, "
+            "and the LayerCAM factor keeps only a little of the activation pattern."]
+
+
 def sanity_lines(study: Study, threshold: float = SANITY_THRESHOLD) -> list[str]:
     """Which methods pass the cascading randomisation (mean Spearman after the classifier is randomised below
-    ``threshold``), with n and CIs, and what a map that stays similar means."""
+    ``threshold``), with n and CIs, what LayerCAM's result does to hybrid@0.7, and what a map that stays
+    similar means; a hybrid whose maps are a parent's is named as that parent, with no verdict of its own."""
     if (skip := missing_lines(study, "sanity")) is not None:
         return skip
-    rows = study.rows("sanity")
+    rows, parent = sanity_rows(study)
     first = rows[rows["step"] == 1]
     last = rows[rows["step"] == rows["step"].max()]
     n = rows["image"].nunique()
     lines = [f"Spearman rank correlation between each map and the trained model's map, n = {n} photos; a method "
-             f"passes when the mean falls below {threshold:g} once the classifier is randomised.", ""]
+             f"passes when the mean falls below {threshold:g} once the classifier is randomised. Intervals are 95% "
+             "BCa bootstrap CIs over the photos.", ""]
     stay = []
     for method, g in first.groupby("method", sort=False):
         v = g["spearman"].to_numpy(dtype=np.float64)
@@ -70,16 +110,17 @@ def sanity_lines(study: Study, threshold: float = SANITY_THRESHOLD) -> list[str]
         stay += [] if passes else [method]
         lines.append(f"- **{method}: {'passes' if passes else 'FAILS'}** - classifier randomised: {v.mean():.3f} "
                      f"[95% CI {lo:.3f}, {hi:.3f}]; after the last step ({last['randomised'].iloc[0]}): {end:.3f}.")
-    alpha = study.parts["sanity"].facts.get("alpha")
-    if parent_at(alpha) is not None:
-        lines += ["", f"The hybrid runs at the a chosen on the val photos, a = {float(alpha):g}: its maps are "
-                  f"{NAMES[parent_at(alpha)]}'s, so its rows repeat that parent's."]
+    if parent is not None:
+        alpha = float(study.parts["sanity"].facts["alpha"])
+        lines += ["", f"The `sanity` part's hybrid runs at the a chosen on the val photos, a = {alpha:g}: its maps are "
+                  f"{NAMES[parent]}'s, so it is {NAMES[parent]} and has no verdict of its own."]
+    lines += hybrid_sanity_lines(study, first, threshold) + ["", f"![The cascade per method]({SANITY_FIGURE})"]
     if stay:
         lines += ["", f"{', '.join(stay)} stay(s) close to the trained map when the classifier's weights are random: "
                   "such a map follows the features' activations (what the image contains), not the class decision. "
-                  "LayerCAM weights each activation by its positive gradient; once the classifier is random those "
-                  "gradients are still positive where the activations are strong, so the map keeps the activation "
-                  "pattern. It is a map of salient image structure, so its agreement with a class's evidence is not "
+                  "An explanation, not tested here: LayerCAM weights each activation by its positive gradient; once "
+                  "the classifier is random those gradients are still positive where the activations are strong, so "
+                  "the map keeps the activation pattern. Its agreement with a class's evidence is therefore not "
                   "evidence that it explains the classifier."]
     return lines
 
@@ -300,16 +341,16 @@ def consistency_lines(localisation: pd.DataFrame | None) -> list[str]:
     return lines
 
 
-def sanity_figure(study: Study, threshold: float = SANITY_THRESHOLD) -> plt.Figure:
-    """The cascade's mean Spearman per method and step (:func:`plot_randomisation`), with n, the pass threshold
-    and the legend outside the data."""
-    rows = study.rows("sanity").rename(columns={"layer": "target_layer", "randomised": "layer"})
-    fig = plot_randomisation(rows)
+def sanity_figure(study: Study, threshold: float = SANITY_THRESHOLD, path: str | Path | None = None) -> plt.Figure:
+    """The cascade's mean Spearman per method and step with 95% CIs (:func:`plot_randomisation`, the methods
+    shifted apart), of :func:`sanity_rows`, with n, the pass threshold and the legend outside the data."""
+    rows = sanity_rows(study)[0].rename(columns={"layer": "target_layer", "randomised": "layer"})
+    fig = plot_randomisation(rows, dodge=0.12)
     ax = fig.axes[0]
     ax.axhline(threshold, color="C3", ls="--", lw=0.8, label=f"pass threshold {threshold:g}")
-    ax.set_title(f"cascading model randomisation, n = {rows['image'].nunique()} photos (lower = more model-dependent)",
-                 fontsize=9)
+    ax.set_title(f"cascading model randomisation, n = {rows['image'].nunique()} photos, mean and 95% BCa CI "
+                 "(lower = more model-dependent)", fontsize=10)
     ax.set_xlabel("weights randomised down to")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
-    return fig
+    return save(fig, path)

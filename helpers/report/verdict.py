@@ -57,9 +57,11 @@ def direction(t: pd.Series, lower_is_better: bool = False) -> str:
     return "better" if (t.mean_diff > 0) != lower_is_better else "worse"
 
 
-def answer_lines(tests: pd.DataFrame, timing_note: str | None = None, hybrid: str = HYBRID) -> list[str]:
-    """One verdict line per thesis claim (Markdown), from the confirmatory rows (insertion) and the
-    exploratory deletion rows of ``tests``; ``timing_note`` says where the time claim is judged."""
+def answer_lines(tests: pd.DataFrame, deletion_line: str, timing_note: str | None = None,
+                 hybrid: str = HYBRID) -> list[str]:
+    """One verdict line per thesis claim (Markdown), from the confirmatory rows (insertion) of ``tests``;
+    ``deletion_line`` answers the deletion claim (its equivalence test:
+    :func:`helpers.report.robustness.equivalence_line`), ``timing_note`` says where the time claim is judged."""
     lines = []
     for other in (GC, LC):
         parts = {p: find_test(tests, hybrid, other, cols[0]) for p, cols in PRESET_COLUMNS.items()}
@@ -72,14 +74,7 @@ def answer_lines(tests: pd.DataFrame, timing_note: str | None = None, hybrid: st
                      f"Paired difference (hybrid - {NAMES[other]}): rise protocol {difference_text(parts['rise'])}; "
                      f"thesis protocol {difference_text(parts['thesis'])}. Smallest difference detectable with 80% "
                      f"power: {parts['rise'].detectable_diff_80:.4f}.{agree}")
-    rows = {o: find_test(tests, hybrid, o, PRESET_COLUMNS["rise"][1]) for o in (GC, LC)}
-    significant = [o for o, t in rows.items() if t.p < ALPHA_LEVEL]
-    word = "HOLDS" if not significant else "DOES NOT HOLD (the hybrid's deletion AUC is " + " and ".join(
-        f"{'higher' if rows[o].mean_diff > 0 else 'lower'} than {NAMES[o]}'s" for o in significant) + ")"
-    lines.append(f"- **Claim: the deletion AUC differences are not significant - {word}** (exploratory, unadjusted "
-                 f"p >= {ALPHA_LEVEL}). " + "; ".join(
-                     f"vs {NAMES[o]}: {t.mean_diff:+.4f} [95% CI {t.ci_low:+.4f}, {t.ci_high:+.4f}], "
-                     f"{p_text(t.p)}" for o, t in rows.items()) + "; lower is better.")
+    lines.append(deletion_line)
     if timing_note:
         lines.append(f"- **Claim: the hybrid costs no extra time over Grad-CAM** - {timing_note}")
     return lines

@@ -6,19 +6,26 @@ manifest (sorted by file; labels and boxes join the hash). Running, sharding, pr
 are the study's own (:func:`helpers.study.run.run_part`, :mod:`helpers.study.merge`), so a shard is a
 study shard. :func:`write_tables` writes the rows as CSVs; the study's report is then written over the
 parts as over any study's (:func:`study_of`).
+
+Maps computed elsewhere (:mod:`helpers.data.map_sources`, ``--maps NAME=PATH``) are methods of the ``main``
+part like the package's own (:class:`FolderPart`): the same rows, statistics and report. Their identity (the
+maps' sha256) joins the part's hash, so changed maps make the part stale; :func:`run_folder` checks every
+map against the photos before any forward.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
 from ..config import write_atomic
+from ..data import map_sources as sources
 from ..data.images import read_manifest
-from ..evaluation.runner import LOCALISATION, METRICS, MethodSpec
+from ..evaluation.runner import LOCALISATION, METRICS, MethodSpec, as_spec
 from ..evaluation.stats import summary_table
-from .parts import TIME_COLUMN
+from .parts import TIME_COLUMN, main_specs
 from .results import Study
 from .run import PartPhotos, PartRun, record, run_part
 from .spec import Part, StudySpec, _tuples
@@ -40,14 +47,48 @@ def folder_photos(manifest: str | Path, root: str | Path) -> PartPhotos:
                       Path(root), "test", {str(r.file): [int(r.label_idx), str(r.boxes)] for r in rows.itertuples()})
 
 
-def folder_spec(specs: Sequence[MethodSpec], model: str, steps: int | None = None, road: bool = False,
-                timed: bool = True) -> StudySpec:
+def _stand_in(method: Any) -> Any:
+    """A method item with maps from outside as a floor (what the study's definition checks), others unchanged."""
+    is_source = isinstance(method, (tuple, list)) and len(method) == 3 and method[1] == sources.SOURCE
+    return (method[0], "random", method[2]) if is_source else method
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderPart(Part):
+    """A part of a folder's study: a :class:`~helpers.study.spec.Part` whose methods may include maps from
+    outside (method :data:`helpers.data.map_sources.SOURCE`), checked as the part with floors in their place.
+    Its fields are a Part's, so its hash is the same part's hash."""
+
+    def __post_init__(self) -> None:
+        def checked(key: str, value: Any) -> Any:
+            return tuple(map(_stand_in, value)) if key == "methods" and isinstance(value, (tuple, list)) else value
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(Part)}
+        Part(**{**fields, "options": tuple((k, checked(k, v)) for k, v in self.options)})
+
+
+def method_specs(specs: Sequence[MethodSpec | sources.MapSource], road: bool = False) -> list[MethodSpec]:
+    """The methods of a folder's study, map sources among them (:func:`helpers.evaluation.runner.as_spec`); a
+    ValueError when the maps' name is another method's, or with ``road`` (ROAD does not take them yet)."""
+    specs = [as_spec(s) for s in specs]
+    labels = [s.label for s in specs]
+    clash = next((s.label for s in specs if sources.is_source(s) and labels.count(s.label) > 1), None)
+    if clash is not None:
+        raise ValueError(f"maps {clash!r}: the name of a method already evaluated ({', '.join(labels)}); "
+                         "give the maps another name")
+    if road and any(map(sources.is_source, specs)):
+        raise ValueError("ROAD (--metrics road) does not take maps from outside yet; evaluate them without it")
+    return specs
+
+
+def folder_spec(specs: Sequence[MethodSpec | sources.MapSource], model: str, steps: int | None = None,
+                road: bool = False, timed: bool = True) -> StudySpec:
     """The study of a folder: ``main`` (every metric of ``specs``, timed unless ``timed`` is False, one photo per
-    batch) and, with ``road``, ROAD of the same methods; ``steps`` for both presets' curves (None: the presets')."""
-    methods = tuple((s.label, s.method, tuple(s.options)) for s in specs)
-    parts = [Part("main", "evaluate", "test", model, None, 1, options=(("methods", methods), ("timed", timed)))]
+    batch) and, with ``road``, ROAD of the same methods; ``steps`` for both presets' curves (None: the presets').
+    ``specs`` may hold map sources (:func:`method_specs`)."""
+    methods = tuple((s.label, s.method, tuple(s.options)) for s in method_specs(specs, road))
+    parts = [FolderPart("main", "evaluate", "test", model, None, 1, options=(("methods", methods), ("timed", timed)))]
     if road:
-        parts.append(Part("road", "road", "test", model, None, 1, options=(("methods", methods),)))
+        parts.append(FolderPart("road", "road", "test", model, None, 1, options=(("methods", methods),)))
     protocol = {} if steps is None else {"rise_steps": steps, "thesis_steps": steps}
     return StudySpec("evaluate", tuple(parts), description="a folder of photos", **protocol)
 
@@ -56,7 +97,7 @@ def spec_of(parts: dict[str, PartFile]) -> StudySpec:
     """The study definition a folder's part files were computed under (each file records its part and protocol)."""
     try:
         first = next(iter(parts.values())).facts
-        defined = tuple(Part(**{**p.facts["definition"], "options": _tuples(p.facts["definition"]["options"])})
+        defined = tuple(FolderPart(**{**p.facts["definition"], "options": _tuples(p.facts["definition"]["options"])})
                         for p in parts.values())
         return StudySpec(first["study"], defined, **first["protocol"])
     except (KeyError, TypeError, ValueError, StopIteration) as err:
@@ -66,7 +107,10 @@ def spec_of(parts: dict[str, PartFile]) -> StudySpec:
 
 def run_folder(spec: StudySpec, bundle: Any, out: Path, run: PartRun) -> dict[str, PartFile]:
     """Every part of a folder's study into ``out`` (``run``: the shard, the photos, the alpha, the cache);
-    returns their files."""
+    returns their files. Maps from outside are checked against all the photos first (a ValueError naming the
+    file and key, before any forward and before any file is written)."""
+    for part in spec.parts:
+        sources.check_specs(main_specs(part, run.alpha), run.photos.files)
     for part in spec.parts:
         record(out, spec, part.name, run_part(spec, part, bundle, out, run))
     return {name: part for name, part in read_folder(out).items() if name in {p.name for p in spec.parts}}

@@ -18,7 +18,8 @@ Options per kind (``Part.options``):
 * ``model``: Grad-CAM, LayerCAM, hybrid@0.7 and hybrid@val at the model's CAM layer.
 * ``road``: ``methods`` as ``evaluate``; ROAD of each method's map (one row per photo x method).
 * ``features``: the adaptive-a predictor's features of each photo (no options).
-* ``sanity``: ``methods``, ``steps`` (the first steps of the cascade; default all); cascading randomisation,
+* ``sanity``: ``methods`` (``hybrid``: at the chosen alpha; ``hybrid@A``: at a fixed A), ``steps`` (the first
+  steps of the cascade; default all); cascading randomisation,
   one row per image x step x method.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 
 from ..cam.bundle import ModelBundle
 from ..cam.options import Hybrid
+from ..cam.registry import plan
 from ..config import SEED
 from ..evaluation import metrics as M
 from ..evaluation.adaptive import map_features
@@ -40,7 +42,7 @@ from ..evaluation.model_study import model_rows
 from ..evaluation.road_runner import road_rows
 from ..evaluation.runner import EvalConfig, MethodSpec, evaluate_sample, explained_class, image_seed, top1
 from ..evaluation.sanity import cascade_order, cascading_randomisation
-from .spec import Part, StudySpec
+from .spec import Part, StudySpec, fixed_hybrid_alpha
 
 Alpha = float | Mapping[str, float] | None
 Runner = Callable[[Part, StudySpec, ModelBundle, Sequence[Any], Alpha], pd.DataFrame]
@@ -158,16 +160,22 @@ def run_model(part: Part, spec: StudySpec, bundle: ModelBundle, samples: Sequenc
 
 def run_sanity(part: Part, spec: StudySpec, bundle: ModelBundle, samples: Sequence[Any],
                alpha: Alpha = None) -> pd.DataFrame:
-    """Cascading model randomisation: Spearman correlation of each step's maps with the trained maps."""
+    """Cascading model randomisation: Spearman correlation of each step's maps with the trained maps; the rows'
+    ``method`` is the part's name for it (``hybrid``: at the chosen alpha; ``hybrid@A``: at the fixed A)."""
     images = torch.stack([s.tensor for s in samples])
     classes = top1(bundle, images)
     steps = part.opts.get("steps")
-    methods = [Hybrid(alpha=float(alpha)) if m == "hybrid" else m for m in part.opts["methods"]]
+    labels = part.opts["methods"]
+    fixed = {m: fixed_hybrid_alpha(m) for m in labels}
+    methods = [Hybrid(alpha=float(alpha)) if m == "hybrid" else m if fixed[m] is None else Hybrid(alpha=fixed[m])
+               for m in labels]
     rows = cascading_randomisation(bundle, images, classes, methods, progress=False,
                                    steps=None if steps is None else cascade_order(bundle)[:steps])
+    names = dict(zip((step.key for step in plan(methods)), labels, strict=True))   # the engine's keys -> labels
     files = [s.file for s in samples]
     rows = rows.rename(columns={"layer": "randomised"}).assign(image=lambda t: [files[i] for i in t["image"]],
-                                                               layer=bundle.target_layer)
+                                                               layer=bundle.target_layer,
+                                                               method=lambda t: t["method"].map(names))
     mapping = dict(zip(files, classes, strict=True))
     return _frame(rows, part, bundle, mapping, mapping)
 

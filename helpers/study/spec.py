@@ -29,7 +29,7 @@ from ..config import SEED
 from ..evaluation.alpha_sweep import ALPHAS
 from ..evaluation.floors import FLOORS
 from ..evaluation.metrics import MODES, PRESETS
-from ..evaluation.policy import CORE_LABELS, MAIN_METHODS
+from ..evaluation.policy import CORE_LABELS, MAIN_METHODS, METHODS_2, THESIS_ALPHA
 
 #: What a part computes (:mod:`helpers.study.parts` has one runner per kind).
 KINDS: tuple[str, ...] = ("alpha_sweep", "evaluate", "layers", "model", "sanity", "features", "road")
@@ -95,10 +95,19 @@ def _method_list(value: Any) -> bool:
         and _names([m[0] for m in value])
 
 
+#: A sanity part's hybrid at a fixed a, e.g. ``hybrid@0.7`` (plain ``hybrid`` is the hybrid at the chosen a).
+FIXED_HYBRID = re.compile(r"hybrid@(0(\.[0-9]+)?|1(\.0+)?)")
+
+
+def fixed_hybrid_alpha(name: str) -> float | None:
+    """The a of a sanity method named ``hybrid@A`` (A in [0, 1]); None for every other name."""
+    return float(name.split("@", 1)[1]) if isinstance(name, str) and FIXED_HYBRID.fullmatch(name) else None
+
+
 def _sanity_methods(value: Any) -> bool:
-    """Registered CAM methods, distinct (``hybrid`` is the hybrid at the chosen alpha: the sanity runner,
-    :func:`helpers.study.parts.run_sanity`, knows no fixed-alpha ``hybrid@A``)."""
-    return _names(value) and all(m in METHODS for m in value)
+    """Registered CAM methods or ``hybrid@A`` at a fixed A in [0, 1], distinct (``hybrid`` is the hybrid at
+    the chosen alpha, drawn by :func:`helpers.study.parts.run_sanity`)."""
+    return _names(value) and all(m in METHODS or fixed_hybrid_alpha(m) is not None for m in value)
 
 
 def _settings(value: Any) -> bool:
@@ -118,7 +127,8 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "steps": (_whole, "a whole number >= 1"),
     "methods": (_method_list, f"a non-empty list of [label, method, {{options}}] with distinct labels, the methods "
                               f"of {', '.join((*METHODS, *FLOORS))}"),
-    "sanity methods": (_sanity_methods, f"a non-empty list of distinct methods of {', '.join(METHODS)}"),
+    "sanity methods": (_sanity_methods, f"a non-empty list of distinct methods of {', '.join(METHODS)} or "
+                                        "hybrid@A at a fixed A in [0, 1]"),
 }
 
 
@@ -280,11 +290,15 @@ def _design(name: str, n_val: int | None, n_test: int | None, n_sanity: int, bat
         *[_sweep(f"alpha_{m[-5:]}", m, n_val, ("target",), batch=batch) for m in models],
         Part("main", "evaluate", "test", "efficientnet_lite0", n_test, 1, "alpha_head",
              (("methods", MAIN_METHODS),)),
+        Part("methods_2", "evaluate", "test", "efficientnet_lite0", n_test, 1, None, (("methods", METHODS_2),)),
         Part("layers", "layers", "test", "efficientnet_lite0", n_test, batch, "alpha_layers",
              (("settings", LITE0_LAYER_SETTINGS),)),
         *[Part(m[-5:], "model", "test", m, n_test, batch, f"alpha_{m[-5:]}") for m in models],
         Part("sanity", "sanity", "test", "efficientnet_lite0", n_sanity, batch, "alpha_head",
              (("methods", ("gradcam", "layercam", "hybrid")),)),
+        # the hybrid the thesis proposes (a = 0.7) on the same photos: its own part, so ``sanity`` keeps its hash
+        Part("sanity_h07", "sanity", "test", "efficientnet_lite0", n_sanity, batch, None,
+             (("methods", (f"hybrid@{THESIS_ALPHA}",)),)),
         # adaptive a: the per-image upper bound (every grid alpha's insertion AUC on every test photo; the
         # hybrid at a predicted alpha is read from these rows) and the predictor's features on val and test
         _sweep("oracle", "efficientnet_lite0", n_test, ("head",), batch=batch, stage="test", modes=("insertion",)),

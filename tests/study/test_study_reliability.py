@@ -78,9 +78,9 @@ def test_the_base_spec_is_valid(tmp_path):
      ("'s'", "steps", "0")),
     ('[[parts]]\nname = "s"\nkind = "sanity"\nstage = "val"\n[parts.options]\nmethods = ["nope"]\n',
      ("'s'", "methods", "nope")),
-    # the sanity runner draws the hybrid at the chosen alpha only: a fixed one would fail after the work began
-    ('[[parts]]\nname = "s"\nkind = "sanity"\nstage = "val"\n[parts.options]\nmethods = ["hybrid@0.7"]\n',
-     ("'s'", "methods", "hybrid@0.7")),
+    # a fixed-alpha hybrid needs an a in [0, 1]: one outside would fail after the work began
+    ('[[parts]]\nname = "s"\nkind = "sanity"\nstage = "val"\n[parts.options]\nmethods = ["hybrid@1.5"]\n',
+     ("'s'", "methods", "hybrid@1.5")),
 ])
 def test_a_bad_spec_is_one_line_naming_the_key_before_any_work(tmp_path, capsys, no_work, text, words):
     (tmp_path / "bad.toml").write_text(text)
